@@ -1,0 +1,251 @@
+"""The node agent: one process, one Pyro5 daemon serving every actor of the node, an
+APScheduler loop that polls sensors and drains the outbox, and on the hub the name
+server, the aggregator and the web app."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import UTC
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from Pyro5 import errors as pyro_errors
+from Pyro5.api import Daemon, Proxy, expose
+
+from actors.base import Actor
+from actors.config import NodeConfig, SensorConfig
+from actors.hub import AggregatorActor, Hub
+from actors.outbox import Outbox
+from actors.pyro import CALL_TIMEOUT, check_bind, configure
+from actors.sensor import SensorActor
+from hal.context import HalContext, resolve_mode
+from hal.sensor import SENSOR_KINDS
+from nameserver.registry import Registrar, object_name
+
+log = logging.getLogger(__name__)
+PUSH_BATCHES_PER_CALL = 50
+PUSH_CALLS_PER_RUN = 20  # bounds one push run; a backlog drains over consecutive runs
+
+
+class AgentActor(Actor):
+    """`harvester.<node>.agent`: what this node runs and how each of its actors is doing."""
+
+    kind = "agent"
+
+    def __init__(self, agent: NodeAgent) -> None:
+        super().__init__(agent.config.name, "agent", agent.config.role)
+        self._agent = agent
+
+    @expose
+    def info(self) -> dict[str, Any]:
+        """Node name, role, profile, HAL mode, actors, and whether wasmtime is loaded."""
+        cfg = self._agent.config
+        return {"node": cfg.name, "role": cfg.role, "profile": cfg.profile, "hal": self._agent.hal.mode,
+                "pid": os.getpid(), "actors": sorted(a.object_name for a in self._agent.actors),
+                "sensors": {s.name: {"kind": s.kind, "interval_s": s.interval} for s in cfg.sensors},
+                "wasmtime_loaded": "wasmtime" in sys.modules}
+
+    @expose
+    def fleet_health(self) -> dict[str, Any]:
+        """health() of every actor on this node, plus the outbox state."""
+        out: dict[str, Any] = {a.object_name: a.health() for a in self._agent.actors}
+        if self._agent.outbox is not None:
+            out["outbox"] = self._agent.outbox.stats()
+        return out
+
+
+class NodeAgent:
+    """Builds a node from its config and runs it until stop()."""
+
+    def __init__(self, config: NodeConfig, hal_mode: str | None = None) -> None:
+        configure()
+        self.config = config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.hal = HalContext(resolve_mode(hal_mode, config.hal), config.name, config.state_dir,
+                              mock=config.mock)
+        self.actors: list[Actor] = []
+        self.sensors: list[SensorActor] = []
+        self.hub: Hub | None = None
+        self.outbox: Outbox | None = None
+        self.nameserver: Any = None
+        self.web: Any = None
+        self._stop = threading.Event()
+        self._local = threading.local()
+        self._hello_done = False
+        self._push_failing = False
+        self.registrar = Registrar(config.hub_host, config.nameserver_port)
+        self.scheduler = BackgroundScheduler(
+            timezone="UTC", executors={"default": ThreadPoolExecutor(max_workers=4)},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 30},
+        )
+        self.daemon: Daemon | None = None
+
+    # -- construction -------------------------------------------------------------------
+    def _build_actors(self) -> None:
+        cfg = self.config
+        if cfg.is_hub:
+            self.hub = Hub()
+            self.actors.append(AggregatorActor(cfg.name, self.hub))
+        else:
+            self.outbox = Outbox(cfg.state_dir / "outbox.sqlite3", cfg.name)
+        for sc in cfg.sensors:
+            actor = SensorActor(cfg.name, sc.name, self._sensor_builder(sc), SENSOR_KINDS[sc.kind].quantities,
+                                sc.interval, sc.stale_after, role=cfg.role)
+            self.sensors.append(actor)
+            self.actors.append(actor)
+        if cfg.leds is not None:
+            from actors.actuators import LedsActor
+            from hal.leds import LedStrip
+
+            backend = self.hal.pixel_backend(cfg.leds.count, cfg.leds.gpio, cfg.leds.brightness)
+            self.actors.append(LedsActor(cfg.name, LedStrip(backend), role=cfg.role))
+        if cfg.buzzer is not None:
+            from actors.actuators import BuzzerActor
+            from hal.buzzer import BuzzerDevice
+
+            device = BuzzerDevice(cfg.buzzer.gpio, self.hal.pin_factory(), tonal=cfg.buzzer.tonal)
+            self.actors.append(BuzzerActor(cfg.name, device, role=cfg.role))
+        self.actors.append(AgentActor(self))
+
+    def _sensor_builder(self, sc: SensorConfig):
+        kind = SENSOR_KINDS[sc.kind]
+        params = dict(sc.params)
+        if sc.kind == "network":
+            # Every node watches its link to the hub; configured peers come on top.
+            targets = dict(params.get("targets") or {})
+            if not self.config.is_hub:
+                targets.setdefault("hub", f"{self.config.hub_host}:{self.config.nameserver_port}")
+            params["targets"] = targets
+        return lambda: kind.build(self.hal, sc.name, params)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the name server (hub), the daemon, the web app (hub) and the scheduler."""
+        cfg = self.config
+        check_bind(cfg.agent_host, tls=False, allow_insecure=cfg.allow_insecure_lan)
+        self._build_actors()
+        if cfg.is_hub:
+            from nameserver.server import EmbeddedNameServer
+
+            self.nameserver = EmbeddedNameServer(cfg.hub_host, cfg.nameserver_port,
+                                                 allow_insecure=cfg.allow_insecure_lan).start()
+        self.daemon = Daemon(host=cfg.agent_host, port=cfg.agent_port)
+        for actor in self.actors:
+            uri = self.daemon.register(actor, objectId=actor.object_name)
+            self.registrar.add(actor.object_name, str(uri), actor.metadata())
+        threading.Thread(target=self.daemon.requestLoop, name="pyro-daemon", daemon=True).start()
+        log.info("%s serving %d actors at %s", cfg.name, len(self.actors), self.daemon.locationStr)
+        self.registrar.sweep()
+        now = time_now()
+        for actor in self.sensors:
+            self.scheduler.add_job(self._poll, "interval", args=[actor], seconds=actor.interval,
+                                   id=f"poll:{actor.name}", next_run_time=now)
+        self.scheduler.add_job(self.registrar.sweep, "interval", seconds=cfg.register_interval, id="register")
+        if self.outbox is not None:
+            self.scheduler.add_job(self.push_once, "interval", seconds=cfg.push_interval, id="push",
+                                   next_run_time=now)
+        if cfg.is_hub and cfg.web is not None:
+            from web.server import WebServer
+
+            self.web = WebServer(self, cfg.web.host, cfg.web.port).start()
+        self.scheduler.start()
+
+    def _poll(self, actor: SensorActor) -> None:
+        readings = actor.poll()
+        if not readings:
+            return
+        if self.hub is not None:
+            self.hub.ingest_local(self.config.name, readings)
+        elif self.outbox is not None:
+            self.outbox.append(readings)
+
+    def _aggregator(self) -> Proxy:
+        """This thread's proxy to the hub's aggregator (a proxy belongs to one thread)."""
+        proxy = getattr(self._local, "aggregator", None)
+        if proxy is None:
+            cfg = self.config
+            proxy = Proxy(f"PYRONAME:{object_name('hub', 'aggregator')}@{cfg.hub_host}:{cfg.nameserver_port}")
+            proxy._pyroTimeout = CALL_TIMEOUT
+            self._local.aggregator = proxy
+        return proxy
+
+    def hello_info(self) -> dict[str, Any]:
+        """What this node tells the hub about itself."""
+        cfg = self.config
+        return {"node": cfg.name, "role": cfg.role, "profile": cfg.profile, "push_interval": cfg.push_interval,
+                "stale_after": {s.name: s.stale_after + cfg.push_interval for s in cfg.sensors}}
+
+    def push_once(self) -> int:
+        """Drain the outbox to the hub in order; returns batches acknowledged in this run."""
+        assert self.outbox is not None
+        acked_total = 0
+        try:
+            agg = self._aggregator()
+            if not self._hello_done:
+                answer = agg.hello(self.hello_info())
+                self.outbox.ensure_after(int(answer.get("last_seq", 0)))
+                self._hello_done = True
+            for _ in range(PUSH_CALLS_PER_RUN):
+                batches = self.outbox.peek(PUSH_BATCHES_PER_CALL)
+                if not batches:
+                    break
+                answer = agg.push(batches)
+                self.outbox.ack(answer["acked"])
+                acked_total += len(answer["acked"])
+                if self.config.name in answer.get("hello", []):
+                    self._hello_done = False  # the hub restarted and forgot us
+                if len(batches) < PUSH_BATCHES_PER_CALL:
+                    break
+        except (pyro_errors.CommunicationError, pyro_errors.NamingError, OSError) as exc:
+            self._hello_done = False
+            self._local.aggregator = None
+            if not self._push_failing:
+                log.warning("push to hub failed, readings stay in the outbox: %s", exc)
+            self._push_failing = True
+            return acked_total
+        if self._push_failing:
+            log.info("push to hub works again")
+        self._push_failing = False
+        return acked_total
+
+    def run_forever(self) -> None:
+        """Start, then block until SIGTERM/SIGINT, then stop cleanly."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop jobs, unregister names, close the daemon and devices."""
+        self._stop.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        if self.web is not None:
+            self.web.stop()
+        self.registrar.unregister_all()
+        if self.daemon is not None:
+            self.daemon.shutdown()
+        for actor in self.sensors:
+            actor.close()
+        if self.nameserver is not None:
+            self.nameserver.stop()
+        if self.outbox is not None:
+            self.outbox.close()
+        self.hal.close()
+
+
+def time_now() -> Any:
+    """Now as an aware datetime, for APScheduler's first run."""
+    from datetime import datetime
+
+    return datetime.now(UTC)
+

@@ -1,0 +1,199 @@
+"""The `harvester` command."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _endpoint(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def _arg(text: str) -> Any:
+    """A call argument: JSON or a Python literal if it parses, else the plain string."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError):
+            continue
+    return text
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from actors.agent import NodeAgent
+    from actors.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level, format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s")
+    # APScheduler logs every job run at INFO; a node polls every few seconds.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
+    NodeAgent(cfg, hal_mode=args.hal).run_forever()
+    return 0
+
+
+def cmd_nameserver(args: argparse.Namespace) -> int:
+    from nameserver.server import serve_forever
+
+    logging.basicConfig(level=args.log_level)
+    serve_forever(args.host, args.port, Path(args.storage) if args.storage else None, args.allow_insecure_lan)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from actors.demo import Demo
+
+    return Demo(Path(args.state_dir), web_port=args.port, ns_port=args.ns_port).run()
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from actors.config import ConfigError, load_config
+
+    status = 0
+    for path in args.files:
+        try:
+            cfg = load_config(path)
+        except ConfigError as exc:
+            print(exc)
+            status = 1
+            continue
+        sensors = ", ".join(f"{s.name}({s.kind}, every {s.interval:g}s)" for s in cfg.sensors) or "none"
+        print(f"{path}: ok — node {cfg.name}, {cfg.role}, {cfg.profile} profile, {cfg.hal} HAL; sensors: {sensors}")
+    return status
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from Pyro5 import errors as pyro_errors
+
+    from actors.client import connect
+
+    fleet = connect(*args.ns)
+    try:
+        result = fleet.actor(args.name).call(args.method, *[_arg(a) for a in args.args])
+    except pyro_errors.NamingError as exc:
+        print(f"harvester call: no actor {args.name!r} in the name server at {args.ns[0]}:{args.ns[1]} ({exc})",
+              file=sys.stderr)
+        return 3
+    except pyro_errors.CommunicationError as exc:
+        print(f"harvester call: cannot reach {args.name}: {exc}", file=sys.stderr)
+        return 3
+    except Exception as exc:  # the remote error, typed; show it plainly
+        print(f"harvester call: {args.name}.{args.method} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from actors.client import connect
+
+    fleet = connect(*args.ns)
+    rows = []
+    for name, (_uri, tags) in sorted(fleet.listing().items()):
+        meta = dict(t.split(":", 1) for t in tags if ":" in t)
+        if args.kind and meta.get("kind") != args.kind or args.node and meta.get("node") != args.node:
+            continue
+        try:
+            fleet.actor(name).call("ping")
+            live = "live"
+        except Exception:  # any failure to answer means "dead" in a listing
+            live = "dead"
+        rows.append((name, meta.get("kind", "?"), live))
+    width = max((len(r[0]) for r in rows), default=10)
+    for name, kind, live in rows:
+        print(f"{name:<{width}}  {kind:<10}  {live}")
+    return 0
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    import code
+    import rlcompleter  # noqa: F401  (enables tab completion)
+
+    from actors.client import connect
+
+    fleet = connect(*args.ns)
+    banner = (f"Harvester shell — `fleet` is connected to {args.ns[0]}:{args.ns[1]}\n"
+              f"nodes: {', '.join(fleet.nodes()) or '(none yet)'}\n"
+              'try: fleet["pi4"]["dht22"].read()   fleet["pi4"]["leds"].help()')
+    try:
+        import readline
+
+        readline.parse_and_bind("tab: complete")
+    except ImportError:
+        pass
+    code.interact(banner=banner, local={"fleet": fleet, "connect": connect})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    p = argparse.ArgumentParser(prog="harvester", description="Harvester sensor fleet")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("node", help="run a node agent from its config")
+    s.add_argument("--config", required=True)
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable)")
+    s.add_argument("--hal", choices=["mock", "real"], help="HAL mode (beats $HARVESTER_HAL and the config)")
+    s.set_defaults(func=cmd_node)
+
+    s = sub.add_parser("nameserver", help="run the Pyro5 name server alone")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=9090)
+    s.add_argument("--storage", help="SQLite file to keep registrations across restarts")
+    s.add_argument("--allow-insecure-lan", action="store_true")
+    s.set_defaults(func=cmd_nameserver)
+
+    s = sub.add_parser("demo", help="run hub, pi4 and pizero in mock mode on 127.0.0.1")
+    s.add_argument("--port", type=int, default=8080, help="dashboard port")
+    s.add_argument("--ns-port", type=int, default=9090, help="name server port")
+    s.add_argument("--state-dir", default=".state/demo")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("config", help="node config tools")
+    csub = s.add_subparsers(dest="config_command", required=True)
+    c = csub.add_parser("check", help="validate config files and print every problem")
+    c.add_argument("files", nargs="+")
+    c.set_defaults(func=cmd_config_check)
+
+    ns_help = "name server HOST:PORT (default 127.0.0.1:9090)"
+    s = sub.add_parser("call", help="call an actor method and print the result as JSON")
+    s.add_argument("name", help="e.g. harvester.pi4.dht22")
+    s.add_argument("method")
+    s.add_argument("args", nargs="*", help="arguments (JSON or Python literals)")
+    s.add_argument("--ns", type=_endpoint, default=("127.0.0.1", 9090), help=ns_help)
+    s.set_defaults(func=cmd_call)
+
+    s = sub.add_parser("ls", help="list the fleet's actors with live/dead status")
+    s.add_argument("--kind")
+    s.add_argument("--node")
+    s.add_argument("--ns", type=_endpoint, default=("127.0.0.1", 9090), help=ns_help)
+    s.set_defaults(func=cmd_ls)
+
+    s = sub.add_parser("shell", help="Python REPL with `fleet` connected")
+    s.add_argument("--ns", type=_endpoint, default=("127.0.0.1", 9090), help=ns_help)
+    s.set_defaults(func=cmd_shell)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `harvester` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Errors raised by actors, registered with Pyro5 so they arrive at the caller typed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from Pyro5.api import register_class_to_dict, register_dict_to_class
+
+from hal import errors as hal_errors
+
+
+class ActorError(Exception):
+    """Base of the actor layer's errors."""
+
+
+class ActorUnavailable(ActorError, RuntimeError):
+    """The actor's device failed and is being restarted; try again later."""
+
+
+class Busy(ActorError, RuntimeError):
+    """The actor has too many calls in flight; the caller should back off."""
+
+
+class BadRequest(ActorError, ValueError):
+    """A call with arguments the actor cannot accept."""
+
+
+class UnknownActor(ActorError, LookupError):
+    """No such node or actor in the name server."""
+
+
+def _exc_to_dict(exc: BaseException) -> dict[str, Any]:
+    cls = type(exc)
+    return {"__class__": f"{cls.__module__}.{cls.__qualname__}", "__exception__": True,
+            "args": [str(a) if not isinstance(a, (int, float, str)) else a for a in exc.args],
+            "attributes": {}}
+
+
+def _register(cls: type[BaseException]) -> None:
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    register_class_to_dict(cls, _exc_to_dict)
+    register_dict_to_class(name, lambda _name, data, cls=cls: cls(*data.get("args", [])))
+
+
+def register_remote_errors() -> None:
+    """Make every actor and hal error travel over Pyro5 as itself (idempotent)."""
+    for module in (hal_errors, __import__(__name__, fromlist=["*"])):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, BaseException) and value.__module__ == module.__name__:
+                _register(value)
+
+
+register_remote_errors()

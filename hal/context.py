@@ -1,0 +1,155 @@
+"""Choosing mock or real hardware, and handing devices their lowest-layer ports."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hal.errors import HalConfigError
+
+MODES = ("mock", "real")
+ENV_VAR = "HARVESTER_HAL"
+
+
+def resolve_mode(explicit: str | None = None, configured: str | None = None) -> str:
+    """Pick the HAL mode: explicit argument, then $HARVESTER_HAL, then the node config, then mock."""
+    for origin, value in (("argument", explicit), (ENV_VAR, os.environ.get(ENV_VAR)), ("config", configured)):
+        if value:
+            if value not in MODES:
+                raise HalConfigError(f"HAL mode from {origin} must be one of {MODES}, got {value!r}")
+            return value
+    return "mock"
+
+
+@dataclass(frozen=True)
+class EmulatedI2CDevice:
+    """A chip to place on the emulated bus in mock mode."""
+
+    bus: int
+    address: int
+    chip: str  # "bme680" | "bme688"
+
+
+@dataclass
+class MockSettings:
+    """How mock mode emulates the board: chips on the bus, the room, injected faults."""
+
+    i2c_devices: list[EmulatedI2CDevice] = field(
+        default_factory=lambda: [EmulatedI2CDevice(1, 0x77, "bme680")]
+    )
+    room_seed: int = 1
+    bus_error_rate: float = 0.0
+
+
+class HalContext:
+    """Everything a device needs to reach hardware, for one node, in one mode."""
+
+    def __init__(self, mode: str, node: str, state_dir: Path | str,
+                 clock: Callable[[], float] = time.time,
+                 mock: MockSettings | None = None) -> None:
+        if mode not in MODES:
+            raise HalConfigError(f"HAL mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self.node = node
+        self.state_dir = Path(state_dir)
+        self.clock = clock
+        self.mock = mock or MockSettings()
+        self._lock = threading.Lock()
+        self._buses: dict[int, Any] = {}
+        self._sysfs: Any = None
+        self._pin_factory: Any = None
+        self._room: Any = None
+
+    @property
+    def room(self) -> Any:
+        """The simulated room every emulated device measures (mock mode only)."""
+        with self._lock:
+            if self._room is None:
+                from hal.emulated.environment import RoomSimulator
+
+                self._room = RoomSimulator(seed=self.mock.room_seed)
+            return self._room
+
+    def i2c_bus(self, number: int) -> Any:
+        """The (retrying) SMBus-compatible bus number N, shared by every device on it."""
+        with self._lock:
+            bus = self._buses.get(number)
+        if bus is not None:
+            return bus
+        from hal.i2c import RetryingBus
+
+        if self.mode == "real":
+            from hal.i2c import open_bus
+
+            raw = open_bus(number)
+        else:
+            raw = self._emulated_bus(number)
+        bus = RetryingBus(raw)
+        with self._lock:
+            return self._buses.setdefault(number, bus)
+
+    def _emulated_bus(self, number: int) -> Any:
+        from hal.emulated.bme680_chip import EmulatedBme680
+        from hal.emulated.bus import EmulatedBus
+
+        bus = EmulatedBus(error_rate=self.mock.bus_error_rate, seed=self.mock.room_seed)
+        for dev in self.mock.i2c_devices:
+            if dev.bus == number:
+                variant = 1 if dev.chip == "bme688" else 0
+                bus.attach(dev.address, EmulatedBme680(self.room, variant=variant, clock=self.clock))
+        return bus
+
+    def sysfs(self) -> Any:
+        """The sysfs/procfs root: the real one, or an emulated tree that measures the room."""
+        with self._lock:
+            if self._sysfs is None:
+                if self.mode == "real":
+                    from hal.sysfs import SysfsRoot
+
+                    self._sysfs = SysfsRoot("/")
+                else:
+                    from hal.emulated.sysfs import EmulatedSysfs
+
+                    self._sysfs = EmulatedSysfs(self.room, clock=self.clock)
+            return self._sysfs
+
+    def pin_factory(self) -> Any:
+        """gpiozero's pin factory: its default real one, or its own MockFactory in mock mode."""
+        with self._lock:
+            if self._pin_factory is None:
+                if self.mode == "real":
+                    from gpiozero import Device
+
+                    self._pin_factory = Device._default_pin_factory()
+                else:
+                    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+                    self._pin_factory = MockFactory(pin_class=MockPWMPin)
+            return self._pin_factory
+
+    def pixel_backend(self, count: int, gpio: int, brightness: float) -> Any:
+        """The pixel backend for an LED strip: rpi_ws281x, or an in-memory recorder."""
+        if self.mode == "real":
+            from hal.leds import Ws281xPixels
+
+            return Ws281xPixels(count=count, gpio=gpio, brightness=brightness)
+        from hal.leds import MemoryPixels
+
+        return MemoryPixels(count=count, brightness=brightness, clock=self.clock)
+
+    def close(self) -> None:
+        """Close buses and pin factory."""
+        with self._lock:
+            for bus in self._buses.values():
+                close = getattr(bus, "close", None)
+                if close:
+                    close()
+            self._buses.clear()
+            if self._pin_factory is not None:
+                self._pin_factory.close()
+                self._pin_factory = None

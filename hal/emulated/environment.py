@@ -1,0 +1,64 @@
+"""A simulated room: smooth, plausible, deterministic conditions as a function of time."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class RoomConditions:
+    """What every emulated device in one room measures at one instant."""
+
+    temperature: float  # °C
+    humidity: float  # %RH
+    pressure: float  # hPa
+    gas_resistance: float  # Ω
+    cpu_temperature: float  # °C, the board's SoC
+
+
+class RoomSimulator:
+    """Conditions that drift slowly (minutes) plus a daily cycle; pin any value for tests.
+
+    Two processes with the same seed see the same room at the same wall-clock time,
+    which is what pi4 and pizero sharing one BME680 would see.
+    """
+
+    def __init__(self, seed: int = 1) -> None:
+        rng = random.Random(seed)
+        self._phases = [rng.uniform(0, 2 * math.pi) for _ in range(10)]
+        self._lock = threading.Lock()
+        self._pinned: dict[str, float] = {}
+
+    def pin(self, **values: float) -> None:
+        """Hold the named quantities at fixed values (None releases one)."""
+        fields = RoomConditions.__dataclass_fields__
+        with self._lock:
+            for key, value in values.items():
+                if key not in fields:
+                    raise KeyError(f"unknown room quantity {key!r}")
+                if value is None:
+                    self._pinned.pop(key, None)
+                else:
+                    self._pinned[key] = float(value)
+
+    def at(self, t: float) -> RoomConditions:
+        """The room at epoch time t."""
+        p = self._phases
+        day = 2 * math.pi * (t % 86400) / 86400
+
+        def wave(i: int, period_s: float) -> float:
+            return math.sin(2 * math.pi * t / period_s + p[i])
+
+        temperature = 22.0 + 2.0 * math.sin(day + p[0]) + 0.6 * wave(1, 900) + 0.15 * wave(2, 97)
+        humidity = 45.0 - 6.0 * math.sin(day + p[0]) + 3.0 * wave(3, 1300) + 0.4 * wave(4, 131)
+        pressure = 1013.0 + 4.0 * wave(5, 7 * 3600) + 0.3 * wave(6, 600)
+        # Gas resistance falls when VOCs rise; log-normal wander between ~40 kΩ and ~400 kΩ.
+        gas = 150_000.0 * math.exp(0.8 * wave(7, 1800) + 0.2 * wave(8, 173))
+        cpu = 48.0 + 6.0 * wave(9, 240) + 0.5 * (temperature - 22.0)
+        cond = RoomConditions(temperature, humidity, pressure, gas, cpu)
+        with self._lock:
+            pinned = dict(self._pinned)
+        return replace(cond, **pinned) if pinned else cond

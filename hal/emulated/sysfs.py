@@ -1,0 +1,194 @@
+"""A sysfs tree for mock mode: the dht11 IIO device and a CPU thermal zone measure the room.
+
+Only the files a real Pi's kernel would compute are virtual; every other path (/proc/stat,
+/proc/meminfo, ...) is read from the real filesystem under `overlay_base`, so the system
+monitor reports this machine. The dht11 files follow drivers/iio/humidity/dht11.c:
+a successful measurement is cached for 2 s (both channels answer from the cache); a failed
+one is not cached, so the next read measures again; checksum errors give EIO and missing
+edges ETIMEDOUT. A DHT22 reports 0.1 °C / 0.1 %RH steps, which the driver scales by 100.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hal.sysfs import SysfsRoot, glob_paths, kernel_path
+
+IIO_DEVICES = "/sys/bus/iio/devices"
+THERMAL = "/sys/class/thermal"
+DHT_VALID_S = 2.0  # DHT11_DATA_VALID_TIME in the kernel driver
+DHT_FILES = ("in_temp_input", "in_humidityrelative_input")
+
+
+@dataclass(frozen=True)
+class DhtMeasurement:
+    """One measurement the emulated driver started: when, and what came of it."""
+
+    t: float
+    outcome: str  # "ok" | "EIO" | "ETIMEDOUT"
+    temperature_milli: int | None = None
+    humidity_milli: int | None = None
+
+
+class EmulatedSysfs:
+    """Same interface as SysfsRoot; dht11 and thermal files are computed from the room at clock()."""
+
+    def __init__(self, room: Any, clock: Callable[[], float] = time.time,
+                 overlay_base: str | Path = "/", fault_rate: float = 0.0, seed: int = 1,
+                 iio_index: int | None = 0) -> None:
+        if not 0.0 <= fault_rate <= 1.0:
+            raise ValueError(f"fault_rate must be within 0..1, got {fault_rate!r}")
+        self.room = room
+        self.clock = clock
+        self.fault_rate = fault_rate
+        self._real = SysfsRoot(overlay_base)
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._cached: DhtMeasurement | None = None
+        # Every measurement the driver started, so tests can check how hard a reader polls.
+        self.history: list[DhtMeasurement] = []
+        self._files: dict[str, Callable[[str], str]] = {}
+        self._dirs: dict[str, list[str]] = {}
+        self.rebind_dht(iio_index)
+
+    def __repr__(self) -> str:
+        return f"EmulatedSysfs(overlay_base={str(self._real.base)!r}, fault_rate={self.fault_rate})"
+
+    # -- the virtual tree ------------------------------------------------------------
+
+    def rebind_dht(self, iio_index: int | None) -> None:
+        """Move the dht11 device to iio:deviceN, as a reboot or overlay reload does (None removes it)."""
+        files: dict[str, Callable[[str], str]] = {
+            f"{THERMAL}/thermal_zone0/type": lambda _p: "cpu-thermal\n",
+            f"{THERMAL}/thermal_zone0/temp": self._cpu_temp,
+        }
+        dirs = {IIO_DEVICES: [], THERMAL: ["thermal_zone0"], f"{THERMAL}/thermal_zone0": ["temp", "type"]}
+        if iio_index is not None:
+            dev = f"{IIO_DEVICES}/iio:device{int(iio_index)}"
+            dirs[IIO_DEVICES] = [f"iio:device{int(iio_index)}"]
+            dirs[dev] = ["in_humidityrelative_input", "in_temp_input", "name"]
+            files[f"{dev}/name"] = lambda _p: "dht11\n"
+            for channel in DHT_FILES:
+                files[f"{dev}/{channel}"] = self._dht_channel
+        with self._lock:
+            self._files, self._dirs = files, dirs
+
+    def _virtual_root(self, path: str) -> bool:
+        """True when the path lies inside a virtual directory, which hides the real one."""
+        with self._lock:
+            dirs = list(self._dirs)
+        return any(path == d or path.startswith(d + "/") for d in dirs)
+
+    def _ancestors(self) -> set[str]:
+        """Directories above the virtual ones (/sys, /sys/bus, ...), which must exist too."""
+        out: set[str] = set()
+        with self._lock:
+            dirs = list(self._dirs)
+        for d in dirs:
+            parts = d.split("/")
+            for i in range(2, len(parts)):
+                out.add("/".join(parts[:i]))
+        out.add("/")
+        return out - set(dirs)
+
+    # -- SysfsRoot interface ---------------------------------------------------------
+
+    def read_text(self, path: str) -> str:
+        """Read an attribute: computed for virtual files, from the real tree otherwise."""
+        p = str(kernel_path(path))
+        with self._lock:
+            produce = self._files.get(p)
+            is_dir = p in self._dirs
+        if produce is not None:
+            return produce(p)
+        if is_dir:
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), p)
+        if self._virtual_root(p):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), p)
+        return self._real.read_text(p)
+
+    def listdir(self, path: str) -> list[str]:
+        """Names in a directory; virtual directories replace real ones, ancestors merge both."""
+        p = str(kernel_path(path))
+        with self._lock:
+            names = self._dirs.get(p)
+            is_file = p in self._files
+        if names is not None:
+            return sorted(names)
+        if is_file:
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), p)
+        if self._virtual_root(p):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), p)
+        if p in self._ancestors():
+            prefix = p.rstrip("/") + "/"
+            with self._lock:
+                virtual = {d[len(prefix):].split("/")[0] for d in self._dirs if d.startswith(prefix)}
+            real: set[str] = set()
+            if self._real.is_dir(p):
+                real = set(self._real.listdir(p))
+            return sorted((real | virtual) - {""})
+        return self._real.listdir(p)
+
+    def exists(self, path: str) -> bool:
+        """True for virtual files and directories, and for real paths outside virtual ones."""
+        p = str(kernel_path(path))
+        with self._lock:
+            if p in self._files or p in self._dirs:
+                return True
+        if p in self._ancestors():
+            return True
+        return False if self._virtual_root(p) else self._real.exists(p)
+
+    def is_dir(self, path: str) -> bool:
+        """True for directories, virtual or real."""
+        p = str(kernel_path(path))
+        with self._lock:
+            if p in self._dirs:
+                return True
+            if p in self._files:
+                return False
+        if p in self._ancestors():
+            return True
+        return False if self._virtual_root(p) else self._real.is_dir(p)
+
+    def glob(self, pattern: str) -> list[str]:
+        """Absolute paths matching a shell pattern over the merged tree, sorted."""
+        return glob_paths(pattern, self.listdir, self.is_dir, self.exists)
+
+    # -- dynamic files ---------------------------------------------------------------
+
+    def _cpu_temp(self, _path: str) -> str:
+        return f"{round(self.room.at(self.clock()).cpu_temperature * 1000)}\n"
+
+    def _dht_channel(self, path: str) -> str:
+        now = self.clock()
+        with self._lock:
+            m = self._cached
+            if m is None or now > m.t + DHT_VALID_S:
+                m = self._measure(now)
+                self.history.append(m)
+                if m.outcome != "ok":
+                    code = errno.EIO if m.outcome == "EIO" else errno.ETIMEDOUT
+                    raise OSError(code, os.strerror(code), path)
+                self._cached = m
+        value = m.temperature_milli if path.endswith("in_temp_input") else m.humidity_milli
+        return f"{value}\n"
+
+    def _measure(self, now: float) -> DhtMeasurement:
+        """One start signal on the data line: a fault or a fresh 0.1-step reading of the room."""
+        if self.fault_rate and self._rng.random() < self.fault_rate:
+            # On a busy Pi most failures are checksum errors (a late edge misread as a bit);
+            # whole frames lost to missed interrupts are rarer.
+            return DhtMeasurement(now, "EIO" if self._rng.random() < 0.7 else "ETIMEDOUT")
+        cond = self.room.at(now)
+        temp = min(max(cond.temperature, -40.0), 80.0)
+        hum = min(max(cond.humidity, 0.0), 99.9)
+        return DhtMeasurement(now, "ok", round(temp * 10) * 100, round(hum * 10) * 100)

@@ -1,0 +1,1 @@
+"""Start, locate and populate the Pyro5 name server."""

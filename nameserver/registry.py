@@ -1,0 +1,88 @@
+"""Keep a node's names registered: on start, and in periodic sweeps that repopulate a
+restarted name server."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from Pyro5 import errors
+from Pyro5.api import Proxy
+
+log = logging.getLogger(__name__)
+PREFIX = "harvester"
+
+
+def object_name(node: str, actor: str) -> str:
+    """`harvester.<node>.<actor>`."""
+    return f"{PREFIX}.{node}.{actor}"
+
+
+def ns_uri(host: str, port: int) -> str:
+    """A direct URI for the name server (no broadcast lookup)."""
+    return f"PYRO:Pyro.NameServer@{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One name the node owns, with its URI and metadata tags."""
+
+    name: str
+    uri: str
+    metadata: frozenset[str]
+
+
+class Registrar:
+    """Registers a node's names and re-registers them whenever a sweep runs."""
+
+    def __init__(self, ns_host: str, ns_port: int, timeout: float = 3.0) -> None:
+        self._uri = ns_uri(ns_host, ns_port)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._entries: dict[str, Registration] = {}
+        self._healthy: bool | None = None
+        self.sweeps = 0
+
+    def add(self, name: str, uri: str, metadata: set[str]) -> None:
+        """Remember a name to keep registered (registered at the next sweep)."""
+        with self._lock:
+            self._entries[name] = Registration(name, str(uri), frozenset(metadata))
+
+    def names(self) -> list[str]:
+        """Names this node keeps registered."""
+        with self._lock:
+            return sorted(self._entries)
+
+    def sweep(self) -> bool:
+        """Register every name whose entry is missing or different; True when the NS answered."""
+        with self._lock:
+            entries = list(self._entries.values())
+        try:
+            with Proxy(self._uri) as ns:
+                ns._pyroTimeout = self._timeout
+                current = ns.list(prefix=f"{PREFIX}.", return_metadata=True)
+                for e in entries:
+                    have = current.get(e.name)
+                    if have is None or have[0] != e.uri or set(have[1]) != set(e.metadata):
+                        ns.register(e.name, e.uri, metadata=set(e.metadata))
+        except (errors.CommunicationError, errors.NamingError, OSError) as exc:
+            if self._healthy is not False:
+                log.warning("name server %s unreachable, will retry: %s", self._uri, exc)
+            self._healthy = False
+            return False
+        if self._healthy is False:
+            log.info("name server %s reachable again; %d names registered", self._uri, len(entries))
+        self._healthy = True
+        self.sweeps += 1
+        return True
+
+    def unregister_all(self) -> None:
+        """Remove this node's names (clean shutdown); failures are logged, not raised."""
+        try:
+            with Proxy(self._uri) as ns:
+                ns._pyroTimeout = self._timeout
+                for name in self.names():
+                    ns.remove(name)
+        except (errors.CommunicationError, errors.NamingError, OSError) as exc:
+            log.info("could not unregister names on shutdown: %s", exc)

@@ -1,0 +1,1 @@
+"""The hub's Bottle app: dashboard pages and the JSON API."""
