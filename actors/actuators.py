@@ -66,15 +66,24 @@ class BuzzerActor(Actor):
 
     @remote
     def beep(self, count: int = 1, duration_ms: int = 200, tone_hz: float | None = None) -> dict[str, Any]:
-        """Beep `count` times for `duration_ms` each (non-blocking); returns the buzzer state."""
-        self.buzzer.beep(count=count, on_ms=duration_ms, off_ms=duration_ms, tone_hz=tone_hz)
-        return self.buzzer.state()
+        """Beep `count` times, `duration_ms` on and as long off (non-blocking).
+
+        Returns the buzzer state plus `sounded` (False when muted) and `reason`."""
+        gap = duration_ms if count > 1 else 0
+        result = self.buzzer.beep(count=count, on_ms=duration_ms, off_ms=gap, tone_hz=tone_hz)
+        return {**self.buzzer.state(), **result}
+
+    @remote
+    def play(self, pattern: str) -> dict[str, Any]:
+        """Play a named pattern (alert, warning, critical, confirm); returns state plus `sounded`."""
+        result = self.buzzer.play(pattern)
+        return {**self.buzzer.state(), **result}
 
     @remote
     def on(self) -> dict[str, Any]:
-        """Sound continuously until off() or silence()."""
-        self.buzzer.on()
-        return self.buzzer.state()
+        """Sound continuously until off() or silence(); returns state plus `sounded`."""
+        result = self.buzzer.on()
+        return {**self.buzzer.state(), **result}
 
     @remote
     def off(self) -> dict[str, Any]:

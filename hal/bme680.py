@@ -1,13 +1,16 @@
 """Our BME680/BME688 driver: Bosch's integer compensation, forced mode, shared-bus defences.
 
 The compensation functions follow Bosch's BME68x C API (v4.4, integer path, i.e. without
-BME68X_USE_FPU), with C's truncating division, so in-range results equal Bosch's bit for
-bit. Python integers do not overflow, and two of Bosch's int32 overflows are real bugs we
-do not reproduce: `var3` of the pressure formula wraps above ~1065 hPa when par_p10 is 30,
-and `(1048576 - adc_p - ...) * 3125` wraps above ~1110 hPa. One deliberate deviation:
-Bosch's integer BME688 gas formula computes `(10000 * var1) / var2 * 100` only to dodge a
-uint32 overflow, which floors the result to 100 Ω (2 % at 5 kΩ); we return the exact
-quotient `1e6 * var1 / var2`, which is what Bosch's floating-point path computes.
+BME68X_USE_FPU), with C's truncating division. Python integers do not overflow, so we
+skip Bosch's workarounds for int32/uint32 limits where they cost precision, and we do not
+reproduce its overflows:
+- pressure: Bosch divides before doubling once the dividend passes 2**30, losing the
+  lowest bit; we double first (as Pimoroni's library does), so results may be 1 Pa above
+  Bosch's (Pimoroni's vector adc_P 353485 gives 98712 Pa here, 98711 Pa in Bosch's C).
+  Bosch's `var3` also wraps above ~1065 hPa when par_p10 is 30; ours does not.
+- BME688 gas: Bosch computes `(10000 * var1) / var2 * 100`, which floors to 100 Ω (2 % at
+  5 kΩ); we return `1e6 * var1 / var2`, the value of Bosch's floating-point path.
+Temperature, humidity and BME680 gas equal Bosch's integer results exactly.
 
 Why the shared-bus checks: pi4 and pizero share one bus without arbitration, so the other
 board may soft-reset the chip or rewrite its control registers at any moment. Around every
@@ -171,9 +174,9 @@ def compensate_pressure(adc_p: int, t_fine: int, cal: Bme680Calibration) -> int:
     var1 = ((32768 + var1) * cal.par_p1) >> 15
     if var1 == 0:
         raise ImplausibleValue("pressure compensation divides by zero (calibration corrupt?)")
-    pressure = ((1048576 - adc_p) - (var2 >> 12)) * 3125
-    # Bosch's branch point: divide first above 2**30, which costs the lowest bit.
-    pressure = _cdiv(pressure, var1) << 1 if pressure >= 0x40000000 else _cdiv(pressure << 1, var1)
+    # Bosch divides before doubling when this exceeds 2**30, to stay inside int32, which
+    # loses the lowest bit; without that limit we always double first.
+    pressure = _cdiv((((1048576 - adc_p) - (var2 >> 12)) * 3125) << 1, var1)
     var1 = (cal.par_p9 * (((pressure >> 3) * (pressure >> 3)) >> 13)) >> 12
     var2 = ((pressure >> 2) * cal.par_p8) >> 13
     p8 = pressure >> 8

@@ -64,6 +64,7 @@ class BuzzerDevice:
         self._pattern: str | None = None
         self._muted = False
         self._beeps = 0
+        self._suppressed = 0
         self._last_command: dict[str, Any] | None = None
         self._closed = False
 
@@ -123,8 +124,7 @@ class BuzzerDevice:
         hz = self._check_tone(tone_hz)
         with self._lock:
             self._check_open()
-            if self.muted:
-                self._record("on", {"tone_hz": tone_hz}, "muted")
+            if self._suppress_if_muted("on", {"tone_hz": tone_hz}):
                 return {"sounded": False, "reason": "muted"}
             self._stop_pattern()
             self._sound(hz)
@@ -142,7 +142,7 @@ class BuzzerDevice:
         self._silence("silence")
 
     def state(self) -> dict[str, Any]:
-        """Plain-types snapshot for the wire: active, muted, pattern, last_command, beeps."""
+        """Plain-types snapshot: active, muted, pattern, last_command, beeps, suppressed (ignored while muted)."""
         with self._stats:
             return {
                 "active": self._pattern is not None,
@@ -150,6 +150,7 @@ class BuzzerDevice:
                 "pattern": self._pattern,
                 "last_command": dict(self._last_command) if self._last_command else None,
                 "beeps": self._beeps,
+                "suppressed": self._suppressed,
                 "tonal": self._tonal,
                 "pin": self._pin,
             }
@@ -178,8 +179,7 @@ class BuzzerDevice:
 
         with self._lock:
             self._check_open()
-            if self.muted:
-                self._record(command, args, "muted")
+            if self._suppress_if_muted(command, args):
                 return {"sounded": False, "reason": "muted"}
             self._stop_pattern()
             # First beep here, not on the thread: the caller's "sounded" is then true
@@ -249,6 +249,15 @@ class BuzzerDevice:
             self._device.stop()
         else:
             self._device.off()
+
+    def _suppress_if_muted(self, command: str, args: dict[str, Any]) -> bool:
+        """If muted, count and record the command as ignored; caller holds _lock."""
+        with self._stats:
+            if not self._muted:
+                return False
+            self._suppressed += 1
+        self._record(command, args, "muted")
+        return True
 
     def _record(self, command: str, args: dict[str, Any], result: str) -> None:
         with self._stats:

@@ -59,7 +59,8 @@ class HalContext:
         self.state_dir = Path(state_dir)
         self.clock = clock
         self.mock = mock or MockSettings()
-        self._lock = threading.Lock()
+        # Re-entrant: sysfs() and i2c_bus() build the room under the same lock.
+        self._lock = threading.RLock()
         self._buses: dict[int, Any] = {}
         self._sysfs: Any = None
         self._pin_factory: Any = None
@@ -135,9 +136,11 @@ class HalContext:
     def pixel_backend(self, count: int, gpio: int, brightness: float) -> Any:
         """The pixel backend for an LED strip: rpi_ws281x, or an in-memory recorder."""
         if self.mode == "real":
-            from hal.leds import Ws281xPixels
+            from hal.leds import WS281X_GPIO_CHANNEL, Ws281xPixels
 
-            return Ws281xPixels(count=count, gpio=gpio, brightness=brightness)
+            # GPIO 13/19 sit on PWM channel 1; an unsupported pin is reported by Ws281xPixels.
+            return Ws281xPixels(count=count, gpio=gpio, brightness=brightness,
+                                channel=WS281X_GPIO_CHANNEL.get(gpio, 0))
         from hal.leds import MemoryPixels
 
         return MemoryPixels(count=count, brightness=brightness, clock=self.clock)

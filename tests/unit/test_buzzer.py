@@ -151,6 +151,7 @@ def test_buzzer_muted_ignores_beep_and_on_and_says_so(buzzer: BuzzerDevice, fact
     assert history(pin) == [0]
     state = buzzer.state()
     assert state["muted"] is True and state["beeps"] == 0 and state["active"] is False
+    assert state["suppressed"] == 3
     assert state["last_command"]["command"] == "on"
     assert state["last_command"]["result"] == "muted"
     buzzer.muted = False
@@ -208,6 +209,15 @@ def test_buzzer_beep_rejects_bad_arguments(buzzer: BuzzerDevice, factory: MockFa
         buzzer.beep(**kwargs)
     assert history(factory.pin(PIN)) == [0]
     assert buzzer.state()["last_command"] is None
+
+
+def test_buzzer_wait_returns_when_last_beep_ends(buzzer: BuzzerDevice, factory: MockFactory) -> None:
+    started = time.monotonic()
+    buzzer.beep(count=2, on_ms=10, off_ms=10, wait=True)
+    buzzer.beep(count=1, on_ms=10, off_ms=5000, wait=True)
+    # No trailing off_ms gap: a waiting caller is not held 5 s after the sound stopped.
+    assert time.monotonic() - started < 1.0
+    assert history(factory.pin(PIN)) == [0, 1, 0, 1, 0, 1, 0]
 
 
 def test_buzzer_single_beep_allows_zero_gap(buzzer: BuzzerDevice, factory: MockFactory) -> None:

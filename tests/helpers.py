@@ -1,0 +1,57 @@
+"""Shared test helpers: free loopback ports, node config files, waiting on conditions."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # a condition that raises is simply not met yet
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last error: {last_exc!r}")
+
+
+def write_node_config(path: Path, name: str, role: str, ns_port: int, *, profile: str = "wasm",
+                      web_port: int | None = None, push_interval: float = 0.5,
+                      sensors: list[dict[str, Any]] | None = None, leds: bool = False, buzzer: bool = False,
+                      extra: str = "") -> Path:
+    """Write a mock-mode node config on 127.0.0.1 for tests."""
+    lines = [
+        "[node]", f'name = "{name}"', f'role = "{role}"', f'profile = "{profile}"', 'hal = "mock"',
+        f'state_dir = "{path.parent / ("state-" + name)}"',
+        "[hub]", f'host = "{HOST}"', f"nameserver_port = {ns_port}",
+        "[agent]", f'host = "{HOST}"', "port = 0", "register_interval = 1",
+        "[push]", f"interval = {push_interval}",
+    ]
+    if web_port is not None:
+        lines += ["[web]", f'host = "{HOST}"', f"port = {web_port}"]
+    if leds:
+        lines += ["[leds]", "count = 11"]
+    if buzzer:
+        lines += ["[buzzer]", "gpio = 17"]
+    for s in sensors or []:
+        lines.append("[[sensors]]")
+        lines += [f"{k} = {v!r}".replace("'", '"') for k, v in s.items()]
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
