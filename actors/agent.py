@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from datetime import UTC
 from typing import Any
 
@@ -23,6 +24,8 @@ from actors.hub import AggregatorActor, Hub
 from actors.outbox import Outbox
 from actors.pyro import CALL_TIMEOUT, check_bind, configure
 from actors.sensor import SensorActor
+from actors.store import Store
+from actors.tokens import Tokens
 from hal.context import HalContext, resolve_mode
 from hal.sensor import SENSOR_KINDS
 from nameserver.registry import Registrar, object_name
@@ -71,6 +74,7 @@ class NodeAgent:
         self.actors: list[Actor] = []
         self.sensors: list[SensorActor] = []
         self.hub: Hub | None = None
+        self.tokens: Tokens | None = None
         self.outbox: Outbox | None = None
         self.nameserver: Any = None
         self.web: Any = None
@@ -89,7 +93,10 @@ class NodeAgent:
     def _build_actors(self) -> None:
         cfg = self.config
         if cfg.is_hub:
-            self.hub = Hub()
+            self.hub = Hub(Store(cfg.state_dir / "hub.sqlite3"))
+            tokens_file = (cfg.web.tokens_file if cfg.web else None) or cfg.state_dir / "tokens.json"
+            self.tokens = Tokens(tokens_file)
+            self.hub.hello(self.hello_info(), time.time())
             self.actors.append(AggregatorActor(cfg.name, self.hub))
         else:
             self.outbox = Outbox(cfg.state_dir / "outbox.sqlite3", cfg.name)
@@ -149,6 +156,11 @@ class NodeAgent:
         if self.outbox is not None:
             self.scheduler.add_job(self.push_once, "interval", seconds=cfg.push_interval, id="push",
                                    next_run_time=now)
+        if self.hub is not None:
+            store, keep = self.hub.store, cfg.store
+            self.scheduler.add_job(store.rollup, "cron", second=5, id="rollup")
+            self.scheduler.add_job(store.retain, "cron", hour=3, minute=30, id="retention",
+                                   args=[keep.raw_days, keep.rollup_days])
         if cfg.is_hub and cfg.web is not None:
             from web.server import WebServer
 
@@ -177,7 +189,9 @@ class NodeAgent:
     def hello_info(self) -> dict[str, Any]:
         """What this node tells the hub about itself."""
         cfg = self.config
-        return {"node": cfg.name, "role": cfg.role, "profile": cfg.profile, "push_interval": cfg.push_interval,
+        # The hub never pushes: its liveness comes from its own polls.
+        interval = max([cfg.push_interval, *(s.interval for s in cfg.sensors)]) if cfg.is_hub else cfg.push_interval
+        return {"node": cfg.name, "role": cfg.role, "profile": cfg.profile, "push_interval": interval,
                 "stale_after": {s.name: s.stale_after + cfg.push_interval for s in cfg.sensors}}
 
     def push_once(self) -> int:
@@ -187,25 +201,26 @@ class NodeAgent:
         try:
             agg = self._aggregator()
             if not self._hello_done:
-                answer = agg.hello(self.hello_info())
+                answer = agg.hello(self.hello_info(), time.time())
                 self.outbox.ensure_after(int(answer.get("last_seq", 0)))
                 self._hello_done = True
             for _ in range(PUSH_CALLS_PER_RUN):
                 batches = self.outbox.peek(PUSH_BATCHES_PER_CALL)
                 if not batches:
                     break
-                answer = agg.push(batches)
+                answer = agg.push(batches, time.time())
                 self.outbox.ack(answer["acked"])
                 acked_total += len(answer["acked"])
                 if self.config.name in answer.get("hello", []):
                     self._hello_done = False  # the hub restarted and forgot us
                 if len(batches) < PUSH_BATCHES_PER_CALL:
                     break
-        except (pyro_errors.CommunicationError, pyro_errors.NamingError, OSError) as exc:
+        except Exception as exc:  # the hub down, unreachable, or refusing (disk full): keep the outbox
             self._hello_done = False
-            self._local.aggregator = None
+            if isinstance(exc, pyro_errors.CommunicationError | pyro_errors.NamingError | OSError):
+                self._local.aggregator = None
             if not self._push_failing:
-                log.warning("push to hub failed, readings stay in the outbox: %s", exc)
+                log.warning("push to hub failed, readings stay in the outbox: %s: %s", type(exc).__name__, exc)
             self._push_failing = True
             return acked_total
         if self._push_failing:
@@ -240,6 +255,8 @@ class NodeAgent:
             self.nameserver.stop()
         if self.outbox is not None:
             self.outbox.close()
+        if self.hub is not None:
+            self.hub.store.close()
         self.hal.close()
 
 

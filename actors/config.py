@@ -57,10 +57,19 @@ class BuzzerConfig:
 
 @dataclass(frozen=True)
 class WebConfig:
-    """Where the hub serves its dashboard."""
+    """Where the hub serves its dashboard, and its token file."""
 
     host: str = "127.0.0.1"
     port: int = 8080
+    tokens_file: Path | None = None  # default: <state_dir>/tokens.json
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """How long the hub keeps raw readings and rollups."""
+
+    raw_days: float = 30
+    rollup_days: float = 400
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ class NodeConfig:
     buzzer: BuzzerConfig | None
     plugin_dir: Path | None
     web: WebConfig | None
+    store: StoreConfig = field(default_factory=StoreConfig)
     mock: MockSettings = field(default_factory=MockSettings)
 
     @property
@@ -154,7 +164,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, Any]]] = {
     },
     "buzzer": {"gpio": (int, 17, _range(0, 53)), "tonal": (bool, False, None)},
     "plugins": {"dir": (str, REQUIRED, None)},
-    "web": {"host": (str, "127.0.0.1", _host), "port": (int, 8080, _PORT)},
+    "web": {"host": (str, "127.0.0.1", _host), "port": (int, 8080, _PORT), "tokens_file": (str, "", None)},
+    "store": {"raw_days": (_NUM, 30, _range(0.01, 3650)), "rollup_days": (_NUM, 400, _range(1, 36500))},
     "mock": {
         "room_seed": (int, 1, None),
         "bus_error_rate": (_NUM, 0.0, _range(0, 0.5)),
@@ -167,7 +178,7 @@ SENSOR_KEYS = {
     "interval": (_NUM, 5.0, _range(0.2, 86400)),
     "stale_after": (_NUM, None, _range(1, 864000)),
 }
-OPTIONAL_SECTIONS = {"leds", "buzzer", "plugins", "web", "mock", "push", "agent"}
+OPTIONAL_SECTIONS = {"leds", "buzzer", "plugins", "web", "mock", "push", "agent", "store"}
 
 
 def _type_name(types: Any) -> str:
@@ -274,7 +285,9 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
         leds=LedConfig(**t["leds"]) if "leds" in data else None,
         buzzer=BuzzerConfig(**t["buzzer"]) if "buzzer" in data else None,
         plugin_dir=resolve(t["plugins"]["dir"]) if "plugins" in data else None,
-        web=WebConfig(**t["web"]) if is_hub else None,
+        web=WebConfig(t["web"]["host"], t["web"]["port"],
+                      resolve(t["web"]["tokens_file"]) if t["web"]["tokens_file"] else None) if is_hub else None,
+        store=StoreConfig(float(t["store"]["raw_days"]), float(t["store"]["rollup_days"])),
         mock=mock,
     )
 

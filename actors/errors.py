@@ -25,6 +25,10 @@ class BadRequest(ActorError, ValueError):
     """A call with arguments the actor cannot accept."""
 
 
+class StoreFull(ActorError, OSError):
+    """The hub's disk is full: pushes are refused (and stay in the spokes' outboxes)."""
+
+
 class UnknownActor(ActorError, LookupError):
     """No such node or actor in the name server."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -11,12 +13,16 @@ from typing import Any
 from actors.base import Actor, remote
 from actors.config import NAME_RE, PROFILES, ROLES
 from actors.errors import BadRequest
+from actors.store import Store
 from hal.errors import ReadingError
 from hal.readings import Reading
 
 MAX_BATCHES_PER_CALL = 500
 MAX_READINGS_PER_BATCH = 1000
 ONLINE_INTERVALS = 3  # a node is online if it pushed within this many push intervals
+MAX_FUTURE_S = 86400.0  # a reading stamped further ahead than this is rejected
+CLOCK_SKEW_LIMIT = 30.0  # a node whose clock differs more than this is flagged
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,9 +36,10 @@ class NodeState:
     last_seen: float | None = None
     last_seq: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    clock_offset: float | None = None
 
 
-def validate_batch(batch: Any) -> tuple[str, int, list[Reading]]:
+def validate_batch(batch: Any, now: float) -> tuple[str, int, list[Reading]]:
     """Check one wire batch and rebuild its readings; raise BadRequest saying what is wrong."""
     if not isinstance(batch, dict):
         raise BadRequest(f"a batch must be an object, got {type(batch).__name__}")
@@ -58,24 +65,39 @@ def validate_batch(batch: Any) -> tuple[str, int, list[Reading]]:
             raise BadRequest(f"batch {node}#{seq} reading {i}: {exc}") from None
         if r.node != node:
             raise BadRequest(f"batch {node}#{seq} reading {i} names node {r.node!r}")
+        if r.ts > now + MAX_FUTURE_S:
+            raise BadRequest(f"batch {node}#{seq} reading {i}: timestamp {r.ts} is {r.ts - now:.0f} s in the future")
         out.append(r)
     return node, seq, out
 
 
 class Hub:
-    """Latest value per node/sensor/quantity and each node's liveness; thread-safe."""
+    """The hub's view: stored batches, latest value per node/sensor/quantity, node liveness."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
         self._clock = clock
         self._lock = threading.Lock()
         self._nodes: dict[str, NodeState] = {}
         self._latest: dict[str, dict[str, dict[str, Reading]]] = {}
         self.readings_stored = 0
         self.duplicates = 0
+        self.rejected = 0
+        self._load()
 
-    def hello(self, info: dict[str, Any]) -> dict[str, Any]:
+    def _load(self) -> None:
+        """Warm the in-memory view from the store after a restart."""
+        for row in self.store.nodes():
+            self._nodes[row["name"]] = NodeState(
+                row["name"], row["role"], row["profile"], row["push_interval"], row["last_seen"],
+                row["last_seq"], row["info"], row["clock_offset"])
+        for r in self.store.latest():
+            self._nodes.setdefault(r.node, NodeState(r.node))
+            self._latest.setdefault(r.node, {}).setdefault(r.sensor, {})[r.quantity] = r
+
+    def hello(self, info: dict[str, Any], sent_at: float | None = None) -> dict[str, Any]:
         """A node introduces itself (role, profile, push interval); returns its last acked seq."""
-        name = info.get("node")
+        name = info.get("node") if isinstance(info, dict) else None
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise BadRequest(f"hello needs a valid 'node', got {name!r}")
         role, profile = info.get("role", "spoke"), info.get("profile", "wasm")
@@ -84,45 +106,70 @@ class Hub:
         interval = info.get("push_interval", 5.0)
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 3600:
             raise BadRequest(f"bad push_interval {interval!r}")
+        now = self._clock()
         with self._lock:
             st = self._nodes.setdefault(name, NodeState(name))
             st.role, st.profile, st.push_interval = role, profile, float(interval)
             st.info = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, list, dict))}
-            st.last_seen = self._clock()
-            return {"last_seq": st.last_seq}
+            st.last_seen = now
+            self._observe_clock(st, sent_at, now)
+            snapshot = (st.role, st.profile, st.push_interval, st.last_seen, st.clock_offset, dict(st.info))
+            last_seq = st.last_seq
+        self.store.upsert_node(name, *snapshot)
+        return {"last_seq": last_seq}
 
-    def push(self, batches: Any) -> dict[str, Any]:
-        """Store batches idempotently on (node, seq); returns the acknowledged sequence numbers."""
+    def push(self, batches: Any, sent_at: float | None = None) -> dict[str, Any]:
+        """Commit batches idempotently on (node, seq), then acknowledge them.
+
+        All or nothing: one bad batch rejects the call with BadRequest and stores nothing."""
         if not isinstance(batches, list):
             batches = [batches]
+        if not batches:
+            raise BadRequest("no batches")
         if len(batches) > MAX_BATCHES_PER_CALL:
             raise BadRequest(f"at most {MAX_BATCHES_PER_CALL} batches per push, got {len(batches)}")
-        checked = [validate_batch(b) for b in batches]  # all or nothing
-        acked: list[int] = []
-        duplicates = 0
-        unknown: set[str] = set()
         now = self._clock()
+        try:
+            checked = [validate_batch(b, now) for b in batches]
+        except BadRequest:
+            self.rejected += 1
+            raise
+        seen = {node: now for node, _, _ in checked}
         with self._lock:
-            for node, seq, readings in sorted(checked, key=lambda c: (c[0], c[1])):
-                st = self._nodes.get(node)
-                if st is None:
-                    st = self._nodes[node] = NodeState(node)
-                    unknown.add(node)
+            unknown = sorted(n for n in seen if n not in self._nodes)
+            for n in unknown:
+                self._nodes[n] = NodeState(n)
+                self.store.upsert_node(n, "spoke", "wasm", 5.0, now, None, {})
+        new = set(self.store.commit_batches(checked, now, seen))
+        with self._lock:
+            for node, seq, readings in checked:
+                st = self._nodes[node]
                 st.last_seen = now
-                if seq <= st.last_seq:
-                    duplicates += 1
-                else:
-                    st.last_seq = seq
+                self._observe_clock(st, sent_at, now)
+                if (node, seq) in new:
+                    st.last_seq = max(st.last_seq, seq)
                     self._remember(node, readings)
-                acked.append(seq)
+            duplicates = len(checked) - len(new)
             self.duplicates += duplicates
-        return {"acked": acked, "duplicates": duplicates, "hello": sorted(unknown)}
+        return {"acked": [seq for _, seq, _ in checked], "duplicates": duplicates, "hello": unknown}
+
+    def _observe_clock(self, st: NodeState, sent_at: float | None, now: float) -> None:
+        if isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool) and math.isfinite(sent_at):
+            offset = sent_at - now
+            if abs(offset) > CLOCK_SKEW_LIMIT and (st.clock_offset is None or abs(st.clock_offset) <= CLOCK_SKEW_LIMIT):
+                log.warning("node %s clock is off by %.1f s", st.name, offset)
+            st.clock_offset = round(offset, 3)
 
     def ingest_local(self, node: str, readings: list[Reading]) -> None:
         """The hub's own readings, without a network hop."""
+        now = self._clock()
+        self.store.insert_local(readings, now)
         with self._lock:
-            st = self._nodes.setdefault(node, NodeState(node, role="hub"))
-            st.last_seen = self._clock()
+            st = self._nodes.get(node)
+            if st is None:
+                st = self._nodes[node] = NodeState(node, role="hub", last_seen=now)
+                self.store.upsert_node(node, "hub", st.profile, st.push_interval, now, None, {})
+            st.last_seen = now
             self._remember(node, readings)
 
     def _remember(self, node: str, readings: list[Reading]) -> None:
@@ -130,7 +177,7 @@ class Hub:
         for r in readings:
             per_sensor = per_node.setdefault(r.sensor, {})
             old = per_sensor.get(r.quantity)
-            # Keep a failed read visible, but never let it hide a newer good one.
+            # A backfilled batch must not replace a newer value.
             if old is None or r.ts >= old.ts:
                 per_sensor[r.quantity] = r
         self.readings_stored += len(readings)
@@ -158,13 +205,28 @@ class Hub:
                     }
                 nodes.append({"name": name, "role": st.role, "profile": st.profile,
                               "online": self.is_online(st, now), "last_seen": st.last_seen,
-                              "last_seq": st.last_seq, "sensors": sensors})
+                              "last_seq": st.last_seq, "push_interval": st.push_interval,
+                              "clock_offset": st.clock_offset,
+                              "clock_ok": st.clock_offset is None or abs(st.clock_offset) <= CLOCK_SKEW_LIMIT,
+                              "sensors": sensors})
         return {"ts": now, "nodes": nodes}
 
     def node_names(self) -> list[str]:
         """Known nodes."""
         with self._lock:
             return sorted(self._nodes)
+
+    def has_series(self, node: str, sensor: str | None = None, quantity: str | None = None) -> bool:
+        """True when the node (sensor, quantity) is known to the hub."""
+        with self._lock:
+            sensors = self._latest.get(node)
+            if node not in self._nodes:
+                return False
+            if sensor is None:
+                return True
+            if sensors is None or sensor not in sensors:
+                return self.store.series_exists(node, sensor, quantity)
+            return quantity is None or quantity in sensors[sensor] or self.store.series_exists(node, sensor, quantity)
 
 
 def _limit_for(limits: dict[str, Any], sensor: str, default: float) -> float:
@@ -185,14 +247,16 @@ class AggregatorActor(Actor):
         self._gate = _NoGate()
 
     @remote
-    def push(self, batches: list[dict[str, Any]]) -> dict[str, Any]:
-        """Store batches of readings; idempotent on (node, seq). Returns the acknowledged seqs."""
-        return self.hub.push(batches)
+    def push(self, batches: list[dict[str, Any]], sent_at: float | None = None) -> dict[str, Any]:
+        """Store batches of readings; idempotent on (node, seq). Returns the acknowledged seqs.
+
+        `sent_at` is the sender's clock, used to flag nodes whose clock is off."""
+        return self.hub.push(batches, sent_at)
 
     @remote
-    def hello(self, info: dict[str, Any]) -> dict[str, Any]:
+    def hello(self, info: dict[str, Any], sent_at: float | None = None) -> dict[str, Any]:
         """Register a node's role/profile/push interval; returns the last seq the hub holds for it."""
-        return self.hub.hello(info)
+        return self.hub.hello(info, sent_at)
 
     @remote
     def readings(self) -> dict[str, Any]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from hal.errors import ReadingError
+
+NAME_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")
 
 # Quality flags: "ok" is a trustworthy value; "calibrating" is a value whose algorithm
 # has not converged yet (IAQ burn-in) and must never fire an alert; "unavailable" has
@@ -69,8 +72,12 @@ class Reading:
     def __post_init__(self) -> None:
         for field in ("node", "sensor"):
             v = getattr(self, field)
-            if not isinstance(v, str) or not v:
-                raise ReadingError(f"{field} must be a non-empty string, got {v!r}")
+            if not isinstance(v, str) or not NAME_RE.match(v):
+                raise ReadingError(f"{field} must match [a-z0-9_.-]{{1,64}}, got {v!r}")
+        if not isinstance(self.quantity, str):
+            raise ReadingError(f"quantity must be a string, got {type(self.quantity).__name__}")
+        if not (self.reason is None or isinstance(self.reason, str)):
+            raise ReadingError(f"reason must be a string or null, got {type(self.reason).__name__}")
         expected = unit_of(self.quantity)
         if self.unit != expected:
             raise ReadingError(f"{self.quantity} is measured in {expected!r}, not {self.unit!r}")

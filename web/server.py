@@ -17,7 +17,7 @@ class WebServer:
     """The hub's HTTP server."""
 
     def __init__(self, agent: Any, host: str, port: int, threads: int = 8) -> None:
-        self.app = create_app(agent.hub, node=agent.config.name)
+        self.app = create_app(agent.hub, agent.tokens, node=agent.config.name)
         self._server = create_server(self.app, host=host, port=port, threads=threads,
                                      ident="harvester", clear_untrusted_proxy_headers=True)
         self.port = self._server.effective_port

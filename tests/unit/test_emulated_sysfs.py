@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,11 +163,22 @@ def test_emulated_sysfs_rebind_moves_and_removes_the_device(room: RoomSimulator,
     assert fs.glob("/sys/bus/iio/devices/*") == []
 
 
+def _in_thread(fn: Callable[[], Any], seconds: float = 5.0) -> Any:
+    """Run fn with a deadline, so a lock-order bug fails fast instead of hanging the suite."""
+    out: list[Any] = []
+    worker = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        pytest.fail(f"{fn} did not return within {seconds} s (deadlock?)")
+    return out[0]
+
+
 def test_mock_context_hands_out_an_emulated_sysfs(tmp_path: Path, clock: FakeClock) -> None:
     ctx = HalContext("mock", node="pi4", state_dir=tmp_path, clock=clock)
-    fs = ctx.sysfs()
+    fs = _in_thread(ctx.sysfs)
     assert isinstance(fs, EmulatedSysfs)
-    assert fs is ctx.sysfs()
+    assert fs is _in_thread(ctx.sysfs)
     milli = int(fs.read_text(f"{DEV}/in_temp_input"))
     assert milli % 100 == 0 and -40_000 <= milli <= 80_000
     assert milli == round(ctx.room.at(clock.t).temperature * 10) * 100

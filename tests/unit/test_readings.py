@@ -27,7 +27,10 @@ def test_reading_every_quantity_has_a_unit_and_a_range():
     ({"value": 120.0}, "plausible range"),
     ({"ts": math.nan}, "ts must be"),
     ({"ts": "now"}, "ts must be"),
-    ({"node": ""}, "node must be"),
+    ({"node": ""}, "node must match"),
+    ({"sensor": "DHT 22"}, "sensor must match"),
+    ({"quantity": ["temperature"]}, "quantity must be a string"),
+    ({"reason": 5}, "reason must be"),
     ({"quality": "great"}, "quality must be"),
     ({"quality": "unavailable"}, "cannot carry a value"),
 ])
