@@ -16,12 +16,12 @@ from hal.readings import Reading
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so rollups can track what is new
     node TEXT NOT NULL, sensor TEXT NOT NULL, quantity TEXT NOT NULL,
     ts REAL NOT NULL, value REAL, unit TEXT NOT NULL, quality TEXT NOT NULL, reason TEXT,
     seq INTEGER NOT NULL, received REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS readings_series ON readings (node, sensor, quantity, ts);
-CREATE INDEX IF NOT EXISTS readings_received ON readings (received);
 CREATE TABLE IF NOT EXISTS node_seq (node TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, profile TEXT NOT NULL, push_interval REAL NOT NULL,
@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS rollups (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 """
 STEPS = {"1m": 60, "1h": 3600}
+INSERT_READING = ("INSERT INTO readings (node, sensor, quantity, ts, value, unit, quality, reason, seq, received) "
+                  "VALUES (?,?,?,?,?,?,?,?,?,?)")
 
 
 class Store:
@@ -72,7 +74,7 @@ class Store:
                     new.append((node, seq))
                     rows.extend((r.node, r.sensor, r.quantity, r.ts, r.value, r.unit, r.quality, r.reason,
                                  seq, received) for r in readings)
-                self._db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+                self._db.executemany(INSERT_READING, rows)
                 self._db.executemany(
                     "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
                     list(last.items()))
@@ -96,9 +98,9 @@ class Store:
     def insert_local(self, readings: list[Reading], received: float) -> None:
         """The hub's own readings (seq 0: they never travel)."""
         with self._lock:
-            self._db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,0,?)",
+            self._db.executemany(INSERT_READING,
                                  [(r.node, r.sensor, r.quantity, r.ts, r.value, r.unit, r.quality, r.reason,
-                                   received) for r in readings])
+                                   0, received) for r in readings])
 
     def upsert_node(self, name: str, role: str, profile: str, push_interval: float, last_seen: float | None,
                     clock_offset: float | None, info: dict[str, Any]) -> None:
@@ -168,14 +170,17 @@ class Store:
             return self._db.execute(sql + " LIMIT 1", args).fetchone() is not None
 
     # -- housekeeping ---------------------------------------------------------------------
-    def rollup(self, now: float | None = None) -> int:
-        """Recompute every 1-minute and 1-hour bucket touched by readings received since the
-        last run; late (backfilled) readings land in the right bucket. Returns buckets written."""
-        now = time.time() if now is None else now
+    def rollup(self) -> int:
+        """Recompute every 1-minute and 1-hour bucket touched by rows inserted since the last
+        run (tracked by rowid, not by clock), so late, backfilled readings land in the right
+        bucket. Returns the buckets written."""
         written = 0
         with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key='rollup_received'").fetchone()
-            since = row[0] if row else 0.0
+            row = self._db.execute("SELECT value FROM meta WHERE key='rollup_rowid'").fetchone()
+            since = int(row[0]) if row else 0
+            (upto,) = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM readings").fetchone()
+            if upto <= since:
+                return 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for step in STEPS.values():
@@ -185,13 +190,13 @@ class Store:
                                MIN(r.value), AVG(r.value), MAX(r.value), COUNT(r.value)
                         FROM readings r
                         JOIN (SELECT DISTINCT node, sensor, quantity, CAST(ts / {step} AS INTEGER) * {step} AS b
-                              FROM readings WHERE received > ? AND received <= ? AND value IS NOT NULL) t
+                              FROM readings WHERE rowid > ? AND rowid <= ? AND value IS NOT NULL) t
                           ON r.node = t.node AND r.sensor = t.sensor AND r.quantity = t.quantity
                          AND r.ts >= t.b AND r.ts < t.b + {step}
                         WHERE r.value IS NOT NULL
-                        GROUP BY r.node, r.sensor, r.quantity, b""", (since, now))
+                        GROUP BY r.node, r.sensor, r.quantity, b""", (since, upto))
                     written += max(cur.rowcount, 0)
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_received', ?)", (now,))
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_rowid', ?)", (upto,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()
