@@ -10,7 +10,8 @@ reproduce its overflows:
   Bosch's `var3` also wraps above ~1065 hPa when par_p10 is 30; ours does not.
 - BME688 gas: Bosch computes `(10000 * var1) / var2 * 100`, which floors to 100 Ω (2 % at
   5 kΩ); we return `1e6 * var1 / var2`, the value of Bosch's floating-point path.
-Temperature, humidity and BME680 gas equal Bosch's integer results exactly.
+Temperature and BME680 gas equal Bosch's integer results exactly; humidity too, except
+for raw codes far above 100 %RH, where Bosch's int32 intermediates wrap and we clamp.
 
 Why the shared-bus checks: pi4 and pizero share one bus without arbitration, so the other
 board may soft-reset the chip or rewrite its control registers at any moment. Around every
@@ -304,7 +305,8 @@ class Bme680:
         return measurement_duration_us(self.os_t, self.os_p, self.os_h) / 1e6 + self.heater_ms / 1000
 
     def init(self) -> None:
-        """Soft-reset, check the chip id, read variant and calibration, write our configuration."""
+        """Check the chip id, soft-reset, read variant and calibration, write our configuration."""
+        self._check_chip_id()  # before the reset command: never send it to some other chip
         self._write(REG_SOFT_RESET, [SOFT_RESET_CMD])
         self._sleep(RESET_PERIOD_S)
         self._check_chip_id()

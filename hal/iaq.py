@@ -1,7 +1,7 @@
 """An open indoor-air-quality index from BME680 gas resistance and humidity.
 
-Algorithm (Pimoroni's bme680 `indoor-air-quality.py` example, which Bosch's closed BSEC
-library replaces on other systems):
+Algorithm: Pimoroni's bme680 `indoor-air-quality.py` example, an open alternative to
+Bosch's closed BSEC library:
 
 1. Burn-in: for `burn_in_s` (300 s) after the first reading, collect gas resistance; the
    gas baseline is the mean of the last 50 burn-in readings (of all of them if fewer,
@@ -26,10 +26,12 @@ samples so far) and flagged "calibrating", so it is shown but never alerts.
 
 Adaptation after burn-in (our choice; the example keeps its baseline fixed): MOX sensors
 drift and clean-air resistance varies by day, so the gas readings are averaged per hour
-over a 24 h window, the target is the highest hourly mean (the cleanest hour; a mean
-rather than a single maximum so one dry-air spike cannot set it), and the baseline moves
-toward the target with a 6 h time constant of operating time. A room that stays polluted
-for more than a day therefore slowly reads as "normal" -- the price of tracking drift.
+over a 24 h window. The target is the highest hourly mean (the cleanest hour; a mean
+rather than a single maximum so one dry-air spike cannot set it) or, for the first 24 h,
+the burn-in baseline if that is higher. The baseline moves toward the target with a 6 h
+time constant of operating time (a gap between updates counts as at most 300 s). A room
+that stays polluted for more than a day therefore slowly reads as "normal" -- the price
+of tracking drift.
 
 State (burn-in samples, baseline, hourly means) persists in `state_path` as JSON written
 atomically (temp file, fsync, os.replace), so a restart keeps its calibration. A burn-in
@@ -181,6 +183,9 @@ class IaqEstimator:
         mean = sum(samples) / len(samples)
         if now - started >= self.burn_in_s and st["burn_in_count"] >= self.min_burn_in_samples:
             st["baseline_gas"] = mean
+            # The burn-in baseline stays a candidate target for one window, so a polluted
+            # first day cannot pull the baseline below the air it was calibrated in.
+            st["anchor"] = [now, mean]
             st["hourly"] = []
             log.info("IAQ burn-in complete after %d samples: gas baseline %.0f Ω",
                      st["burn_in_count"], mean)
@@ -200,6 +205,9 @@ class IaqEstimator:
             hourly.append([bucket, gas, 1])
         st["hourly"] = hourly
         target = max(total / count for _, total, count in hourly)
+        anchor = st["anchor"]
+        if anchor is not None and anchor[0] > now - self.window_s:
+            target = max(target, anchor[1])
         last = st["updated"]
         dt = min(MAX_ADAPT_STEP_S, max(0.0, now - last)) if last is not None else 0.0
         baseline = st["baseline_gas"]
@@ -216,7 +224,7 @@ class IaqEstimator:
     @staticmethod
     def _fresh() -> dict[str, Any]:
         return {"version": STATE_VERSION, "burn_in_started": None, "burn_in": [], "burn_in_count": 0,
-                "baseline_gas": None, "hourly": [], "updated": None}
+                "baseline_gas": None, "hourly": [], "anchor": None, "updated": None}
 
     def _load(self) -> dict[str, Any]:
         """The saved state, or a fresh burn-in when there is none, it is stale, or it is corrupt."""
@@ -307,4 +315,8 @@ def _validated(data: Any) -> dict[str, Any]:
         for h in hourly
     ):
         raise ValueError("hourly must be a list of [bucket start, sum, count]")
+    anchor = data["anchor"]
+    if anchor is not None and not (isinstance(anchor, list) and len(anchor) == 2
+                                   and all(_finite(v) for v in anchor) and anchor[1] > 0):
+        raise ValueError("anchor must be null or [time, gas]")
     return data

@@ -93,6 +93,7 @@ SENSOR_KINDS: dict[str, SensorKind] = {
             {
                 "targets": Param(dict, {}, "label = \"host:port\" pairs; the agent adds the hub"),
                 "probes": Param(int, 3, "probes per target per read"),
+                "method": Param(str, "auto", "auto (ICMP where allowed, else TCP), icmp or tcp"),
                 "timeout": Param((int, float), 1.0, "seconds to wait for one probe"),
             },
             "RTT and loss to the hub and peers (ICMP where allowed, else TCP connect)",

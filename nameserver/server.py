@@ -39,6 +39,12 @@ class EmbeddedNameServer:
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
+        cleaner = getattr(self.daemon, "cleaner_thread", None)
+        if cleaner is not None:
+            # The autoclean thread (a daemon thread) notices `stop` within its 2 s sleep;
+            # detach it so close() does not block on that sleep.
+            cleaner.stop = True
+            self.daemon.cleaner_thread = None
         self.daemon.shutdown()
         self._thread.join(timeout=5)
         self.daemon.close()

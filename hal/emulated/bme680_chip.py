@@ -54,6 +54,8 @@ _WIDTHS: dict[str, tuple[int, bool]] = {
 CHIP_ID = 0x61
 SKIP_TP, SKIP_H = 0x80000, 0x8000
 COLD_HEATER_FACTOR = 10.0  # a MOX layer below its working temperature reads far higher
+HEATER_SETTLE_MS = 20  # the heater needs ~20-30 ms to reach its target
+MIN_HEATER_C = 150.0  # below this the gas reading means nothing
 
 
 def perturbed_calibration(seed: int, base: Bme680Calibration = PIMORONI_CALIBRATION) -> Bme680Calibration:
@@ -204,8 +206,12 @@ class EmulatedBme680:
         if not (0x50 <= reg <= 0x6D or 0x70 <= reg <= 0x75):
             return  # read-only or reserved: the chip ignores it
         self._regs[reg] = value
-        if reg == 0x74 and value & 0x03 == 0x01:
-            self._start()
+        if reg == 0x74:
+            # Only forced mode is modelled; writing sleep mode stops a running measurement.
+            if value & 0x03 == 0x01:
+                self._start()
+            elif value & 0x03 == 0x00:
+                self._active = None
 
     def _status(self) -> int:
         status = self._regs[0x1D] & 0x0F
@@ -263,8 +269,8 @@ class EmulatedBme680:
             adc_h = _closest(lambda k: compensate_humidity(k, t_fine, cal) / 1000, 0, 0xFFFF,
                              cond.humidity, avoid=SKIP_H)
         heater_temp = self._heater_temperature(a["res_heat"], cond.temperature) if a["heater_on"] else None
-        heat_stable = (a["gas_enabled"] and heater_temp is not None and heater_temp >= 150
-                       and a["gas_wait_ms"] >= 20)
+        heat_stable = (a["gas_enabled"] and heater_temp is not None and heater_temp >= MIN_HEATER_C
+                       and a["gas_wait_ms"] >= HEATER_SETTLE_MS)
         gas_target = cond.gas_resistance if heat_stable else cond.gas_resistance * COLD_HEATER_FACTOR
         gas_adc = gas_range = 0
         if a["gas_enabled"]:

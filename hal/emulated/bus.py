@@ -39,7 +39,7 @@ class Transaction:
 
     number: int
     master: str  # "us" or the name of a SecondMaster
-    kind: str  # "read" | "write"
+    kind: str  # "read" | "write" | "rdwr" (a combined transfer that failed as a whole)
     address: int
     register: int
     data: tuple[int, ...]  # bytes written, or bytes returned (after any bit flip)

@@ -291,6 +291,7 @@ def test_reset_between_measurements_reinitialises() -> None:
     m = driver.measure()
     assert_matches_room(m, {"temperature": 21, "humidity": 45, "pressure": 990, "gas_resistance": 2e5})
     assert driver.stats["inits"] == 2 and driver.stats["foreign_changes"] == 1
+    assert chip.triggers == 2  # caught before triggering: no measurement wasted
 
 
 def test_reset_during_measurement_is_detected() -> None:

@@ -190,7 +190,7 @@ def test_monitor_logs_a_failure_once_and_recovery_once(tree: Path, caplog: pytes
     assert "unavailable" in thermal[0] and "recovered" in thermal[1]
 
 
-def test_monitor_on_this_machine(tmp_path: Path) -> None:
+def test_monitor_on_this_machine() -> None:
     m = SystemMonitor(ctx=Ctx(SysfsRoot("/")), name="monitor")  # type: ignore[arg-type]
     r = by_quantity(m.read())
     assert r["memory_total"].value > 0 and r["uptime"].value > 0
