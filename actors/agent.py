@@ -23,6 +23,7 @@ from actors.config import NodeConfig, SensorConfig
 from actors.hub import AggregatorActor, Hub
 from actors.outbox import Outbox
 from actors.pyro import CALL_TIMEOUT, check_bind, configure
+from actors.security import HarvesterDaemon, apply_node_tls
 from actors.sensor import SensorActor
 from actors.store import Store
 from actors.tokens import Tokens
@@ -33,6 +34,9 @@ from nameserver.registry import Registrar, object_name
 log = logging.getLogger(__name__)
 PUSH_BATCHES_PER_CALL = 50
 PUSH_CALLS_PER_RUN = 20  # bounds one push run; a backlog drains over consecutive runs
+PROBE_INTERVAL = 2.0
+STOP_TIMEOUT = 5.0
+PROBE_TIMEOUT = 1.0
 
 
 class AgentActor(Actor):
@@ -82,6 +86,7 @@ class NodeAgent:
         self._local = threading.local()
         self._hello_done = False
         self._push_failing = False
+        self._probes: dict[str, Proxy] = {}  # only the probe job's thread uses these
         self.registrar = Registrar(config.hub_host, config.nameserver_port)
         self.scheduler = BackgroundScheduler(
             timezone="UTC", executors={"default": ThreadPoolExecutor(max_workers=4)},
@@ -134,14 +139,16 @@ class NodeAgent:
     def start(self) -> None:
         """Start the name server (hub), the daemon, the web app (hub) and the scheduler."""
         cfg = self.config
-        check_bind(cfg.agent_host, tls=False, allow_insecure=cfg.allow_insecure_lan)
+        if cfg.security.tls:  # before any socket: Pyro5's TLS settings are process-wide
+            apply_node_tls(cfg)
+        check_bind(cfg.agent_host, tls=cfg.security.tls, allow_insecure=cfg.allow_insecure_lan)
         self._build_actors()
         if cfg.is_hub:
             from nameserver.server import EmbeddedNameServer
 
             self.nameserver = EmbeddedNameServer(cfg.hub_host, cfg.nameserver_port,
                                                  allow_insecure=cfg.allow_insecure_lan).start()
-        self.daemon = Daemon(host=cfg.agent_host, port=cfg.agent_port)
+        self.daemon = HarvesterDaemon(host=cfg.agent_host, port=cfg.agent_port)
         for actor in self.actors:
             uri = self.daemon.register(actor, objectId=actor.object_name)
             self.registrar.add(actor.object_name, str(uri), actor.metadata())
@@ -159,6 +166,7 @@ class NodeAgent:
         if self.hub is not None:
             store, keep = self.hub.store, cfg.store
             self.scheduler.add_job(store.rollup, "cron", second=5, id="rollup")
+            self.scheduler.add_job(self.probe_spokes, "interval", seconds=PROBE_INTERVAL, id="probe")
             self.scheduler.add_job(store.retain, "cron", hour=3, minute=30, id="retention",
                                    args=[keep.raw_days, keep.rollup_days])
         if cfg.is_hub and cfg.web is not None:
@@ -228,6 +236,32 @@ class NodeAgent:
         self._push_failing = False
         return acked_total
 
+    def probe_spokes(self) -> None:
+        """Ping every spoke's agent: a crashed node shows offline at once, not after 3 push intervals.
+
+        Only a refused or failed connection marks a node unreachable; a node that never
+        registered (an HTTP-only sender) keeps its push-based liveness."""
+        assert self.hub is not None
+        cfg = self.config
+        for node in self.hub.spokes():
+            proxy = self._probes.get(node)
+            if proxy is None:
+                proxy = Proxy(f"PYRONAME:{object_name(node, 'agent')}@{cfg.hub_host}:{cfg.nameserver_port}")
+                proxy._pyroTimeout = PROBE_TIMEOUT
+                self._probes[node] = proxy
+            proxy._pyroClaimOwnership()  # APScheduler may run this job on another pool thread
+            try:
+                proxy.ping()
+            except pyro_errors.NamingError:
+                proxy._pyroRelease()
+                continue
+            except (pyro_errors.CommunicationError, OSError):
+                proxy._pyroRelease()
+                self._probes.pop(node, None)  # re-resolve: a restarted agent has a new port
+                self.hub.set_reachable(node, False)
+                continue
+            self.hub.set_reachable(node, True)
+
     def run_forever(self) -> None:
         """Start, then block until SIGTERM/SIGINT, then stop cleanly."""
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -243,7 +277,12 @@ class NodeAgent:
         """Stop jobs, unregister names, close the daemon and devices."""
         self._stop.set()
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+            # A job stuck on hardware must not make the node unkillable: wait a bounded time.
+            waiter = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True)
+            waiter.start()
+            waiter.join(STOP_TIMEOUT)
+            if waiter.is_alive():
+                log.warning("a scheduled job did not finish within %ss; stopping anyway", STOP_TIMEOUT)
         if self.web is not None:
             self.web.stop()
         self.registrar.unregister_all()

@@ -128,6 +128,6 @@ class Actor:
             fn = getattr(type(self), attr, None)
             if callable(fn) and getattr(fn, "_pyroExposed", False) and not attr.startswith("_"):
                 target = inspect.unwrap(fn)
-                sig = str(inspect.signature(target)).replace("(self, ", "(").replace("(self)", "()")
+                sig = str(inspect.signature(target)).replace("(self, ", "(").replace("(self)", "()").replace("'", "")
                 out[attr] = f"{attr}{sig}: {inspect.getdoc(target) or ''}"
         return out

@@ -40,7 +40,13 @@ def cmd_node(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s")
     # APScheduler logs every job run at INFO; a node polls every few seconds.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
-    NodeAgent(cfg, hal_mode=args.hal).run_forever()
+    from actors.security import TlsConfigError
+
+    try:
+        NodeAgent(cfg, hal_mode=args.hal).run_forever()
+    except TlsConfigError as exc:
+        print(f"{cfg.path}: security: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -48,6 +54,13 @@ def cmd_nameserver(args: argparse.Namespace) -> int:
     from nameserver.server import serve_forever
 
     logging.basicConfig(level=args.log_level)
+    if args.ca or args.cert or args.key:
+        from actors.security import TlsFiles, apply_tls
+
+        if not (args.ca and args.cert and args.key):
+            print("harvester nameserver: TLS needs all of --ca, --cert and --key", file=sys.stderr)
+            return 2
+        apply_tls(TlsFiles(args.ca, args.cert, args.key), serve=True)
     serve_forever(args.host, args.port, Path(args.storage) if args.storage else None, args.allow_insecure_lan)
     return 0
 
@@ -55,7 +68,14 @@ def cmd_nameserver(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from actors.demo import Demo
 
-    return Demo(Path(args.state_dir), web_port=args.port, ns_port=args.ns_port).run()
+    return Demo(Path(args.state_dir), web_port=args.port, ns_port=args.ns_port, tls=args.tls).run()
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from actors.certs import run_cli
+
+    nodes = args.node + getattr(args, "nodes", [])
+    return run_cli(args.certs_command, Path(args.dir), nodes, args.user + getattr(args, "users", []), args.force)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -155,13 +175,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=9090)
     s.add_argument("--storage", help="SQLite file to keep registrations across restarts")
     s.add_argument("--allow-insecure-lan", action="store_true")
+    s.add_argument("--ca", help="CA certificate (mutual TLS; with --cert and --key)")
+    s.add_argument("--cert", help="this name server's node certificate")
+    s.add_argument("--key", help="its private key")
     s.set_defaults(func=cmd_nameserver)
 
     s = sub.add_parser("demo", help="run hub, pi4 and pizero in mock mode on 127.0.0.1")
     s.add_argument("--port", type=int, default=8080, help="dashboard port")
     s.add_argument("--ns-port", type=int, default=9090, help="name server port")
     s.add_argument("--state-dir", default=".state/demo")
+    s.add_argument("--tls", action="store_true", help="mutual TLS between nodes (CA and certs in <state-dir>/pki)")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("certs", help="private CA: node and user certificates for mutual TLS")
+    csub = s.add_subparsers(dest="certs_command", required=True)
+    for name, what in (("init", "create the CA, then node and user certificates"),
+                       ("add-node", "issue node certificates from an existing CA"),
+                       ("add-user", "issue user (REPL) certificates from an existing CA")):
+        c = csub.add_parser(name, help=what)
+        c.add_argument("--dir", required=True, help="PKI directory (holds the CA key: keep it off the nodes)")
+        c.add_argument("--node", action="append", default=[], metavar="NAME=IP[,IP|DNS...]")
+        c.add_argument("--user", action="append", default=[], metavar="NAME")
+        c.add_argument("--force", action="store_true", help="replace existing keys")
+        if name == "add-node":
+            c.add_argument("nodes", nargs="*", metavar="NAME=IP[,IP|DNS...]")
+        elif name == "add-user":
+            c.add_argument("users", nargs="*", metavar="NAME")
+        c.set_defaults(func=cmd_certs)
 
     s = sub.add_parser("config", help="node config tools")
     csub = s.add_subparsers(dest="config_command", required=True)

@@ -15,6 +15,7 @@ from Pyro5.api import Proxy
 
 import actors.errors  # noqa: F401  (registers typed remote errors with Pyro5)
 from actors.pyro import CALL_TIMEOUT, configure
+from actors.security import TlsFiles, use_client_tls
 from nameserver.registry import PREFIX, ns_uri
 
 # Methods safe to repeat: they only read.
@@ -116,8 +117,10 @@ class NodeHandle:
 class Fleet:
     """Every node registered in one name server."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9090, timeout: float = CALL_TIMEOUT) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 9090, timeout: float = CALL_TIMEOUT,
+                 tls: TlsFiles | None = None) -> None:
         configure()
+        self.tls = use_client_tls(tls)  # process-wide in Pyro5: files, else $HARVESTER_TLS_*, else as is
         self.host, self.port, self.timeout = host, port, timeout
         self._handles: dict[str, ActorHandle] = {}
         self._lock = threading.Lock()
@@ -168,6 +171,7 @@ class Fleet:
         return f"<fleet at {self.host}:{self.port}: {', '.join(self.nodes())}>"
 
 
-def connect(host: str = "127.0.0.1", port: int = 9090, timeout: float = CALL_TIMEOUT) -> Fleet:
-    """A handle on the fleet whose name server runs at host:port."""
-    return Fleet(host, port, timeout)
+def connect(host: str = "127.0.0.1", port: int = 9090, timeout: float = CALL_TIMEOUT,
+            tls: TlsFiles | None = None) -> Fleet:
+    """A handle on the fleet whose name server runs at host:port (mutual TLS with `tls` or $HARVESTER_TLS_*)."""
+    return Fleet(host, port, timeout, tls)

@@ -73,6 +73,16 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """Mutual TLS for the node's Pyro5 traffic: CA, this node's certificate and key (absolute paths)."""
+
+    tls: bool = False
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """A validated node configuration."""
 
@@ -96,6 +106,7 @@ class NodeConfig:
     web: WebConfig | None
     store: StoreConfig = field(default_factory=StoreConfig)
     mock: MockSettings = field(default_factory=MockSettings)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     @property
     def is_hub(self) -> bool:
@@ -171,6 +182,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, Any]]] = {
         "bus_error_rate": (_NUM, 0.0, _range(0, 0.5)),
         "i2c": (list, None, None),
     },
+    # ca/cert/key are required only when tls = true; _security checks that.
+    "security": {"tls": (bool, False, None), "ca": (str, None, None), "cert": (str, None, None),
+                 "key": (str, None, None)},
 }
 SENSOR_KEYS = {
     "name": (str, REQUIRED, _name),
@@ -178,7 +192,7 @@ SENSOR_KEYS = {
     "interval": (_NUM, 5.0, _range(0.2, 86400)),
     "stale_after": (_NUM, None, _range(1, 864000)),
 }
-OPTIONAL_SECTIONS = {"leds", "buzzer", "plugins", "web", "mock", "push", "agent", "store"}
+OPTIONAL_SECTIONS = {"leds", "buzzer", "plugins", "web", "mock", "push", "agent", "store", "security"}
 
 
 def _type_name(types: Any) -> str:
@@ -266,6 +280,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
             t[s] = {k: (None if d is REQUIRED else d) for k, (_, d, _) in keys.items()}
     sensors = _sensors(c, data.get("sensors", []))
     mock = _mock(c, t["mock"])
+    security = _security(c, t["security"], base)
     node = t["node"]
     if c.problems:
         raise ConfigError(path, c.problems)
@@ -288,7 +303,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
         web=WebConfig(t["web"]["host"], t["web"]["port"],
                       resolve(t["web"]["tokens_file"]) if t["web"]["tokens_file"] else None) if is_hub else None,
         store=StoreConfig(float(t["store"]["raw_days"]), float(t["store"]["rollup_days"])),
-        mock=mock,
+        mock=mock, security=security,
     )
 
 
@@ -317,6 +332,21 @@ def _sensors(c: _Checker, rows: Any) -> list[SensorConfig]:
         stale = values.get("stale_after")
         out.append(SensorConfig(name, kind.kind, interval, float(stale) if stale else 3 * interval, params))
     return out
+
+
+def _security(c: _Checker, t: dict[str, Any], base: Path) -> SecurityConfig:
+    """Paths resolve against the config file's folder; with tls on, each must name an existing file."""
+    paths: dict[str, Path | None] = {}
+    for key in ("ca", "cert", "key"):
+        raw = t.get(key)
+        paths[key] = (base / Path(raw).expanduser()).resolve() if raw else None
+        if not t.get("tls"):
+            continue
+        if not raw:
+            c.problems.append((f"security.{key}", "missing (required when security.tls = true)"))
+        elif not paths[key].is_file():
+            c.problems.append((f"security.{key}", f"file not found: {paths[key]}"))
+    return SecurityConfig(bool(t.get("tls")), paths["ca"], paths["cert"], paths["key"])
 
 
 def _mock(c: _Checker, t: dict[str, Any]) -> MockSettings:

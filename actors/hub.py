@@ -37,6 +37,7 @@ class NodeState:
     last_seq: int = 0
     info: dict[str, Any] = field(default_factory=dict)
     clock_offset: float | None = None
+    reachable: bool | None = None  # from the hub's pings of the node's agent; None = not probed yet
 
 
 def validate_batch(batch: Any, now: float) -> tuple[str, int, list[Reading]]:
@@ -183,8 +184,23 @@ class Hub:
         self.readings_stored += len(readings)
 
     def is_online(self, st: NodeState, now: float) -> bool:
-        """Seen within ONLINE_INTERVALS push intervals."""
-        return st.last_seen is not None and now - st.last_seen <= ONLINE_INTERVALS * st.push_interval
+        """Pushed within ONLINE_INTERVALS push intervals, and its agent did not just refuse a ping."""
+        recent = st.last_seen is not None and now - st.last_seen <= ONLINE_INTERVALS * st.push_interval
+        return recent and st.reachable is not False
+
+    def set_reachable(self, node: str, reachable: bool) -> None:
+        """Record the outcome of the hub's last ping of the node's agent."""
+        with self._lock:
+            st = self._nodes.get(node)
+            if st is not None and st.reachable != reachable:
+                if st.reachable is not None:
+                    log.info("node %s %s", node, "answers again" if reachable else "stopped answering")
+                st.reachable = reachable
+
+    def spokes(self) -> list[str]:
+        """Nodes other than the hub, to probe."""
+        with self._lock:
+            return sorted(n for n, st in self._nodes.items() if st.role != "hub")
 
     def snapshot(self) -> dict[str, Any]:
         """Every node with liveness and each sensor's latest quantities (the /api/readings body)."""
@@ -205,6 +221,7 @@ class Hub:
                     }
                 nodes.append({"name": name, "role": st.role, "profile": st.profile,
                               "online": self.is_online(st, now), "last_seen": st.last_seen,
+                              "reachable": st.reachable,
                               "last_seq": st.last_seq, "push_interval": st.push_interval,
                               "clock_offset": st.clock_offset,
                               "clock_ok": st.clock_offset is None or abs(st.clock_offset) <= CLOCK_SKEW_LIMIT,

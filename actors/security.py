@@ -52,6 +52,10 @@ class TlsFiles:
     cert: Path
     key: Path
 
+    def __post_init__(self) -> None:
+        for name in ("ca", "cert", "key"):  # accept str from a REPL; expand ~
+            object.__setattr__(self, name, Path(getattr(self, name)).expanduser())
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> TlsFiles | None:
         """Files named by HARVESTER_TLS_CA/CERT/KEY; None when none is set."""
@@ -157,6 +161,20 @@ def apply_tls(files: TlsFiles, serve: bool) -> None:
     socketutil.get_ssl_context = ssl_context
 
 
+def use_client_tls(files: TlsFiles | None = None) -> bool:
+    """TLS for calling out: `files`, else HARVESTER_TLS_* variables, else this process's current setting."""
+    files = files or TlsFiles.from_env()
+    if files is None:
+        return tls_enabled()
+    if config.SSL and config.SSL_SERVERCERT:
+        if Path(config.SSL_CLIENTCERT) == files.cert:
+            return True
+        # A node calls with its own identity; silently switching would break its daemon's peers.
+        raise TlsConfigError(f"this process serves as {config.SSL_SERVERCERT}; it cannot call as {files.cert}")
+    apply_tls(files, serve=False)
+    return True
+
+
 def use_plaintext() -> None:
     """Turn TLS off for this process (loopback only; check_bind enforces that for servers)."""
     config.SSL = False
@@ -241,12 +259,35 @@ class SecureDaemonMixin:
             sock.do_handshake_on_connect = False
 
     def _handshake(self, conn: Any, denied_reason: str | None = None) -> bool:
+        if denied_reason:
+            # Pyro5 calls this on the accept thread when its pool is full; talking to the peer
+            # there would stall the accept loop again, so refuse by closing.
+            log.warning("refused connection from %s: %s", _peer(conn), denied_reason)
+            return False
         previous = conn.gettimeout()
         conn.settimeout(self.handshake_timeout)
-        ok = super()._handshake(conn, denied_reason)  # type: ignore[misc]
+        if isinstance(conn.sock, ssl.SSLSocket) and not self._tls_handshake(conn):
+            return False
+        ok = super()._handshake(conn)  # type: ignore[misc]
         if ok:
             conn.settimeout(previous)
         return ok
+
+    def _tls_handshake(self, conn: Any) -> bool:
+        """Run the TLS handshake here, in the worker thread, within handshake_timeout."""
+        try:
+            conn.sock.do_handshake()
+        except (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError) as exc:
+            # TCP probes (our network sensors, port scanners) connect and close: not worth a warning.
+            log.debug("%s closed before the TLS handshake: %s", _peer(conn), exc)
+            return False
+        except TimeoutError:
+            log.info("%s sent no TLS handshake within %.0fs; closed", _peer(conn), self.handshake_timeout)
+            return False
+        except OSError as exc:  # ssl.SSLError included: bad certificate, wrong CA, plaintext client
+            log.warning("TLS handshake with %s failed: %s", _peer(conn), exc)
+            return False
+        return True
 
     def validateHandshake(self, conn: Any, data: Any) -> Any:  # noqa: N802  (Pyro5's name)
         """Accept only certificates with a Harvester identity; remember it on the connection."""

@@ -66,6 +66,12 @@ class Registrar:
                     have = current.get(e.name)
                     if have is None or have[0] != e.uri or set(have[1]) != set(e.metadata):
                         ns.register(e.name, e.uri, metadata=set(e.metadata))
+        except errors.SecurityError as exc:
+            # Under TLS the name server accepts only this node's own names from its node certificate.
+            if self._healthy is not False:
+                log.error("name server %s refused our registrations: %s", self._uri, exc)
+            self._healthy = False
+            return False
         except (errors.CommunicationError, errors.NamingError, OSError) as exc:
             if self._healthy is not False:
                 log.warning("name server %s unreachable, will retry: %s", self._uri, exc)
@@ -84,5 +90,5 @@ class Registrar:
                 ns._pyroTimeout = self._timeout
                 for name in self.names():
                     ns.remove(name)
-        except (errors.CommunicationError, errors.NamingError, OSError) as exc:
+        except (errors.CommunicationError, errors.NamingError, errors.SecurityError, OSError) as exc:
             log.info("could not unregister names on shutdown: %s", exc)

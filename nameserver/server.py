@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 
 from Pyro5 import config
-from Pyro5.nameserver import start_ns
 
 from actors.pyro import check_bind, configure
+from actors.security import HarvesterNameServerDaemon
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,9 @@ class EmbeddedNameServer:
         check_bind(host, tls=bool(config.SSL), allow_insecure=allow_insecure)
         # Broadcast discovery is unauthenticated UDP: clients name the host explicitly.
         store = f"sql:{storage}" if storage else None
-        self.uri, self.daemon, _ = start_ns(host=host, port=port, enableBroadcast=False, storage=store)
+        # Not start_ns(): our daemon checks client certificates and lets only nodes change names.
+        self.daemon = HarvesterNameServerDaemon(host, port, storage=store)
+        self.uri = self.daemon.uriFor(self.daemon.nameserver)
         self._thread = threading.Thread(target=self.daemon.requestLoop, name="nameserver", daemon=True)
 
     @property
