@@ -26,13 +26,14 @@ from actors.pyro import CALL_TIMEOUT, check_bind, configure
 from actors.security import HarvesterDaemon, apply_node_tls
 from actors.sensor import SensorActor
 from actors.store import Store
+from actors.systemd import announce_started, announce_stopping
 from actors.tokens import Tokens
+from actors.version import package_version
 from hal.context import HalContext, resolve_mode
 from hal.sensor import SENSOR_KINDS
 from nameserver.registry import Registrar, object_name
 
 log = logging.getLogger(__name__)
-PUSH_BATCHES_PER_CALL = 50
 PUSH_CALLS_PER_RUN = 20  # bounds one push run; a backlog drains over consecutive runs
 PROBE_INTERVAL = 2.0
 STOP_TIMEOUT = 5.0
@@ -53,6 +54,7 @@ class AgentActor(Actor):
         """Node name, role, profile, HAL mode, actors, and whether wasmtime is loaded."""
         cfg = self._agent.config
         return {"node": cfg.name, "role": cfg.role, "profile": cfg.profile, "hal": self._agent.hal.mode,
+                "version": package_version(),
                 "pid": os.getpid(), "actors": sorted(a.object_name for a in self._agent.actors),
                 "sensors": {s.name: {"kind": s.kind, "interval_s": s.interval} for s in cfg.sensors},
                 "wasmtime_loaded": "wasmtime" in sys.modules}
@@ -213,7 +215,7 @@ class NodeAgent:
                 self.outbox.ensure_after(int(answer.get("last_seq", 0)))
                 self._hello_done = True
             for _ in range(PUSH_CALLS_PER_RUN):
-                batches = self.outbox.peek(PUSH_BATCHES_PER_CALL)
+                batches = self.outbox.peek(self.config.push_batch_limit)
                 if not batches:
                     break
                 answer = agg.push(batches, time.time())
@@ -221,7 +223,7 @@ class NodeAgent:
                 acked_total += len(answer["acked"])
                 if self.config.name in answer.get("hello", []):
                     self._hello_done = False  # the hub restarted and forgot us
-                if len(batches) < PUSH_BATCHES_PER_CALL:
+                if len(batches) < self.config.push_batch_limit:
                     break
         except Exception as exc:  # the hub down, unreachable, or refusing (disk full): keep the outbox
             self._hello_done = False
@@ -267,10 +269,12 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
         self.start()
+        announce_started(self)  # READY=1, and WATCHDOG=1 beats when the unit sets WatchdogSec=
         try:
             while not self._stop.wait(1.0):
                 pass
         finally:
+            announce_stopping()
             self.stop()
 
     def stop(self) -> None:

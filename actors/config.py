@@ -98,6 +98,7 @@ class NodeConfig:
     agent_port: int
     allow_insecure_lan: bool
     push_interval: float
+    push_batch_limit: int
     register_interval: float
     sensors: list[SensorConfig]
     leds: LedConfig | None
@@ -167,7 +168,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, Any]]] = {
         "allow_insecure_lan": (bool, False, None),
         "register_interval": (_NUM, 5.0, _range(1, 3600)),
     },
-    "push": {"interval": (_NUM, 5.0, _range(0.1, 3600))},
+    "push": {"interval": (_NUM, 5.0, _range(0.1, 3600)), "batch_limit": (int, 50, _range(1, 500))},
     "leds": {
         "count": (int, 11, _range(1, 1024)),
         "gpio": (int, 18, _range(0, 53)),
@@ -296,7 +297,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
         hub_host=t["hub"]["host"], nameserver_port=t["hub"]["nameserver_port"],
         agent_host=agent["host"], agent_port=agent["port"],
         allow_insecure_lan=agent["allow_insecure_lan"], register_interval=float(agent["register_interval"]),
-        push_interval=float(t["push"]["interval"]), sensors=sensors,
+        push_interval=float(t["push"]["interval"]), push_batch_limit=t["push"]["batch_limit"], sensors=sensors,
         leds=LedConfig(**t["leds"]) if "leds" in data else None,
         buzzer=BuzzerConfig(**t["buzzer"]) if "buzzer" in data else None,
         plugin_dir=resolve(t["plugins"]["dir"]) if "plugins" in data else None,
