@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from actors.health import add_health_parser
+
 
 def _endpoint(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
@@ -72,7 +74,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from actors.certs import run_cli
+    try:
+        from actors.certs import run_cli
+    except ImportError as exc:
+        print(f"harvester certs needs the 'pki' extra (pip install 'wasi-harvester[pki]'): {exc}", file=sys.stderr)
+        return 2
 
     nodes = args.node + getattr(args, "nodes", [])
     return run_cli(args.certs_command, Path(args.dir), nodes, args.user + getattr(args, "users", []), args.force)
@@ -226,13 +232,27 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("shell", help="Python REPL with `fleet` connected")
     s.add_argument("--ns", type=_endpoint, default=("127.0.0.1", 9090), help=ns_help)
     s.set_defaults(func=cmd_shell)
+
+    add_health_parser(sub, _endpoint)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `harvester` console script."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    from Pyro5 import config as pyro_config
+    from Pyro5 import errors as pyro_errors
+
+    try:
+        return int(args.func(args) or 0)
+    except pyro_errors.CommunicationError as exc:
+        hint = ""
+        if isinstance(exc, pyro_errors.ConnectionClosedError) and not pyro_config.SSL:
+            # A TLS server closes on a plaintext client without a word; say what probably happened.
+            hint = ("\n(if the fleet uses TLS, set HARVESTER_TLS_CA, HARVESTER_TLS_CERT and "
+                    "HARVESTER_TLS_KEY; see README, Security)")
+        print(f"harvester {args.command}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

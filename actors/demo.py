@@ -16,6 +16,7 @@ from pathlib import Path
 CONFIG_DIR = Path(__file__).resolve().parent / "demo_configs"
 NODES = ("hub", "pi4", "pizero")
 MAX_BACKOFF = 30.0
+DEMO_USER = "repl"
 STABLE_AFTER = 60.0  # a node that ran this long gets its restart backoff reset
 
 
@@ -76,8 +77,10 @@ class Demo:
     """Starts the three demo nodes and keeps them running until SIGINT/SIGTERM."""
 
     def __init__(self, state_dir: Path, web_port: int = 8080, ns_port: int = 9090,
-                 host: str = "127.0.0.1", out=sys.stdout) -> None:
+                 host: str = "127.0.0.1", out=sys.stdout, tls: bool = False) -> None:
         self.state_dir = state_dir.resolve()
+        self.tls = tls
+        self.pki_dir = self.state_dir / "pki"
         self.web_port, self.ns_port, self.host = web_port, ns_port, host
         self.out = out
         self.children: dict[str, Child] = {}
@@ -92,6 +95,12 @@ class Demo:
                 f"hub.nameserver_port={self.ns_port}", f"agent.host={self.host}"]
         if node == "hub":
             sets += [f"web.port={self.web_port}", f"web.host={self.host}"]
+        if self.tls:
+            from actors.certs import Pki
+
+            files = Pki(self.pki_dir).node(node)
+            sets += ["security.tls=true", f"security.ca={files.ca}", f"security.cert={files.cert}",
+                     f"security.key={files.key}"]
         argv = [sys.executable, "-m", "actors.cli", "node", "--config", str(CONFIG_DIR / f"{node}.toml")]
         for s in sets:
             argv += ["--set", s]
@@ -105,6 +114,8 @@ class Demo:
                                  f"stop what uses it or pick another with --port / --ns-port")
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            ensure_demo_pki(self.pki_dir, self.host)
         for node in NODES:
             self.children[node] = Child(node, self._argv(node), logs / f"{node}.log")
         self.children["hub"].spawn()
@@ -116,8 +127,16 @@ class Demo:
         wait_port(self.host, self.web_port, 30)
         self.say(f"3 nodes started; logs in {logs}")
         self.say(f"dashboard: http://{self.host}:{self.web_port}/")
-        self.say(f'REPL: python -c \'from actors import connect; print(connect("{self.host}", {self.ns_port})'
-                 '["pi4"]["dht22"].read())\'')
+        if self.tls:
+            from actors.certs import Pki
+
+            f = Pki(self.pki_dir).user(DEMO_USER)
+            self.say(f"mutual TLS on; CA and certificates in {self.pki_dir}")
+            self.say(f"REPL: HARVESTER_TLS_CA={f.ca} HARVESTER_TLS_CERT={f.cert} HARVESTER_TLS_KEY={f.key} "
+                     f"harvester shell --ns {self.host}:{self.ns_port}")
+        else:
+            self.say(f'REPL: python -c \'from actors import connect; print(connect("{self.host}", {self.ns_port})'
+                     '["pi4"]["dht22"].read())\'')
         self.say("Ctrl-C stops every node")
 
     def supervise_once(self) -> None:
@@ -171,6 +190,21 @@ class Demo:
                 _signal_group(child.proc, signal.SIGKILL)
                 child.proc.wait(timeout=5)
         self.say("all nodes stopped")
+
+
+def ensure_demo_pki(root: Path, host: str) -> None:
+    """On first run, a CA plus certificates for the three nodes and the REPL user; later runs reuse them."""
+    from actors import certs
+
+    pki = certs.Pki(root)
+    if not pki.ca_key.exists():
+        certs.init_ca(root)
+    hosts = [host, "localhost"] if host.startswith("127.") else [host]
+    for node in NODES:
+        if not pki.node(node).key.exists():
+            certs.issue_node(root, node, hosts)
+    if not pki.user(DEMO_USER).key.exists():
+        certs.issue_user(root, DEMO_USER)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

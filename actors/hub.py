@@ -13,9 +13,10 @@ from typing import Any
 from actors.base import Actor, remote
 from actors.config import NAME_RE, PROFILES, ROLES
 from actors.errors import BadRequest
-from actors.store import Store
+from actors.security import caller_identity
+from actors.store import Row, Store
 from hal.errors import ReadingError
-from hal.readings import Reading
+from hal.readings import Reading, check_fields
 
 MAX_BATCHES_PER_CALL = 500
 MAX_READINGS_PER_BATCH = 1000
@@ -40,8 +41,15 @@ class NodeState:
     reachable: bool | None = None  # from the hub's pings of the node's agent; None = not probed yet
 
 
-def validate_batch(batch: Any, now: float) -> tuple[str, int, list[Reading]]:
-    """Check one wire batch and rebuild its readings; raise BadRequest saying what is wrong."""
+READING_KEYS = frozenset({"node", "sensor", "quantity", "value", "unit", "ts", "quality", "reason"})
+REQUIRED_KEYS = ("sensor", "quantity", "value", "unit", "ts")
+
+
+def validate_batch(batch: Any, now: float) -> tuple[str, int, list[Row]]:
+    """Check one wire batch and turn its readings into rows; raise BadRequest saying what is wrong.
+
+    The same rules as hal.readings.Reading (one function, check_fields), without building
+    a Reading object per value: this is the hub's hot path."""
     if not isinstance(batch, dict):
         raise BadRequest(f"a batch must be an object, got {type(batch).__name__}")
     unknown = set(batch) - {"node", "seq", "readings"}
@@ -56,20 +64,34 @@ def validate_batch(batch: Any, now: float) -> tuple[str, int, list[Reading]]:
         raise BadRequest("batch 'readings' must be a list")
     if len(readings) > MAX_READINGS_PER_BATCH:
         raise BadRequest(f"a batch holds at most {MAX_READINGS_PER_BATCH} readings, got {len(readings)}")
-    out = []
+    rows: list[Row] = []
+    limit = now + MAX_FUTURE_S
     for i, raw in enumerate(readings):
-        if isinstance(raw, dict) and "node" not in raw:
-            raw = {**raw, "node": node}
+        if not isinstance(raw, dict):
+            raise BadRequest(f"batch {node}#{seq} reading {i}: a reading must be an object")
+        if not READING_KEYS.issuperset(raw):
+            extra = ", ".join(sorted(map(str, set(raw) - READING_KEYS)))
+            raise BadRequest(f"batch {node}#{seq} reading {i}: unknown reading field(s): {extra}")
         try:
-            r = Reading.from_dict(raw)
+            sensor, quantity, value, unit, ts = (raw[k] for k in REQUIRED_KEYS)
+        except KeyError as exc:
+            raise BadRequest(f"batch {node}#{seq} reading {i}: missing field {exc.args[0]!r}") from None
+        quality, reason = raw.get("quality", "ok"), raw.get("reason")
+        try:
+            check_fields(raw.get("node", node), sensor, quantity, value, unit, ts, quality, reason)
         except ReadingError as exc:
             raise BadRequest(f"batch {node}#{seq} reading {i}: {exc}") from None
-        if r.node != node:
-            raise BadRequest(f"batch {node}#{seq} reading {i} names node {r.node!r}")
-        if r.ts > now + MAX_FUTURE_S:
-            raise BadRequest(f"batch {node}#{seq} reading {i}: timestamp {r.ts} is {r.ts - now:.0f} s in the future")
-        out.append(r)
-    return node, seq, out
+        if raw.get("node", node) != node:
+            raise BadRequest(f"batch {node}#{seq} reading {i} names node {raw['node']!r}")
+        if ts > limit:
+            raise BadRequest(f"batch {node}#{seq} reading {i}: timestamp {ts} is {ts - now:.0f} s in the future")
+        rows.append((sensor, quantity, value, unit, ts, quality, reason))
+    return node, seq, rows
+
+
+def to_row(r: Reading) -> Row:
+    """A Reading as the hub's row tuple."""
+    return (r.sensor, r.quantity, r.value, r.unit, r.ts, r.quality, r.reason)
 
 
 class Hub:
@@ -80,7 +102,7 @@ class Hub:
         self._clock = clock
         self._lock = threading.Lock()
         self._nodes: dict[str, NodeState] = {}
-        self._latest: dict[str, dict[str, dict[str, Reading]]] = {}
+        self._latest: dict[str, dict[str, dict[str, Row]]] = {}
         self.readings_stored = 0
         self.duplicates = 0
         self.rejected = 0
@@ -92,9 +114,9 @@ class Hub:
             self._nodes[row["name"]] = NodeState(
                 row["name"], row["role"], row["profile"], row["push_interval"], row["last_seen"],
                 row["last_seq"], row["info"], row["clock_offset"])
-        for r in self.store.latest():
-            self._nodes.setdefault(r.node, NodeState(r.node))
-            self._latest.setdefault(r.node, {}).setdefault(r.sensor, {})[r.quantity] = r
+        for node, row in self.store.latest():
+            self._nodes.setdefault(node, NodeState(node))
+            self._latest.setdefault(node, {}).setdefault(row[0], {})[row[1]] = row
 
     def hello(self, info: dict[str, Any], sent_at: float | None = None) -> dict[str, Any]:
         """A node introduces itself (role, profile, push interval); returns its last acked seq."""
@@ -164,24 +186,27 @@ class Hub:
     def ingest_local(self, node: str, readings: list[Reading]) -> None:
         """The hub's own readings, without a network hop."""
         now = self._clock()
-        self.store.insert_local(readings, now)
+        rows = [to_row(r) for r in readings]
+        self.store.insert_local(node, rows, now)
         with self._lock:
             st = self._nodes.get(node)
             if st is None:
                 st = self._nodes[node] = NodeState(node, role="hub", last_seen=now)
                 self.store.upsert_node(node, "hub", st.profile, st.push_interval, now, None, {})
             st.last_seen = now
-            self._remember(node, readings)
+            self._remember(node, rows)
 
-    def _remember(self, node: str, readings: list[Reading]) -> None:
+    def _remember(self, node: str, rows: list[Row]) -> None:
         per_node = self._latest.setdefault(node, {})
-        for r in readings:
-            per_sensor = per_node.setdefault(r.sensor, {})
-            old = per_sensor.get(r.quantity)
+        for row in rows:
+            per_sensor = per_node.get(row[0])
+            if per_sensor is None:
+                per_sensor = per_node[row[0]] = {}
+            old = per_sensor.get(row[1])
             # A backfilled batch must not replace a newer value.
-            if old is None or r.ts >= old.ts:
-                per_sensor[r.quantity] = r
-        self.readings_stored += len(readings)
+            if old is None or row[4] >= old[4]:
+                per_sensor[row[1]] = row
+        self.readings_stored += len(rows)
 
     def is_online(self, st: NodeState, now: float) -> bool:
         """Pushed within ONLINE_INTERVALS push intervals, and its agent did not just refuse a ping."""
@@ -215,8 +240,8 @@ class Hub:
                     # A sensor's own limit (sent in hello); otherwise a push cycle's worth of slack.
                     limit = _limit_for(limits, sensor, ONLINE_INTERVALS * st.push_interval)
                     sensors[sensor] = {
-                        q: {"value": r.value, "unit": r.unit, "ts": r.ts, "quality": r.quality,
-                            "reason": r.reason, "stale": now - r.ts > limit}
+                        q: {"value": r[2], "unit": r[3], "ts": r[4], "quality": r[5], "reason": r[6],
+                            "stale": now - r[4] > limit}
                         for q, r in sorted(quantities.items())
                     }
                 nodes.append({"name": name, "role": st.role, "profile": st.profile,
@@ -246,6 +271,15 @@ class Hub:
             return quantity is None or quantity in sensors[sensor] or self.store.series_exists(node, sensor, quantity)
 
 
+def _check_sender(node: Any) -> None:
+    """Under TLS, only a node certificate may push, and only as itself."""
+    who = caller_identity()
+    if who is None:  # plaintext: loopback-only by check_bind, no identities to compare
+        return
+    if not who.is_node or who.name != node:
+        raise PermissionError(f"{who} may not push or introduce itself as node {node!r}")
+
+
 def _limit_for(limits: dict[str, Any], sensor: str, default: float) -> float:
     """The staleness limit of a sensor; network targets (`network-hub`) share their sensor's."""
     value = limits.get(sensor, limits.get(sensor.split("-", 1)[0]))
@@ -268,11 +302,14 @@ class AggregatorActor(Actor):
         """Store batches of readings; idempotent on (node, seq). Returns the acknowledged seqs.
 
         `sent_at` is the sender's clock, used to flag nodes whose clock is off."""
+        for batch in batches if isinstance(batches, list) else [batches]:
+            _check_sender(batch.get("node") if isinstance(batch, dict) else None)
         return self.hub.push(batches, sent_at)
 
     @remote
     def hello(self, info: dict[str, Any], sent_at: float | None = None) -> dict[str, Any]:
         """Register a node's role/profile/push interval; returns the last seq the hub holds for it."""
+        _check_sender(info.get("node") if isinstance(info, dict) else None)
         return self.hub.hello(info, sent_at)
 
     @remote

@@ -21,7 +21,9 @@ def configure() -> None:
     """Apply Harvester's Pyro5 settings (idempotent)."""
     config.SERIALIZER = CLIENT_SERIALIZER
     config.SERVERTYPE = "thread"
+    # Nagle + delayed ACKs add ~40 ms to every new TLS connection (48 -> 4 ms, bench/tls_handshake.py).
     config.SOCK_NODELAY = True
+    # A full push (50 batches) is tens of KiB; Pyro5's 1 GiB default would let any peer make us buffer that much.
     config.MAX_MESSAGE_SIZE = MAX_MESSAGE_SIZE
     # A silent peer must not hold a worker thread forever.
     config.COMMTIMEOUT = 30.0

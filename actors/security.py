@@ -218,6 +218,9 @@ def check_node_certificate(files: TlsFiles, node: str, hosts: list[str]) -> Iden
         ident = identity_from_cert(cert)
     except errors.SecurityError as exc:
         raise TlsConfigError(f"{files.cert}: {exc}") from None
+    issuer, ca_subject = cert.get("issuer"), read_certificate(files.ca).get("subject")
+    if issuer != ca_subject:
+        raise TlsConfigError(f"{files.cert} was not issued by the CA in {files.ca}; peers would refuse it")
     if not ident.is_node or ident.name != node:
         raise TlsConfigError(f"{files.cert} is the certificate of {ident}, not of node:{node}; "
                              f"issue one with `harvester certs add-node --dir PKI {node}=ADDRESS`")
@@ -254,8 +257,8 @@ class SecureDaemonMixin:
         sock = self.sock  # type: ignore[attr-defined]
         if isinstance(sock, ssl.SSLSocket):
             # Pyro5 would run the TLS handshake inside accept(), so one idle TCP connection would
-            # stall every new client (FINDINGS.md). Accepted sockets inherit this flag; the
-            # handshake then happens on the first read, in the connection's worker thread.
+            # stall every new client (FINDINGS.md). Accepted sockets inherit this flag, and
+            # _handshake runs the TLS handshake in the connection's worker thread instead.
             sock.do_handshake_on_connect = False
 
     def _handshake(self, conn: Any, denied_reason: str | None = None) -> bool:
@@ -285,7 +288,8 @@ class SecureDaemonMixin:
             log.info("%s sent no TLS handshake within %.0fs; closed", _peer(conn), self.handshake_timeout)
             return False
         except OSError as exc:  # ssl.SSLError included: bad certificate, wrong CA, plaintext client
-            log.warning("TLS handshake with %s failed: %s", _peer(conn), exc)
+            hint = " (a plaintext client?)" if "WRONG_VERSION_NUMBER" in str(exc) else ""
+            log.warning("TLS handshake with %s failed: %s%s", _peer(conn), exc, hint)
             return False
         return True
 

@@ -12,31 +12,44 @@ from pathlib import Path
 from typing import Any
 
 from actors.errors import StoreFull
-from hal.readings import Reading
 
+SCHEMA_VERSION = 2
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so rollups can track what is new
-    node TEXT NOT NULL, sensor TEXT NOT NULL, quantity TEXT NOT NULL,
-    ts REAL NOT NULL, value REAL, unit TEXT NOT NULL, quality TEXT NOT NULL, reason TEXT,
-    seq INTEGER NOT NULL, received REAL NOT NULL
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY, node TEXT NOT NULL, sensor TEXT NOT NULL, quantity TEXT NOT NULL,
+    unit TEXT NOT NULL, UNIQUE (node, sensor, quantity)
 );
-CREATE INDEX IF NOT EXISTS readings_series ON readings (node, sensor, quantity, ts);
+CREATE TABLE IF NOT EXISTS samples (
+    -- rollups track what is new by id; ids are never reused because retention never
+    -- deletes the newest row (AUTOINCREMENT would guarantee it at ~2 us per insert)
+    id INTEGER PRIMARY KEY,
+    series INTEGER NOT NULL REFERENCES series (id), ts REAL NOT NULL, value REAL,
+    quality TEXT NOT NULL, reason TEXT, seq INTEGER NOT NULL, received REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_series_ts ON samples (series, ts);
+CREATE VIEW IF NOT EXISTS readings AS
+    SELECT s.node, s.sensor, s.quantity, x.ts, x.value, s.unit, x.quality, x.reason, x.seq, x.received
+    FROM samples x JOIN series s ON s.id = x.series;
 CREATE TABLE IF NOT EXISTS node_seq (node TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, profile TEXT NOT NULL, push_interval REAL NOT NULL,
     last_seen REAL, clock_offset REAL, info TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS rollups (
-    step INTEGER NOT NULL, node TEXT NOT NULL, sensor TEXT NOT NULL, quantity TEXT NOT NULL,
-    bucket REAL NOT NULL, min REAL NOT NULL, mean REAL NOT NULL, max REAL NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (step, node, sensor, quantity, bucket)
+    step INTEGER NOT NULL, series INTEGER NOT NULL, bucket REAL NOT NULL,
+    min REAL NOT NULL, mean REAL NOT NULL, max REAL NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (step, series, bucket)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 """
 STEPS = {"1m": 60, "1h": 3600}
-INSERT_READING = ("INSERT INTO readings (node, sensor, quantity, ts, value, unit, quality, reason, seq, received) "
-                  "VALUES (?,?,?,?,?,?,?,?,?,?)")
+INSERT_SAMPLE = "INSERT INTO samples (series, ts, value, quality, reason, seq, received) VALUES (?,?,?,?,?,?,?)"
+# One reading as the hub handles it: (sensor, quantity, value, unit, ts, quality, reason).
+Row = tuple[str, str, "float | None", str, float, str, "str | None"]
+
+
+class StoreSchemaError(RuntimeError):
+    """The database file was written by an incompatible version."""
 
 
 class Store:
@@ -52,10 +65,34 @@ class Store:
         # "survives power loss", which is what lets a spoke delete its copy.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if version not in (0, SCHEMA_VERSION) or (version == 0 and tables):
+            self._db.close()
+            raise StoreSchemaError(f"{self.path} has store schema {version}, this hub needs {SCHEMA_VERSION}; "
+                                   "move the file away to start a new store")
         self._db.executescript(SCHEMA)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._series: dict[tuple[str, str, str], int] = {
+            (n, s, q): i for i, n, s, q in self._db.execute("SELECT id, node, sensor, quantity FROM series")}
+
+    def _series_id(self, node: str, sensor: str, quantity: str, unit: str) -> int:
+        key = (node, sensor, quantity)
+        sid = self._series.get(key)
+        if sid is None:
+            self._db.execute("INSERT OR IGNORE INTO series (node, sensor, quantity, unit) VALUES (?,?,?,?)",
+                             (node, sensor, quantity, unit))
+            (sid,) = self._db.execute("SELECT id FROM series WHERE node=? AND sensor=? AND quantity=?",
+                                      key).fetchone()
+            self._series[key] = sid
+        return sid
+
+    def _rows(self, node: str, rows: list[Row], seq: int, received: float) -> list[tuple[Any, ...]]:
+        sid = self._series_id
+        return [(sid(node, r[0], r[1], r[3]), r[4], r[2], r[5], r[6], seq, received) for r in rows]
 
     # -- writes ---------------------------------------------------------------------------
-    def commit_batches(self, batches: list[tuple[str, int, list[Reading]]], received: float,
+    def commit_batches(self, batches: list[tuple[str, int, list[Row]]], received: float,
                        seen: dict[str, float]) -> list[tuple[str, int]]:
         """Insert new batches and advance each node's seq in one transaction.
 
@@ -65,16 +102,15 @@ class Store:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 last = self._last_seqs({n for n, _, _ in batches})
-                rows = []
+                rows: list[tuple[Any, ...]] = []
                 new: list[tuple[str, int]] = []
                 for node, seq, readings in sorted(batches, key=lambda b: (b[0], b[1])):
                     if seq <= last.get(node, 0):
                         continue
                     last[node] = seq
                     new.append((node, seq))
-                    rows.extend((r.node, r.sensor, r.quantity, r.ts, r.value, r.unit, r.quality, r.reason,
-                                 seq, received) for r in readings)
-                self._db.executemany(INSERT_READING, rows)
+                    rows.extend(self._rows(node, readings, seq, received))
+                self._db.executemany(INSERT_SAMPLE, rows)
                 self._db.executemany(
                     "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
                     list(last.items()))
@@ -94,13 +130,19 @@ class Store:
     def _rollback(self) -> None:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
+        # a rolled-back transaction may have created series rows the cache now names
+        self._series = {(n, s, q): i for i, n, s, q in self._db.execute("SELECT id, node, sensor, quantity FROM series")}
 
-    def insert_local(self, readings: list[Reading], received: float) -> None:
+    def insert_local(self, node: str, rows: list[Row], received: float) -> None:
         """The hub's own readings (seq 0: they never travel)."""
         with self._lock:
-            self._db.executemany(INSERT_READING,
-                                 [(r.node, r.sensor, r.quantity, r.ts, r.value, r.unit, r.quality, r.reason,
-                                   0, received) for r in readings])
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(INSERT_SAMPLE, self._rows(node, rows, 0, received))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
 
     def upsert_node(self, name: str, role: str, profile: str, push_interval: float, last_seen: float | None,
                     clock_offset: float | None, info: dict[str, Any]) -> None:
@@ -129,56 +171,55 @@ class Store:
         return [{"name": r[0], "role": r[1], "profile": r[2], "push_interval": r[3], "last_seen": r[4],
                  "clock_offset": r[5], "info": json.loads(r[6]), "last_seq": r[7]} for r in rows]
 
-    def latest(self) -> list[Reading]:
-        """The newest reading of every node/sensor/quantity (to warm the in-memory view)."""
+    def latest(self) -> list[tuple[str, Row]]:
+        """(node, row) of the newest reading of every series (to warm the in-memory view)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT node, sensor, quantity, value, unit, MAX(ts), quality, reason FROM readings "
-                "GROUP BY node, sensor, quantity").fetchall()
-        return [Reading(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+                "SELECT s.node, s.sensor, s.quantity, x.value, s.unit, x.ts, x.quality, x.reason FROM series s "
+                "JOIN samples x ON x.id = (SELECT id FROM samples WHERE series = s.id ORDER BY ts DESC LIMIT 1)"
+            ).fetchall()
+        return [(r[0], (r[1], r[2], r[3], r[4], r[5], r[6], r[7])) for r in rows]
 
     def count(self, node: str | None = None) -> int:
         """Raw rows stored (for one node or all)."""
         with self._lock:
             if node is None:
-                return self._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
-            return self._db.execute("SELECT COUNT(*) FROM readings WHERE node = ?", (node,)).fetchone()[0]
+                return self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM samples x JOIN series s ON s.id = x.series "
+                                    "WHERE s.node = ?", (node,)).fetchone()[0]
 
     def history(self, node: str, sensor: str, quantity: str, since: float, until: float,
                 step: str, limit: int = 10_000) -> list[list[float]]:
         """Points of one series: [ts, value] for raw, [bucket, min, mean, max] for rollups."""
         with self._lock:
+            sid = self._series.get((node, sensor, quantity))
+            if sid is None:
+                return []
             if step == "raw":
                 cur = self._db.execute(
-                    "SELECT ts, value FROM readings WHERE node=? AND sensor=? AND quantity=? AND ts>=? AND ts<? "
-                    "AND value IS NOT NULL ORDER BY ts LIMIT ?", (node, sensor, quantity, since, until, limit))
+                    "SELECT ts, value FROM samples WHERE series=? AND ts>=? AND ts<? AND value IS NOT NULL "
+                    "ORDER BY ts LIMIT ?", (sid, since, until, limit))
             else:
                 cur = self._db.execute(
-                    "SELECT bucket, min, mean, max FROM rollups WHERE step=? AND node=? AND sensor=? AND quantity=? "
-                    "AND bucket>=? AND bucket<? ORDER BY bucket LIMIT ?",
-                    (STEPS[step], node, sensor, quantity, since - STEPS[step], until, limit))
+                    "SELECT bucket, min, mean, max FROM rollups WHERE step=? AND series=? AND bucket>=? AND bucket<? "
+                    "ORDER BY bucket LIMIT ?", (STEPS[step], sid, since - STEPS[step], until, limit))
             return [list(r) for r in cur]
 
     def series_exists(self, node: str, sensor: str | None = None, quantity: str | None = None) -> bool:
-        """True when the store holds any reading for node (and sensor, and quantity)."""
-        sql, args = "SELECT 1 FROM readings WHERE node=?", [node]
-        if sensor is not None:
-            sql, args = sql + " AND sensor=?", [*args, sensor]
-        if quantity is not None:
-            sql, args = sql + " AND quantity=?", [*args, quantity]
+        """True when the store holds a series for node (and sensor, and quantity)."""
         with self._lock:
-            return self._db.execute(sql + " LIMIT 1", args).fetchone() is not None
+            return any(n == node and sensor in (None, s) and quantity in (None, q) for n, s, q in self._series)
 
     # -- housekeeping ---------------------------------------------------------------------
     def rollup(self) -> int:
         """Recompute every 1-minute and 1-hour bucket touched by rows inserted since the last
-        run (tracked by rowid, not by clock), so late, backfilled readings land in the right
+        run (tracked by id, not by clock), so late, backfilled readings land in the right
         bucket. Returns the buckets written."""
         written = 0
         with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key='rollup_rowid'").fetchone()
+            row = self._db.execute("SELECT value FROM meta WHERE key='rollup_id'").fetchone()
             since = int(row[0]) if row else 0
-            (upto,) = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM readings").fetchone()
+            (upto,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()
             if upto <= since:
                 return 0
             self._db.execute("BEGIN IMMEDIATE")
@@ -186,17 +227,16 @@ class Store:
                 for step in STEPS.values():
                     cur = self._db.execute(
                         f"""INSERT OR REPLACE INTO rollups
-                        SELECT {step}, r.node, r.sensor, r.quantity, CAST(r.ts / {step} AS INTEGER) * {step} AS b,
-                               MIN(r.value), AVG(r.value), MAX(r.value), COUNT(r.value)
-                        FROM readings r
-                        JOIN (SELECT DISTINCT node, sensor, quantity, CAST(ts / {step} AS INTEGER) * {step} AS b
-                              FROM readings WHERE rowid > ? AND rowid <= ? AND value IS NOT NULL) t
-                          ON r.node = t.node AND r.sensor = t.sensor AND r.quantity = t.quantity
-                         AND r.ts >= t.b AND r.ts < t.b + {step}
-                        WHERE r.value IS NOT NULL
-                        GROUP BY r.node, r.sensor, r.quantity, b""", (since, upto))
+                        SELECT {step}, x.series, CAST(x.ts / {step} AS INTEGER) * {step} AS b,
+                               MIN(x.value), AVG(x.value), MAX(x.value), COUNT(x.value)
+                        FROM samples x
+                        JOIN (SELECT DISTINCT series, CAST(ts / {step} AS INTEGER) * {step} AS b
+                              FROM samples WHERE id > ? AND id <= ? AND value IS NOT NULL) t
+                          ON x.series = t.series AND x.ts >= t.b AND x.ts < t.b + {step}
+                        WHERE x.value IS NOT NULL
+                        GROUP BY x.series, b""", (since, upto))
                     written += max(cur.rowcount, 0)
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_rowid', ?)", (upto,))
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_id', ?)", (upto,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()
@@ -207,7 +247,8 @@ class Store:
         """Delete raw readings and rollups older than their retention."""
         now = time.time() if now is None else now
         with self._lock:
-            raw = self._db.execute("DELETE FROM readings WHERE ts < ?", (now - raw_days * 86400,)).rowcount
+            raw = self._db.execute("DELETE FROM samples WHERE ts < ? AND id < (SELECT MAX(id) FROM samples)",
+                                   (now - raw_days * 86400,)).rowcount
             roll = self._db.execute("DELETE FROM rollups WHERE bucket < ?", (now - rollup_days * 86400,)).rowcount
         return {"raw_deleted": raw, "rollups_deleted": roll}
 

@@ -56,6 +56,61 @@ def unit_of(quantity: str) -> str:
         raise ReadingError(f"unknown quantity {quantity!r}; known: {', '.join(QUANTITIES)}") from None
 
 
+_UNITS = {q.name: q.unit for q in QUANTITIES.values()}
+_RANGES = {q.name: (q.low, q.high) for q in QUANTITIES.values()}
+_QUALITIES = frozenset(QUALITIES)
+_GOOD_NAMES: set[str] = set()  # names already matched; the hub checks thousands per second
+
+
+def _check_name(field: str, v: Any) -> None:
+    if type(v) is str and v in _GOOD_NAMES:
+        return
+    if not isinstance(v, str) or not NAME_RE.match(v):
+        raise ReadingError(f"{field} must match [a-z0-9_.-]{{1,64}}, got {v!r}")
+    if len(_GOOD_NAMES) < 100_000:
+        _GOOD_NAMES.add(v)
+
+
+def _is_number(v: Any) -> bool:
+    t = type(v)
+    return t is float or t is int or (t is not bool and isinstance(v, (int, float)))
+
+
+def check_fields(node: Any, sensor: Any, quantity: Any, value: Any, unit: Any, ts: Any, quality: Any,
+                 reason: Any) -> None:
+    """Validate the fields of one reading against the quantity table; raise ReadingError.
+
+    The one rule set for a Reading, also called directly by the hub's ingest fast path."""
+    _check_name("node", node)
+    _check_name("sensor", sensor)
+    if type(quantity) is not str:
+        raise ReadingError(f"quantity must be a string, got {type(quantity).__name__}")
+    expected = _UNITS.get(quantity)
+    if expected is None:
+        raise ReadingError(f"unknown quantity {quantity!r}; known: {', '.join(QUANTITIES)}")
+    if unit != expected:
+        raise ReadingError(f"{quantity} is measured in {expected!r}, not {unit!r}")
+    if not _is_number(ts) or not math.isfinite(ts):
+        raise ReadingError(f"ts must be a finite number of seconds, got {ts!r}")
+    if type(quality) is not str or quality not in _QUALITIES:
+        raise ReadingError(f"quality must be one of {QUALITIES}, got {quality!r}")
+    if not (reason is None or isinstance(reason, str)):
+        raise ReadingError(f"reason must be a string or null, got {type(reason).__name__}")
+    if value is None:
+        if quality != "unavailable" or not reason:
+            raise ReadingError("a reading without a value must be 'unavailable' and give a reason")
+        return
+    if not _is_number(value):
+        raise ReadingError(f"value must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ReadingError(f"value must be finite, got {value!r}")
+    if quality == "unavailable":
+        raise ReadingError("an 'unavailable' reading cannot carry a value")
+    low, high = _RANGES[quantity]
+    if not low <= value <= high:
+        raise ReadingError(f"{quantity} {value} {unit} is outside the plausible range {low}..{high}")
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One measured value of one quantity by one sensor on one node at one time (UTC epoch s)."""
@@ -70,36 +125,8 @@ class Reading:
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        for field in ("node", "sensor"):
-            v = getattr(self, field)
-            if not isinstance(v, str) or not NAME_RE.match(v):
-                raise ReadingError(f"{field} must match [a-z0-9_.-]{{1,64}}, got {v!r}")
-        if not isinstance(self.quantity, str):
-            raise ReadingError(f"quantity must be a string, got {type(self.quantity).__name__}")
-        if not (self.reason is None or isinstance(self.reason, str)):
-            raise ReadingError(f"reason must be a string or null, got {type(self.reason).__name__}")
-        expected = unit_of(self.quantity)
-        if self.unit != expected:
-            raise ReadingError(f"{self.quantity} is measured in {expected!r}, not {self.unit!r}")
-        if isinstance(self.ts, bool) or not isinstance(self.ts, (int, float)) or not math.isfinite(self.ts):
-            raise ReadingError(f"ts must be a finite number of seconds, got {self.ts!r}")
-        if self.quality not in QUALITIES:
-            raise ReadingError(f"quality must be one of {QUALITIES}, got {self.quality!r}")
-        if self.value is None:
-            if self.quality != "unavailable" or not self.reason:
-                raise ReadingError("a reading without a value must be 'unavailable' and give a reason")
-            return
-        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
-            raise ReadingError(f"value must be a number, got {type(self.value).__name__}")
-        if not math.isfinite(self.value):
-            raise ReadingError(f"value must be finite, got {self.value!r}")
-        if self.quality == "unavailable":
-            raise ReadingError("an 'unavailable' reading cannot carry a value")
-        q = QUANTITIES[self.quantity]
-        if not q.low <= self.value <= q.high:
-            raise ReadingError(
-                f"{self.quantity} {self.value} {self.unit} is outside the plausible range {q.low}..{q.high}"
-            )
+        check_fields(self.node, self.sensor, self.quantity, self.value, self.unit, self.ts, self.quality,
+                     self.reason)
 
     @property
     def ok(self) -> bool:

@@ -1,8 +1,8 @@
 """An offline wheelhouse for the deploy tests, repacked from the distributions installed here.
 
 The test hosts have no network, and `pip download` needs one. Every distribution pip installed
-into this venv still has its files and RECORD, so each one in the closure of wasi-harvester's
-requirements is zipped back into a wheel (tags from its WHEEL file, a fresh RECORD). The nodes
+into this venv still has its files and RECORD, so each one in the closure of the requirements
+in setup.cfg is zipped back into a wheel (tags from its WHEEL file, a fresh RECORD). The nodes
 then install the release with `pip install --no-index --find-links` exactly the versions the
 rest of the suite runs against.
 """
@@ -10,6 +10,7 @@ rest of the suite runs against.
 from __future__ import annotations
 
 import base64
+import configparser
 import hashlib
 import re
 import zipfile
@@ -22,23 +23,29 @@ from packaging.utils import canonicalize_name
 SKIP_DIST_INFO = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 
 
-def closure(root: str, extras: tuple[str, ...] = ()) -> list[metadata.Distribution]:
-    """`root`'s installed requirements, recursively (markers evaluated here), without root itself."""
+def install_requires(setup_cfg: Path) -> list[str]:
+    """The run-time requirements a wheel built from this setup.cfg will declare."""
+    parser = configparser.ConfigParser()
+    parser.read(setup_cfg, encoding="utf-8")
+    return [r.strip() for r in parser.get("options", "install_requires").splitlines() if r.strip()]
+
+
+def closure(requirements: list[str]) -> list[metadata.Distribution]:
+    """The installed distributions that satisfy `requirements`, recursively (markers evaluated here)."""
     installed = {canonicalize_name(d.metadata["Name"]): d for d in metadata.distributions()}
     seen: dict[str, metadata.Distribution] = {}
-    todo = [(canonicalize_name(root), extras)]
+    todo = [(Requirement(r), ("",)) for r in requirements]
     while todo:
-        name, want = todo.pop()
-        dist = installed[name]
-        for text in dist.requires or []:
-            req = Requirement(text)
-            envs = [{"extra": e} for e in want] or [{"extra": ""}]
-            if req.marker is not None and not any(req.marker.evaluate(env) for env in envs):
-                continue
-            dep = canonicalize_name(req.name)
-            if dep not in seen:
-                seen[dep] = installed[dep]
-                todo.append((dep, tuple(req.extras)))
+        req, extras = todo.pop()
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras):
+            continue
+        name = canonicalize_name(req.name)
+        if name in seen:
+            continue
+        dist = seen[name] = installed[name]
+        if dist.version not in req.specifier:
+            raise ValueError(f"installed {name} {dist.version} does not satisfy {req}")
+        todo += [(Requirement(text), ("", *req.extras)) for text in dist.requires or []]
     return sorted(seen.values(), key=lambda d: canonicalize_name(d.metadata["Name"]))
 
 
@@ -79,7 +86,7 @@ def repack(dist: metadata.Distribution, out_dir: Path) -> Path:
     return wheel
 
 
-def build_wheelhouse(out_dir: Path, root: str = "wasi-harvester") -> list[Path]:
-    """Wheels for everything `root` needs at run time (without root itself)."""
+def build_wheelhouse(out_dir: Path, requirements: list[str]) -> list[Path]:
+    """Wheels for everything `requirements` need at run time."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [repack(d, out_dir) for d in closure(root)]
+    return [repack(d, out_dir) for d in closure(requirements)]

@@ -1,0 +1,166 @@
+"""Hub ingest: readings/s for batched Pyro5 push and HTTP /push, each against a bare
+handler on the same server stack, measured in the same run. Loopback only; bounded."""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BATCHES_PER_CALL = 50
+READINGS_PER_BATCH = 10
+QUANTITIES = [("temperature", "°C", 21.5), ("humidity", "%", 40.0), ("pressure", "hPa", 1013.0),
+              ("cpu_load", "%", 12.0), ("memory_used", "MB", 300.0)]
+
+
+def make_batches(node: str, first_seq: int, n: int = BATCHES_PER_CALL) -> list[dict[str, Any]]:
+    now = time.time()
+    out = []
+    for i in range(n):
+        readings = []
+        for j in range(READINGS_PER_BATCH):
+            q, unit, v = QUANTITIES[j % len(QUANTITIES)]
+            readings.append({"node": node, "sensor": f"s{j // len(QUANTITIES)}", "quantity": q, "value": v + i % 7,
+                             "unit": unit, "ts": now - 1 + j * 1e-3, "quality": "ok", "reason": None})
+        out.append({"node": node, "seq": first_seq + i, "readings": readings})
+    return out
+
+
+def _serve(kind: str, state: str, ready: Any) -> None:
+    """Run one server in this (child) process until terminated."""
+    from actors.pyro import configure
+
+    configure()
+    if kind in ("pyro", "pyro-bare"):
+        from Pyro5.api import Daemon, expose
+
+        from actors.hub import AggregatorActor, Hub
+        from actors.store import Store
+
+        class BareActor:
+            @expose
+            def push(self, batches: list[dict[str, Any]], sent_at: float | None = None) -> dict[str, Any]:
+                return {"acked": [b["seq"] for b in batches], "duplicates": 0, "hello": []}
+
+        daemon = Daemon(host="127.0.0.1", port=0)
+        obj = AggregatorActor("hub", Hub(Store(Path(state) / "hub.sqlite3"))) if kind == "pyro" else BareActor()
+        uri = daemon.register(obj, objectId="agg")
+        ready.put(str(uri))
+        daemon.requestLoop()
+    else:
+        import bottle
+        from waitress.server import create_server
+
+        if kind == "http":
+            from actors.hub import Hub
+            from actors.store import Store
+            from actors.tokens import Tokens
+            from web.app import create_app
+
+            tokens = Tokens(Path(state) / "tokens.json")
+            tokens.ensure_node("bench")
+            app = create_app(Hub(Store(Path(state) / "hub.sqlite3")), tokens)
+            token = tokens.ensure_node("bench")
+        else:
+            app = bottle.Bottle()
+            token = "bare"
+
+            @app.post("/push")
+            def push() -> str:
+                bottle.request.body.read()
+                bottle.response.content_type = "application/json"
+                return '{"acked": []}'
+
+        server = create_server(app, host="127.0.0.1", port=0, threads=8)
+        ready.put(json.dumps({"port": server.effective_port, "token": token}))
+        server.run()
+
+
+def _start(kind: str) -> tuple[mp.Process, str]:
+    ctx = mp.get_context("spawn")
+    ready = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(kind, tempfile.mkdtemp(prefix=f"bench-{kind}-"), ready), daemon=True)
+    proc.start()
+    return proc, ready.get(timeout=60)
+
+
+def run_pyro(kind: str, seconds: float, max_calls: int) -> float:
+    from Pyro5.api import Proxy
+
+    from actors.pyro import configure
+
+    configure()
+    proc, uri = _start(kind)
+    try:
+        with Proxy(uri) as agg:
+            agg._pyroTimeout = 30
+            seq, readings, t0 = 1, 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds and seq < max_calls * BATCHES_PER_CALL:
+                answer = agg.push(make_batches("bench", seq), time.time())
+                assert len(answer["acked"]) == BATCHES_PER_CALL
+                seq += BATCHES_PER_CALL
+                readings += BATCHES_PER_CALL * READINGS_PER_BATCH
+            return readings / (time.perf_counter() - t0)
+    finally:
+        proc.terminate()
+        proc.join(10)
+
+
+def run_http(kind: str, seconds: float, max_calls: int) -> float:
+    proc, info = _start(kind)
+    info = json.loads(info)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", info["port"], timeout=30)
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {info['token']}"}
+        seq, readings, t0 = 1, 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds and seq < max_calls * BATCHES_PER_CALL:
+            body = json.dumps(make_batches("bench", seq))
+            conn.request("POST", "/push", body=body, headers=headers)
+            res = conn.getresponse()
+            res.read()
+            assert res.status == 200, res.status
+            seq += BATCHES_PER_CALL
+            readings += BATCHES_PER_CALL * READINGS_PER_BATCH
+        conn.close()
+        return readings / (time.perf_counter() - t0)
+    finally:
+        proc.terminate()
+        proc.join(10)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Measure and print the four rates and the two ratios; return them."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
+    p.add_argument("--max-calls", type=int, default=20_000, help="upper bound of calls per measurement")
+    args = p.parse_args(argv)
+    r = {
+        "pyro_push": run_pyro("pyro", args.seconds, args.max_calls),
+        "pyro_bare": run_pyro("pyro-bare", args.seconds, args.max_calls),
+        "http_push": run_http("http", args.seconds, args.max_calls),
+        "http_bare": run_http("http-bare", args.seconds, args.max_calls),
+    }
+    result = {
+        "ingest_pyro_readings_per_s": round(r["pyro_push"]),
+        "ingest_pyro_bare_readings_per_s": round(r["pyro_bare"]),
+        "ingest_pyro_ratio": round(r["pyro_push"] / r["pyro_bare"], 3),
+        "ingest_http_readings_per_s": round(r["http_push"]),
+        "ingest_http_bare_readings_per_s": round(r["http_bare"]),
+        "ingest_http_ratio": round(r["http_push"] / r["http_bare"], 3),
+    }
+    print(f"hub ingest, {BATCHES_PER_CALL} batches x {READINGS_PER_BATCH} readings per call, one client, loopback")
+    print(f"{'transport':<10} {'readings/s':>12} {'bare/s':>12} {'ratio':>7}")
+    print(f"{'pyro5':<10} {result['ingest_pyro_readings_per_s']:>12,} "
+          f"{result['ingest_pyro_bare_readings_per_s']:>12,} {result['ingest_pyro_ratio']:>7.2f}")
+    print(f"{'http':<10} {result['ingest_http_readings_per_s']:>12,} "
+          f"{result['ingest_http_bare_readings_per_s']:>12,} {result['ingest_http_ratio']:>7.2f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
