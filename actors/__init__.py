@@ -1,5 +1,5 @@
 """Pyro5 actors and the node runtime: config, agent, outbox, aggregator, client, CLI."""
 
-from actors.client import connect
+from actors.client import connect, get_actor
 
-__all__ = ["connect"]
+__all__ = ["connect", "get_actor"]

@@ -116,14 +116,16 @@ class NodeAgent:
             from actors.actuators import LedsActor
             from hal.leds import LedStrip
 
-            backend = self.hal.pixel_backend(cfg.leds.count, cfg.leds.gpio, cfg.leds.brightness)
-            self.actors.append(LedsActor(cfg.name, LedStrip(backend), role=cfg.role))
+            leds = cfg.leds
+            self.actors.append(LedsActor(cfg.name, lambda: LedStrip(
+                self.hal.pixel_backend(leds.count, leds.gpio, leds.brightness)), role=cfg.role))
         if cfg.buzzer is not None:
             from actors.actuators import BuzzerActor
             from hal.buzzer import BuzzerDevice
 
-            device = BuzzerDevice(cfg.buzzer.gpio, self.hal.pin_factory(), tonal=cfg.buzzer.tonal)
-            self.actors.append(BuzzerActor(cfg.name, device, role=cfg.role))
+            buzzer = cfg.buzzer
+            self.actors.append(BuzzerActor(cfg.name, lambda: BuzzerDevice(
+                buzzer.gpio, self.hal.pin_factory(), tonal=buzzer.tonal), role=cfg.role))
         self.actors.append(AgentActor(self))
 
     def _sensor_builder(self, sc: SensorConfig):
@@ -145,7 +147,7 @@ class NodeAgent:
             apply_node_tls(cfg)
         check_bind(cfg.agent_host, tls=cfg.security.tls, allow_insecure=cfg.allow_insecure_lan)
         self._build_actors()
-        if cfg.is_hub:
+        if cfg.is_hub and cfg.embedded_nameserver:
             from nameserver.server import EmbeddedNameServer
 
             self.nameserver = EmbeddedNameServer(cfg.hub_host, cfg.nameserver_port,
@@ -253,7 +255,7 @@ class NodeAgent:
                 self._probes[node] = proxy
             proxy._pyroClaimOwnership()  # APScheduler may run this job on another pool thread
             try:
-                proxy.ping()
+                health = proxy.fleet_health()
             except pyro_errors.NamingError:
                 proxy._pyroRelease()
                 continue
@@ -262,7 +264,7 @@ class NodeAgent:
                 self._probes.pop(node, None)  # re-resolve: a restarted agent has a new port
                 self.hub.set_reachable(node, False)
                 continue
-            self.hub.set_reachable(node, True)
+            self.hub.set_reachable(node, True, health)
 
     def run_forever(self) -> None:
         """Start, then block until SIGTERM/SIGINT, then stop cleanly."""
@@ -292,8 +294,10 @@ class NodeAgent:
         self.registrar.unregister_all()
         if self.daemon is not None:
             self.daemon.shutdown()
-        for actor in self.sensors:
-            actor.close()
+        for actor in self.actors:
+            close = getattr(actor, "close", None)
+            if close is not None:
+                close()
         if self.nameserver is not None:
             self.nameserver.stop()
         if self.outbox is not None:

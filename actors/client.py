@@ -13,7 +13,7 @@ from typing import Any
 from Pyro5 import errors as pyro_errors
 from Pyro5.api import Proxy
 
-import actors.errors  # noqa: F401  (registers typed remote errors with Pyro5)
+from actors.errors import UnknownActor  # importing it also registers typed remote errors
 from actors.pyro import CALL_TIMEOUT, configure
 from actors.security import TlsFiles, use_client_tls
 from nameserver.registry import PREFIX, ns_uri
@@ -175,3 +175,23 @@ def connect(host: str = "127.0.0.1", port: int = 9090, timeout: float = CALL_TIM
             tls: TlsFiles | None = None) -> Fleet:
     """A handle on the fleet whose name server runs at host:port (mutual TLS with `tls` or $HARVESTER_TLS_*)."""
     return Fleet(host, port, timeout, tls)
+
+
+def get_actor(name: str, timeout: float = 30.0, host: str = "127.0.0.1", port: int = 9090,
+              call_timeout: float = CALL_TIMEOUT, tls: TlsFiles | None = None) -> ActorHandle:
+    """Wait until `name` is registered and answers ping, retrying with backoff; UnknownActor after `timeout`."""
+    fleet = Fleet(host, port, call_timeout, tls)
+    deadline = time.monotonic() + timeout
+    delay, last = 0.1, "not tried"
+    while True:
+        handle = fleet.actor(name)
+        try:
+            handle.call("ping")
+            return handle
+        except RETRYABLE as exc:
+            handle._drop()
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() + delay > deadline:
+            raise UnknownActor(f"{name} did not answer within {timeout}s ({last})")
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)

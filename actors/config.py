@@ -94,6 +94,7 @@ class NodeConfig:
     state_dir: Path
     hub_host: str
     nameserver_port: int
+    embedded_nameserver: bool
     agent_host: str
     agent_port: int
     allow_insecure_lan: bool
@@ -161,6 +162,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, Any]]] = {
     "hub": {
         "host": (str, REQUIRED, _host),
         "nameserver_port": (int, 9090, _range(1, 65535)),
+        "embedded_nameserver": (bool, True, None),
     },
     "agent": {
         "host": (str, "127.0.0.1", _host),
@@ -295,6 +297,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
         path=path, name=node["name"], role=node["role"], profile=node["profile"], hal=node["hal"],
         state_dir=resolve(node["state_dir"]),
         hub_host=t["hub"]["host"], nameserver_port=t["hub"]["nameserver_port"],
+        embedded_nameserver=t["hub"]["embedded_nameserver"],
         agent_host=agent["host"], agent_port=agent["port"],
         allow_insecure_lan=agent["allow_insecure_lan"], register_interval=float(agent["register_interval"]),
         push_interval=float(t["push"]["interval"]), push_batch_limit=t["push"]["batch_limit"], sensors=sensors,

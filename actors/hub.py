@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.base import Actor, remote
+from actors.base import Actor, CallGate, remote
 from actors.config import NAME_RE, PROFILES, ROLES
 from actors.errors import BadRequest
 from actors.security import caller_identity
@@ -39,6 +39,7 @@ class NodeState:
     info: dict[str, Any] = field(default_factory=dict)
     clock_offset: float | None = None
     reachable: bool | None = None  # from the hub's pings of the node's agent; None = not probed yet
+    health: dict[str, Any] = field(default_factory=dict)  # actor -> {state, last_error}, from probes
 
 
 READING_KEYS = frozenset({"node", "sensor", "quantity", "value", "unit", "ts", "quality", "reason"})
@@ -213,10 +214,13 @@ class Hub:
         recent = st.last_seen is not None and now - st.last_seen <= ONLINE_INTERVALS * st.push_interval
         return recent and st.reachable is not False
 
-    def set_reachable(self, node: str, reachable: bool) -> None:
-        """Record the outcome of the hub's last ping of the node's agent."""
+    def set_reachable(self, node: str, reachable: bool, health: dict[str, Any] | None = None) -> None:
+        """Record the outcome of the hub's last probe of the node's agent (and its actors' health)."""
         with self._lock:
             st = self._nodes.get(node)
+            if st is not None and isinstance(health, dict):
+                st.health = {k.rsplit(".", 1)[-1]: {"state": v.get("state"), "last_error": v.get("last_error")}
+                             for k, v in health.items() if isinstance(v, dict) and "state" in v}
             if st is not None and st.reachable != reachable:
                 if st.reachable is not None:
                     log.info("node %s %s", node, "answers again" if reachable else "stopped answering")
@@ -246,7 +250,7 @@ class Hub:
                     }
                 nodes.append({"name": name, "role": st.role, "profile": st.profile,
                               "online": self.is_online(st, now), "last_seen": st.last_seen,
-                              "reachable": st.reachable,
+                              "reachable": st.reachable, "actors": dict(st.health),
                               "last_seq": st.last_seq, "push_interval": st.push_interval,
                               "clock_offset": st.clock_offset,
                               "clock_ok": st.clock_offset is None or abs(st.clock_offset) <= CLOCK_SKEW_LIMIT,
@@ -292,10 +296,10 @@ class AggregatorActor(Actor):
     kind = "aggregator"
 
     def __init__(self, node: str, hub: Hub) -> None:
-        super().__init__(node, "aggregator", role="hub")
+        # Pushes from many spokes run side by side (Hub and Store lock what they share),
+        # bounded so a flood cannot take every Pyro5 worker thread.
+        super().__init__(node, "aggregator", role="hub", gate=CallGate(concurrency=32, max_waiting=32))
         self.hub = hub
-        # Pushes from many spokes must not queue behind each other: the Hub has its own lock.
-        self._gate = _NoGate()
 
     @remote
     def push(self, batches: list[dict[str, Any]], sent_at: float | None = None) -> dict[str, Any]:
@@ -321,13 +325,3 @@ class AggregatorActor(Actor):
     def nodes(self) -> list[dict[str, Any]]:
         """Every known node with role, profile, online and last_seen."""
         return [{k: v for k, v in n.items() if k != "sensors"} for n in self.hub.snapshot()["nodes"]]
-
-
-class _NoGate:
-    """A stand-in lock for actors whose domain object does its own locking."""
-
-    def acquire(self, timeout: float = -1) -> bool:
-        return True
-
-    def release(self) -> None:
-        return None

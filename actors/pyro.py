@@ -28,7 +28,7 @@ def configure() -> None:
     # A silent peer must not hold a worker thread forever.
     config.COMMTIMEOUT = 30.0
     config.POLLTIMEOUT = 1.0
-    config.NS_AUTOCLEAN = 10.0
+    config.NS_AUTOCLEAN = 5.0
     config.DETAILED_TRACEBACK = False
 
 

@@ -12,6 +12,7 @@ from Pyro5.api import expose
 
 from actors.base import Actor, remote
 from actors.errors import ActorUnavailable
+from actors.supervise import DeviceSlot
 from hal.readings import Reading
 from hal.sensor import Sensor
 
@@ -27,50 +28,30 @@ class SensorActor(Actor):
                  interval: float, stale_after: float, role: str = "spoke",
                  clock: Callable[[], float] = time.time, max_backoff: float = 300.0) -> None:
         super().__init__(node, name, role, tags={f"quantity:{q}" for q in quantities})
-        self._build = build
+        self.slot: DeviceSlot[Sensor] = DeviceSlot(f"harvester.{node}.{name}", build, clock,
+                                                   first_backoff=interval, max_backoff=max_backoff)
         self.quantities = quantities
         self.interval = interval
         self.stale_after = stale_after
         self._clock = clock
         self._device_lock = threading.Lock()
-        self._sensor: Sensor | None = None
-        self._retry_at = 0.0
-        self._backoff = interval
-        self._max_backoff = max_backoff
         self._latest: list[Reading] = []
-
-    def _device(self) -> Sensor | None:
-        """The sensor, built on first use; a failed build is retried with exponential backoff."""
-        if self._sensor is not None:
-            return self._sensor
-        now = self._clock()
-        if now < self._retry_at:
-            return None
-        try:
-            self._sensor = self._build()
-        except Exception as exc:  # any construction failure becomes an availability state
-            self._retry_at = now + self._backoff
-            self.note_error(f"cannot open device ({type(exc).__name__}: {exc}); retry in {self._backoff:.0f}s")
-            self._backoff = min(self._backoff * 2, self._max_backoff)
-            return None
-        self._backoff = self.interval
-        return self._sensor
 
     def poll(self) -> list[Reading]:
         """Measure once (scheduler path); failures become 'unavailable' readings."""
         with self._device_lock:
             ts = self._clock()
-            sensor = self._device()
+            sensor = self.slot.get()
             if sensor is None:
-                reason = self.health_reason()
+                reason = self.slot.last_error or "device not available"
                 readings = [Reading.failed(self.node, self.name, q, ts, reason) for q in self.quantities]
             else:
                 try:
                     readings = sensor.read()
                 except Exception as exc:
-                    # Sensor.read() must not raise; if one does, rebuild the device next time.
+                    # Sensor.read() must not raise; one that does is rebuilt after a backoff.
                     log.exception("%s: read() raised; rebuilding the device", self.object_name)
-                    self._close_device()
+                    self.slot.failed(exc)
                     readings = [Reading.failed(self.node, self.name, q, ts, f"{type(exc).__name__}: {exc}")
                                 for q in self.quantities]
             good = [r for r in readings if r.value is not None]
@@ -78,21 +59,10 @@ class SensorActor(Actor):
             self._latest = readings
             return readings
 
-    def health_reason(self) -> str:
-        """The last recorded error, for readings that have no value."""
-        return self.health().get("last_error") or "device not available"
-
-    def _close_device(self) -> None:
-        if self._sensor is not None:
-            try:
-                self._sensor.close()
-            finally:
-                self._sensor = None
-
     def close(self) -> None:
         """Release the device."""
         with self._device_lock:
-            self._close_device()
+            self.slot.close()
 
     @remote
     def read(self) -> list[dict[str, Any]]:
@@ -116,4 +86,4 @@ class SensorActor(Actor):
     def info(self) -> dict[str, Any]:
         """Kind, quantities and poll interval of this sensor."""
         return {"name": self.object_name, "quantities": list(self.quantities),
-                "interval_s": self.interval, "stale_after_s": self.stale_after, "state": self.state}
+                "interval_s": self.interval, "stale_after_s": self.stale_after, "state": self.availability}

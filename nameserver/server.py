@@ -7,11 +7,16 @@ import threading
 from pathlib import Path
 
 from Pyro5 import config
+from Pyro5.nameserver import AutoCleaner
 
 from actors.pyro import check_bind, configure
 from actors.security import HarvesterNameServerDaemon
 
 log = logging.getLogger(__name__)
+
+# Pyro5 removes a name whose daemon refused TCP for 20 s, checked every NS_AUTOCLEAN s.
+# A dead node's names should go sooner; a live node re-registers within one sweep anyway.
+UNREACHABLE_S = 10.0
 
 
 class EmbeddedNameServer:
@@ -20,6 +25,8 @@ class EmbeddedNameServer:
     def __init__(self, host: str, port: int, storage: Path | None = None,
                  allow_insecure: bool = False) -> None:
         configure()
+        AutoCleaner.max_unreachable_time = UNREACHABLE_S
+        AutoCleaner.loop_delay = 1.0
         check_bind(host, tls=bool(config.SSL), allow_insecure=allow_insecure)
         # Broadcast discovery is unauthenticated UDP: clients name the host explicitly.
         store = f"sql:{storage}" if storage else None

@@ -36,12 +36,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
 def write_node_config(path: Path, name: str, role: str, ns_port: int, *, profile: str = "wasm",
                       web_port: int | None = None, push_interval: float = 0.5,
                       sensors: list[dict[str, Any]] | None = None, leds: bool = False, buzzer: bool = False,
-                      extra: str = "", host: str = HOST, hub_host: str = HOST, batch_limit: int = 50) -> Path:
+                      extra: str = "", host: str = HOST, hub_host: str = HOST, batch_limit: int = 50,
+                      embedded_nameserver: bool = True) -> Path:
     """Write a mock-mode node config for tests (127.0.0.1 unless a test namespace's address)."""
     lines = [
         "[node]", f'name = "{name}"', f'role = "{role}"', f'profile = "{profile}"', 'hal = "mock"',
         f'state_dir = "{path.parent / ("state-" + name)}"',
         "[hub]", f'host = "{hub_host}"', f"nameserver_port = {ns_port}",
+        f"embedded_nameserver = {'true' if embedded_nameserver else 'false'}",
         "[agent]", f'host = "{host}"', "port = 0", "register_interval = 1",
         # test namespaces are private hosts the test made; plaintext there is deliberate
         f"allow_insecure_lan = {'false' if host == HOST else 'true'}",

@@ -14,14 +14,18 @@ from tests.helpers import free_port, wait_for, write_node_config
 class Cluster:
     """A hub plus any number of spokes, each a real NodeAgent with its own Pyro5 daemon."""
 
-    def __init__(self, tmp_path) -> None:
+    def __init__(self, tmp_path, ns_port: int | None = None, embedded: bool = True) -> None:
         self.tmp = tmp_path
-        self.ns_port = free_port()
+        self.embedded = embedded
+        self.ns_port = ns_port or free_port()
         self.web_port = free_port()
         self.agents: dict[str, NodeAgent] = {}
 
     def start_node(self, name: str, role: str = "spoke", **kwargs) -> NodeAgent:
         web = self.web_port if role == "hub" else None
+        if role == "hub" and not self.embedded:
+            kwargs["extra"] = kwargs.get("extra", "")  # the [hub] table is written by the helper
+            kwargs["embedded_nameserver"] = False
         path = write_node_config(self.tmp / f"{name}.toml", name, role, self.ns_port, web_port=web, **kwargs)
         agent = NodeAgent(load_config(path))
         agent.start()
@@ -47,6 +51,22 @@ class Cluster:
     def stop(self) -> None:
         for name in list(self.agents)[::-1]:
             self.stop_node(name)
+
+
+@pytest.fixture
+def cluster_factory(tmp_path) -> Iterator:
+    """Make a cluster whose hub uses an external name server at a given port."""
+    made: list[Cluster] = []
+
+    def make(ns_port: int, embedded: bool = True) -> Cluster:
+        c = Cluster(tmp_path, ns_port, embedded)
+        c.start_node("hub", "hub", sensors=[{"name": "monitor", "kind": "monitor", "interval": 1.0}])
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
 
 
 @pytest.fixture
