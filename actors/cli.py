@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.health import add_health_parser
+from plugins.cli import add_parser as add_plugins_parser
 
 
 def _endpoint(value: str) -> tuple[str, int]:
@@ -234,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_shell)
 
     add_health_parser(sub, _endpoint)
+    add_plugins_parser(sub)
     return p
 
 

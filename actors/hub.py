@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.alerts import MAX_ALERTS_PER_BATCH, validate_alert
 from actors.base import Actor, CallGate, remote
 from actors.config import NAME_RE, PROFILES, ROLES
 from actors.errors import BadRequest
@@ -46,14 +47,14 @@ READING_KEYS = frozenset({"node", "sensor", "quantity", "value", "unit", "ts", "
 REQUIRED_KEYS = ("sensor", "quantity", "value", "unit", "ts")
 
 
-def validate_batch(batch: Any, now: float) -> tuple[str, int, list[Row]]:
+def validate_batch(batch: Any, now: float) -> tuple[str, int, list[Row], list[dict[str, Any]]]:
     """Check one wire batch and turn its readings into rows; raise BadRequest saying what is wrong.
 
     The same rules as hal.readings.Reading (one function, check_fields), without building
     a Reading object per value: this is the hub's hot path."""
     if not isinstance(batch, dict):
         raise BadRequest(f"a batch must be an object, got {type(batch).__name__}")
-    unknown = set(batch) - {"node", "seq", "readings"}
+    unknown = set(batch) - {"node", "seq", "readings", "alerts"}
     if unknown:
         raise BadRequest(f"unknown batch field(s): {', '.join(sorted(map(str, unknown)))}")
     node, seq, readings = batch.get("node"), batch.get("seq"), batch.get("readings")
@@ -87,7 +88,11 @@ def validate_batch(batch: Any, now: float) -> tuple[str, int, list[Row]]:
         if ts > limit:
             raise BadRequest(f"batch {node}#{seq} reading {i}: timestamp {ts} is {ts - now:.0f} s in the future")
         rows.append((sensor, quantity, value, unit, ts, quality, reason))
-    return node, seq, rows
+    events = batch.get("alerts", [])
+    if not isinstance(events, list) or len(events) > MAX_ALERTS_PER_BATCH:
+        raise BadRequest(f"batch {node}#{seq} 'alerts' must be a list of at most {MAX_ALERTS_PER_BATCH} events")
+    alerts = [validate_alert(e, node, f"batch {node}#{seq} alert {i}") for i, e in enumerate(events)]
+    return node, seq, rows, alerts
 
 
 def to_row(r: Reading) -> Row:
@@ -158,7 +163,7 @@ class Hub:
         except BadRequest:
             self.rejected += 1
             raise
-        seen = {node: now for node, _, _ in checked}
+        seen = {node: now for node, _, _, _ in checked}
         with self._lock:
             unknown = sorted(n for n in seen if n not in self._nodes)
             for n in unknown:
@@ -166,7 +171,7 @@ class Hub:
                 self.store.upsert_node(n, "spoke", "wasm", 5.0, now, None, {})
         new = set(self.store.commit_batches(checked, now, seen))
         with self._lock:
-            for node, seq, readings in checked:
+            for node, seq, readings, _ in checked:
                 st = self._nodes[node]
                 st.last_seen = now
                 self._observe_clock(st, sent_at, now)
@@ -175,7 +180,20 @@ class Hub:
                     self._remember(node, readings)
             duplicates = len(checked) - len(new)
             self.duplicates += duplicates
-        return {"acked": [seq for _, seq, _ in checked], "duplicates": duplicates, "hello": unknown}
+        return {"acked": [seq for _, seq, _, _ in checked], "duplicates": duplicates, "hello": unknown}
+
+    def record_alerts(self, node: str, events: list[dict[str, Any]]) -> None:
+        """Alert events raised on the hub itself (no batch, no network hop)."""
+        checked = [validate_alert(e, node, f"local alert {i}") for i, e in enumerate(events)]
+        self.store.record_alerts(checked, self._clock())
+
+    def alerts(self, active_only: bool = True) -> list[dict[str, Any]]:
+        """Alerts the hub knows: active ones, or recent ones including cleared."""
+        return self.store.alerts(active_only)
+
+    def acknowledge(self, alert_id: int, by: str) -> dict[str, Any] | None:
+        """Acknowledge an active alert at the hub; the caller forwards it to the node that raised it."""
+        return self.store.acknowledge(alert_id, by, self._clock())
 
     def _observe_clock(self, st: NodeState, sent_at: float | None, now: float) -> None:
         if isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool) and math.isfinite(sent_at):

@@ -16,7 +16,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     created REAL NOT NULL,
-    readings TEXT NOT NULL
+    readings TEXT NOT NULL,
+    alerts TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -35,13 +36,17 @@ class Outbox:
         # FULL: a batch the poll loop wrote must survive power loss, not only a crash.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(batches)")}
+        if "alerts" not in columns:  # an outbox written before alert events travelled with batches
+            self._db.execute("ALTER TABLE batches ADD COLUMN alerts TEXT NOT NULL DEFAULT '[]'")
 
-    def append(self, readings: list[Reading]) -> int:
-        """Store one poll cycle's readings as a batch; returns its sequence number."""
+    def append(self, readings: list[Reading], alerts: list[dict[str, Any]] | None = None) -> int:
+        """Store one poll cycle's readings (and the alert events it caused) as a batch; returns its seq."""
         payload = json.dumps([r.to_dict() for r in readings], separators=(",", ":"))
+        events = json.dumps(alerts or [], separators=(",", ":"))
         with self._lock:
-            cur = self._db.execute("INSERT INTO batches (created, readings) VALUES (?, ?)",
-                                   (time.time(), payload))
+            cur = self._db.execute("INSERT INTO batches (created, readings, alerts) VALUES (?, ?, ?)",
+                                   (time.time(), payload, events))
             seq = int(cur.lastrowid or 0)
             self._trim()
             return seq
@@ -60,8 +65,15 @@ class Outbox:
     def peek(self, limit: int = 50) -> list[dict[str, Any]]:
         """The oldest `limit` batches, in order, as wire dicts."""
         with self._lock:
-            rows = self._db.execute("SELECT seq, readings FROM batches ORDER BY seq LIMIT ?", (limit,)).fetchall()
-        return [{"node": self.node, "seq": seq, "readings": json.loads(payload)} for seq, payload in rows]
+            rows = self._db.execute("SELECT seq, readings, alerts FROM batches ORDER BY seq LIMIT ?",
+                                    (limit,)).fetchall()
+        out = []
+        for seq, payload, events in rows:
+            batch = {"node": self.node, "seq": seq, "readings": json.loads(payload)}
+            if events != "[]":
+                batch["alerts"] = json.loads(events)
+            out.append(batch)
+        return out
 
     def ack(self, seqs: list[int]) -> None:
         """Delete batches the hub has committed."""

@@ -16,10 +16,10 @@ from actors.client import ActorHandle
 from actors.errors import BadRequest
 from actors.pyro import CALL_TIMEOUT
 from hal.errors import ReadingError
+from nameserver.registry import object_name
 from plugins.errors import UnknownPlugin
 from plugins.host import PluginHost
 from plugins.services import Actuators
-from nameserver.registry import object_name
 
 
 class RemoteActuators:

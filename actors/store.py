@@ -41,6 +41,19 @@ CREATE TABLE IF NOT EXISTS rollups (
     PRIMARY KEY (step, series, bucket)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS alert_events (
+    id INTEGER PRIMARY KEY, raised_by TEXT NOT NULL, plugin TEXT NOT NULL, alert TEXT NOT NULL,
+    state TEXT NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL, node TEXT NOT NULL,
+    sensor TEXT, quantity TEXT, value REAL, ts REAL NOT NULL, since REAL NOT NULL, received REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_events_ts ON alert_events (ts);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY, raised_by TEXT NOT NULL, plugin TEXT NOT NULL, alert TEXT NOT NULL,
+    severity TEXT NOT NULL, message TEXT NOT NULL, node TEXT NOT NULL, sensor TEXT, quantity TEXT,
+    value REAL, since REAL NOT NULL, updated REAL NOT NULL, active INTEGER NOT NULL,
+    acknowledged INTEGER NOT NULL DEFAULT 0, acked_by TEXT, acked_ts REAL
+);
+CREATE INDEX IF NOT EXISTS alerts_key ON alerts (raised_by, plugin, alert, active);
 """
 STEPS = {"1m": 60, "1h": 3600}
 INSERT_SAMPLE = "INSERT INTO samples (series, ts, value, quality, reason, seq, received) VALUES (?,?,?,?,?,?,?)"
@@ -92,7 +105,7 @@ class Store:
         return [(sid(node, r[0], r[1], r[3]), r[4], r[2], r[5], r[6], seq, received) for r in rows]
 
     # -- writes ---------------------------------------------------------------------------
-    def commit_batches(self, batches: list[tuple[str, int, list[Row]]], received: float,
+    def commit_batches(self, batches: list[tuple[str, int, list[Row], list[dict[str, Any]]]], received: float,
                        seen: dict[str, float]) -> list[tuple[str, int]]:
         """Insert new batches and advance each node's seq in one transaction.
 
@@ -101,21 +114,25 @@ class Store:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                last = self._last_seqs({n for n, _, _ in batches})
+                last = self._last_seqs({b[0] for b in batches})
                 rows: list[tuple[Any, ...]] = []
                 new: list[tuple[str, int]] = []
-                for node, seq, readings in sorted(batches, key=lambda b: (b[0], b[1])):
+                alerts: list[dict[str, Any]] = []
+                for node, seq, readings, events in sorted(batches, key=lambda b: (b[0], b[1])):
                     if seq <= last.get(node, 0):
                         continue
                     last[node] = seq
                     new.append((node, seq))
                     rows.extend(self._rows(node, readings, seq, received))
+                    alerts.extend(events)
                 self._db.executemany(INSERT_SAMPLE, rows)
                 self._db.executemany(
                     "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
                     list(last.items()))
                 self._db.executemany("UPDATE nodes SET last_seen = ? WHERE name = ?",
                                      [(ts, n) for n, ts in seen.items()])
+                for event in alerts:
+                    self._apply_alert(event, received)
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:  # "database or disk is full" and friends
                 self._rollback()
@@ -132,6 +149,69 @@ class Store:
             self._db.execute("ROLLBACK")
         # a rolled-back transaction may have created series rows the cache now names
         self._series = {(n, s, q): i for i, n, s, q in self._db.execute("SELECT id, node, sensor, quantity FROM series")}
+
+    def _apply_alert(self, e: dict[str, Any], received: float) -> None:
+        """Append an event to the history and update the alert's current row (in a transaction)."""
+        self._db.execute(
+            "INSERT INTO alert_events (raised_by, plugin, alert, state, severity, message, node, sensor, quantity, "
+            "value, ts, since, received) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (e["raised_by"], e["plugin"], e["alert"], e["state"], e["severity"], e["message"], e["node"],
+             e["sensor"], e["quantity"], e["value"], e["ts"], e["since"], received))
+        key = (e["raised_by"], e["plugin"], e["alert"])
+        row = self._db.execute("SELECT id FROM alerts WHERE raised_by=? AND plugin=? AND alert=? AND active=1",
+                               key).fetchone()
+        if e["state"] == "raised" and row is None:
+            self._db.execute(
+                "INSERT INTO alerts (raised_by, plugin, alert, severity, message, node, sensor, quantity, value, "
+                "since, updated, active) VALUES (?,?,?,?,?,?,?,?,?,?,?,1)",
+                (*key, e["severity"], e["message"], e["node"], e["sensor"], e["quantity"], e["value"], e["since"],
+                 e["ts"]))
+        elif e["state"] == "cleared" and row is not None:
+            self._db.execute("UPDATE alerts SET active=0, updated=?, message=?, value=? WHERE id=?",
+                             (e["ts"], e["message"], e["value"], row[0]))
+        elif e["state"] == "acknowledged" and row is not None:
+            self._db.execute("UPDATE alerts SET acknowledged=1, acked_ts=?, acked_by=COALESCE(acked_by, ?) "
+                             "WHERE id=?", (e["ts"], e["raised_by"], row[0]))
+
+    def record_alerts(self, events: list[dict[str, Any]], received: float) -> None:
+        """Alert events that did not come in a batch (the hub's own plugins)."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for event in events:
+                    self._apply_alert(event, received)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def alerts(self, active_only: bool = True, limit: int = 200) -> list[dict[str, Any]]:
+        """Current alerts (active ones, or the most recent including cleared)."""
+        cols = ("id", "raised_by", "plugin", "alert", "severity", "message", "node", "sensor", "quantity", "value",
+                "since", "updated", "active", "acknowledged", "acked_by", "acked_ts")
+        where = "WHERE active = 1" if active_only else ""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(cols)} FROM alerts {where} ORDER BY since DESC LIMIT ?",
+                                    (limit,)).fetchall()
+        return [{**dict(zip(cols, r, strict=True)), "active": bool(r[12]), "acknowledged": bool(r[13])} for r in rows]
+
+    def alert_history(self, since: float, limit: int = 500) -> list[dict[str, Any]]:
+        """Alert events received since a time, newest first."""
+        cols = ("id", "raised_by", "plugin", "alert", "state", "severity", "message", "node", "sensor", "quantity",
+                "value", "ts", "since")
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(cols)} FROM alert_events WHERE ts >= ? ORDER BY ts DESC "
+                                    "LIMIT ?", (since, limit)).fetchall()
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def acknowledge(self, alert_id: int, by: str, ts: float) -> dict[str, Any] | None:
+        """Mark an active alert acknowledged at the hub; returns it, or None if no such active alert."""
+        with self._lock:
+            cur = self._db.execute("UPDATE alerts SET acknowledged=1, acked_by=?, acked_ts=? WHERE id=? AND active=1",
+                                   (by, ts, alert_id))
+            if cur.rowcount == 0:
+                return None
+        return next((a for a in self.alerts(active_only=True, limit=10_000) if a["id"] == alert_id), None)
 
     def insert_local(self, node: str, rows: list[Row], received: float) -> None:
         """The hub's own readings (seq 0: they never travel)."""

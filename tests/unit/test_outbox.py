@@ -42,3 +42,12 @@ def test_outbox_ensure_after_jumps_past_the_hubs_seq(tmp_path):
     assert box.append(readings(1)) == 42
     box.ensure_after(10)  # never goes backwards
     assert box.append(readings(2)) == 43
+
+
+def test_outbox_carries_alert_events_with_their_batch(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", "pi4")
+    event = {"plugin": "room", "alert": "room.hot", "state": "raised"}
+    box.append(readings(1), alerts=[event])
+    box.append(readings(2))
+    first, second = box.peek(2)
+    assert first["alerts"] == [event] and "alerts" not in second

@@ -117,3 +117,34 @@ def test_store_local_readings_count_as_hub_liveness(hub):
     hub.ingest_local("hub", [Reading.measured("hub", "monitor", "cpu_load", 12.0, hub.clock.t)])
     [node] = hub.snapshot()["nodes"]
     assert node["role"] == "hub" and node["online"] and hub.store.count("hub") == 1
+
+
+def alert_event(state: str, ts: float, **kw) -> dict:
+    e = {"plugin": "room_temperature", "version": "1.0.0", "alert": "room_temperature.pi4.dht22", "state": state,
+         "severity": "warning", "message": f"{state} at {ts}", "node": "pi4", "raised_by": "pi4",
+         "sensor": "dht22", "quantity": "temperature", "value": 31.0, "ts": ts, "since": ts}
+    e.update(kw)
+    return e
+
+
+def test_store_alerts_ride_with_batches_and_keep_history(hub):
+    t = hub.clock.t
+    hub.push([{**batch("pi4", 1, t), "alerts": [alert_event("raised", t)]}])
+    hub.push([{**batch("pi4", 1, t), "alerts": [alert_event("raised", t)]}])  # a retry: no second alert
+    [active] = hub.alerts()
+    assert (active["plugin"], active["node"], active["severity"], active["acknowledged"]) == \
+        ("room_temperature", "pi4", "warning", False)
+    acked = hub.acknowledge(active["id"], by="operator")
+    assert acked["acknowledged"] and acked["acked_by"] == "operator"
+    assert hub.acknowledge(9999, by="operator") is None
+    hub.push([{**batch("pi4", 2, t + 5), "alerts": [alert_event("cleared", t + 5, since=t)]}])
+    assert hub.alerts() == [] and hub.alerts(active_only=False)[0]["active"] is False
+    assert [e["state"] for e in hub.store.alert_history(0)] == ["cleared", "raised"]
+
+
+def test_store_bad_alert_event_rejects_the_whole_batch(hub):
+    with pytest.raises(BadRequest, match="bad alert field 'severity'"):
+        hub.push([{**batch("pi4", 1, hub.clock.t), "alerts": [alert_event("raised", hub.clock.t, severity="doom")]}])
+    with pytest.raises(BadRequest, match="bad alert field 'raised_by'"):
+        hub.push([{**batch("pi4", 1, hub.clock.t), "alerts": [alert_event("raised", hub.clock.t, raised_by="x")]}])
+    assert hub.store.count() == 0 and hub.alerts() == []
