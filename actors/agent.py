@@ -21,6 +21,8 @@ from Pyro5.api import Daemon, Proxy, expose
 from actors.base import Actor
 from actors.config import NodeConfig, SensorConfig
 from actors.hub import AggregatorActor, Hub
+from actors.jobs import JobContext, JobRunner, JobsActor, actor_caller
+from actors.jobspec import JobSpec
 from actors.outbox import Outbox
 from actors.pyro import CALL_TIMEOUT, check_bind, configure
 from actors.security import HarvesterDaemon, apply_node_tls
@@ -126,7 +128,35 @@ class NodeAgent:
             buzzer = cfg.buzzer
             self.actors.append(BuzzerActor(cfg.name, lambda: BuzzerDevice(
                 buzzer.gpio, self.hal.pin_factory(), tonal=buzzer.tonal), role=cfg.role))
+        self._remote_call = actor_caller(cfg.hub_host, cfg.nameserver_port)
+        self.jobs = JobRunner(self._job_specs(), self.scheduler, JobContext(
+            cfg.name, self._call_actor, self.hub,
+            object_name(cfg.name, "buzzer") if cfg.buzzer is not None else None))
+        self.actors.append(JobsActor(cfg.name, self.jobs, role=cfg.role))
         self.actors.append(AgentActor(self))
+
+    def _call_actor(self, name: str, method: str, args: tuple, kwargs: dict, timeout: float) -> Any:
+        """Jobs call this node's own actors directly (no name server needed at boot), others remotely."""
+        local = next((a for a in self.actors if a.object_name == name), None)
+        if local is None:
+            return self._remote_call(name, method, args, kwargs, timeout)
+        fn = getattr(local, method, None)
+        if fn is None or not getattr(fn, "_pyroExposed", False):
+            raise AttributeError(f"{name} has no remote method {method!r}")
+        return fn(*args, **kwargs)
+
+    def _job_specs(self) -> list[JobSpec]:
+        """Configured jobs, plus the hub's housekeeping where the config does not name its own."""
+        cfg = self.config
+        specs = list(cfg.jobs)
+        if cfg.is_hub:
+            kinds = {s.kind for s in specs}
+            keep = {"raw_days": cfg.store.raw_days, "rollup_days": cfg.store.rollup_days}
+            defaults = [JobSpec("rollup", "rollup", interval=60.0),
+                        JobSpec("retention", "retention", cron="30 3 * * *", kwargs=keep),
+                        JobSpec("daily-summary", "daily_summary", cron="5 0 * * *")]
+            specs += [d for d in defaults if d.kind not in kinds and d.name not in {s.name for s in specs}]
+        return specs
 
     def _sensor_builder(self, sc: SensorConfig):
         kind = SENSOR_KINDS[sc.kind]
@@ -168,16 +198,14 @@ class NodeAgent:
             self.scheduler.add_job(self.push_once, "interval", seconds=cfg.push_interval, id="push",
                                    next_run_time=now)
         if self.hub is not None:
-            store, keep = self.hub.store, cfg.store
-            self.scheduler.add_job(store.rollup, "cron", second=5, id="rollup")
             self.scheduler.add_job(self.probe_spokes, "interval", seconds=PROBE_INTERVAL, id="probe")
-            self.scheduler.add_job(store.retain, "cron", hour=3, minute=30, id="retention",
-                                   args=[keep.raw_days, keep.rollup_days])
+        self.jobs.install()
         if cfg.is_hub and cfg.web is not None:
             from web.server import WebServer
 
             self.web = WebServer(self, cfg.web.host, cfg.web.port).start()
         self.scheduler.start()
+        threading.Thread(target=self.jobs.apply_quiet_hours_now, name="quiet-hours", daemon=True).start()
 
     def _poll(self, actor: SensorActor) -> None:
         readings = actor.poll()

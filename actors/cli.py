@@ -123,6 +123,38 @@ def cmd_call(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(ts: float | None) -> str:
+    import time as _time
+
+    return "-" if ts is None else _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(ts))
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from actors.client import connect
+
+    fleet = connect(*args.ns)
+    nodes = [args.node] if args.node else sorted({n.split(".")[1] for n in fleet.names({"kind:jobs"})})
+    if args.jobs_command == "run":
+        if not args.node:
+            print("harvester jobs run: --node is required", file=sys.stderr)
+            return 2
+        rec = fleet[args.node]["jobs"].run(args.name)
+        print(json.dumps(rec, indent=2, ensure_ascii=False))
+        return 1 if rec["last_error"] else 0
+    rows = []
+    for node in nodes:
+        for job in fleet[node]["jobs"].list():
+            outcome = f"error: {job['last_error']}" if job["last_error"] else (job["last_result"] or "-")
+            took = f"{job['duration_ms']:.0f} ms" if job["duration_ms"] is not None else "-"
+            rows.append((node, job["name"], job["trigger"], _when(job["next_run"]), _when(job["last_run"]), took,
+                         outcome if job["enabled"] else "disabled"))
+    header = ("NODE", "JOB", "TRIGGER", "NEXT RUN", "LAST RUN", "TOOK", "LAST RESULT")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(6)]
+    for r in [header, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r[:6], widths, strict=True)) + "  " + str(r[6]))
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from actors.client import connect
 
@@ -229,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--node")
     s.add_argument("--ns", type=_endpoint, default=("127.0.0.1", 9090), help=ns_help)
     s.set_defaults(func=cmd_ls)
+
+    s = sub.add_parser("jobs", help="scheduled jobs: list them or run one now")
+    jsub = s.add_subparsers(dest="jobs_command", required=True)
+    j = jsub.add_parser("ls", help="next run, last run, last result or error, duration")
+    j.add_argument("--node")
+    j.add_argument("--ns", type=_endpoint, default=("127.0.0.1", 9090), help=ns_help)
+    j.set_defaults(func=cmd_jobs)
+    j = jsub.add_parser("run", help="run a job now")
+    j.add_argument("name")
+    j.add_argument("--node", required=True)
+    j.add_argument("--ns", type=_endpoint, default=("127.0.0.1", 9090), help=ns_help)
+    j.set_defaults(func=cmd_jobs)
 
     s = sub.add_parser("shell", help="Python REPL with `fleet` connected")
     s.add_argument("--ns", type=_endpoint, default=("127.0.0.1", 9090), help=ns_help)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actors.jobspec import JobSpec, parse_jobs
 from hal.context import MODES, EmulatedI2CDevice, MockSettings
 from hal.sensor import SENSOR_KINDS
 
@@ -102,6 +103,7 @@ class NodeConfig:
     push_batch_limit: int
     register_interval: float
     sensors: list[SensorConfig]
+    jobs: list[JobSpec]
     leds: LedConfig | None
     buzzer: BuzzerConfig | None
     plugin_dir: Path | None
@@ -270,8 +272,8 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
     base = base_dir or Path.cwd()
     c = _Checker()
     for section in data:
-        if section not in SCHEMA and section != "sensors":
-            c.problems.append((section, f"unknown section (known: {', '.join([*SCHEMA, 'sensors'])})"))
+        if section not in SCHEMA and section not in ("sensors", "jobs"):
+            c.problems.append((section, f"unknown section (known: {', '.join([*SCHEMA, 'sensors', 'jobs'])})"))
     for section in ("node", "hub"):
         if section not in data:
             c.problems.append((section, "missing section"))
@@ -282,6 +284,8 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
         else:  # an absent optional section takes its defaults; its required keys do not apply
             t[s] = {k: (None if d is REQUIRED else d) for k, (_, d, _) in keys.items()}
     sensors = _sensors(c, data.get("sensors", []))
+    role = data.get("node", {}).get("role") if isinstance(data.get("node"), dict) else None
+    jobs = parse_jobs(data.get("jobs"), role or "spoke", c.problems)
     mock = _mock(c, t["mock"])
     security = _security(c, t["security"], base)
     node = t["node"]
@@ -301,6 +305,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
         agent_host=agent["host"], agent_port=agent["port"],
         allow_insecure_lan=agent["allow_insecure_lan"], register_interval=float(agent["register_interval"]),
         push_interval=float(t["push"]["interval"]), push_batch_limit=t["push"]["batch_limit"], sensors=sensors,
+        jobs=jobs,
         leds=LedConfig(**t["leds"]) if "leds" in data else None,
         buzzer=BuzzerConfig(**t["buzzer"]) if "buzzer" in data else None,
         plugin_dir=resolve(t["plugins"]["dir"]) if "plugins" in data else None,

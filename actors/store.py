@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS alerts (
     acknowledged INTEGER NOT NULL DEFAULT 0, acked_by TEXT, acked_ts REAL
 );
 CREATE INDEX IF NOT EXISTS alerts_key ON alerts (raised_by, plugin, alert, active);
+CREATE TABLE IF NOT EXISTS daily_summaries (
+    day TEXT NOT NULL, node TEXT NOT NULL, sensor TEXT NOT NULL, quantity TEXT NOT NULL, unit TEXT NOT NULL,
+    min REAL NOT NULL, mean REAL NOT NULL, max REAL NOT NULL, n INTEGER NOT NULL, alerts INTEGER NOT NULL,
+    PRIMARY KEY (day, node, sensor, quantity)
+);
 """
 STEPS = {"1m": 60, "1h": 3600}
 INSERT_SAMPLE = "INSERT INTO samples (series, ts, value, quality, reason, seq, received) VALUES (?,?,?,?,?,?,?)"
@@ -322,6 +327,41 @@ class Store:
                 self._rollback()
                 raise
         return written
+
+    def daily_summary(self, start: float, end: float, day: str) -> int:
+        """Min/mean/max per series and the alerts raised about it in [start, end), stored under
+        `day`; running it again for the same day replaces that day. Returns the series summarised."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("DELETE FROM daily_summaries WHERE day = ?", (day,))
+                cur = self._db.execute(
+                    """INSERT INTO daily_summaries
+                    SELECT ?, s.node, s.sensor, s.quantity, s.unit, MIN(x.value), AVG(x.value), MAX(x.value),
+                           COUNT(x.value),
+                           (SELECT COUNT(*) FROM alert_events e WHERE e.state = 'raised' AND e.node = s.node
+                              AND e.sensor = s.sensor AND (e.quantity IS NULL OR e.quantity = s.quantity)
+                              AND e.ts >= ? AND e.ts < ?)
+                    FROM samples x JOIN series s ON s.id = x.series
+                    WHERE x.ts >= ? AND x.ts < ? AND x.value IS NOT NULL
+                    GROUP BY x.series""", (day, start, end, start, end))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            return max(cur.rowcount, 0)
+
+    def summaries(self, day: str | None = None, limit: int = 2000) -> list[dict[str, Any]]:
+        """Stored daily summaries (one day, or the most recent days first)."""
+        cols = ("day", "node", "sensor", "quantity", "unit", "min", "mean", "max", "n", "alerts")
+        sql = f"SELECT {', '.join(cols)} FROM daily_summaries"
+        args: tuple[Any, ...] = ()
+        if day is not None:
+            sql, args = sql + " WHERE day = ?", (day,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY day DESC, node, sensor, quantity LIMIT ?",
+                                    (*args, limit)).fetchall()
+        return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def retain(self, raw_days: float, rollup_days: float, now: float | None = None) -> dict[str, int]:
         """Delete raw readings and rollups older than their retention."""
