@@ -87,7 +87,7 @@ class NodeAgent:
         self.nameserver: Any = None
         self.web: Any = None
         self._stop = threading.Event()
-        self._local = threading.local()
+        self._agg_uri: str | None = None
         self._hello_done = False
         self._push_failing = False
         self._probes: dict[str, Proxy] = {}  # only the probe job's thread uses these
@@ -217,13 +217,18 @@ class NodeAgent:
             self.outbox.append(readings)
 
     def _aggregator(self) -> Proxy:
-        """This thread's proxy to the hub's aggregator (a proxy belongs to one thread)."""
-        proxy = getattr(self._local, "aggregator", None)
-        if proxy is None:
+        """A new proxy to the hub's aggregator for one push run.
+
+        The name is resolved once and cached; the connection is not kept between runs, so
+        a hub with hundreds of spokes holds no idle connections (Pyro5's thread server
+        refuses connections beyond its pool)."""
+        if self._agg_uri is None:
             cfg = self.config
-            proxy = Proxy(f"PYRONAME:{object_name('hub', 'aggregator')}@{cfg.hub_host}:{cfg.nameserver_port}")
-            proxy._pyroTimeout = CALL_TIMEOUT
-            self._local.aggregator = proxy
+            with Proxy(f"PYRO:Pyro.NameServer@{cfg.hub_host}:{cfg.nameserver_port}") as ns:
+                ns._pyroTimeout = CALL_TIMEOUT
+                self._agg_uri = str(ns.lookup(object_name("hub", "aggregator")))
+        proxy = Proxy(self._agg_uri)
+        proxy._pyroTimeout = CALL_TIMEOUT
         return proxy
 
     def hello_info(self) -> dict[str, Any]:
@@ -239,26 +244,12 @@ class NodeAgent:
         assert self.outbox is not None
         acked_total = 0
         try:
-            agg = self._aggregator()
-            if not self._hello_done:
-                answer = agg.hello(self.hello_info(), time.time())
-                self.outbox.ensure_after(int(answer.get("last_seq", 0)))
-                self._hello_done = True
-            for _ in range(PUSH_CALLS_PER_RUN):
-                batches = self.outbox.peek(self.config.push_batch_limit)
-                if not batches:
-                    break
-                answer = agg.push(batches, time.time())
-                self.outbox.ack(answer["acked"])
-                acked_total += len(answer["acked"])
-                if self.config.name in answer.get("hello", []):
-                    self._hello_done = False  # the hub restarted and forgot us
-                if len(batches) < self.config.push_batch_limit:
-                    break
+            with self._aggregator() as agg:
+                acked_total = self._drain(agg)
         except Exception as exc:  # the hub down, unreachable, or refusing (disk full): keep the outbox
             self._hello_done = False
             if isinstance(exc, pyro_errors.CommunicationError | pyro_errors.NamingError | OSError):
-                self._local.aggregator = None
+                self._agg_uri = None  # the hub may have restarted on another port
             if not self._push_failing:
                 log.warning("push to hub failed, readings stay in the outbox: %s: %s", type(exc).__name__, exc)
             self._push_failing = True
@@ -266,6 +257,29 @@ class NodeAgent:
         if self._push_failing:
             log.info("push to hub works again")
         self._push_failing = False
+        return acked_total
+
+    def _drain(self, agg: Proxy) -> int:
+        """Hello if needed, then push batches until the outbox is empty or the run's bound is hit."""
+        assert self.outbox is not None
+        acked_total = 0
+        batches = self.outbox.peek(self.config.push_batch_limit)
+        if not self._hello_done or not batches:
+            # hello doubles as the heartbeat when there is nothing to push
+            answer = agg.hello(self.hello_info(), time.time())
+            self.outbox.ensure_after(int(answer.get("last_seq", 0)))
+            self._hello_done = True
+        for _ in range(PUSH_CALLS_PER_RUN):
+            if not batches:
+                break
+            answer = agg.push(batches, time.time())
+            self.outbox.ack(answer["acked"])
+            acked_total += len(answer["acked"])
+            if self.config.name in answer.get("hello", []):
+                self._hello_done = False  # the hub restarted and forgot us
+            if len(batches) < self.config.push_batch_limit:
+                break
+            batches = self.outbox.peek(self.config.push_batch_limit)
         return acked_total
 
     def probe_spokes(self) -> None:

@@ -41,6 +41,7 @@ class NodeState:
     clock_offset: float | None = None
     reachable: bool | None = None  # from the hub's pings of the node's agent; None = not probed yet
     health: dict[str, Any] = field(default_factory=dict)  # actor -> {state, last_error}, from probes
+    outbox: dict[str, Any] | None = None  # the spoke's {pending_batches, dropped_batches}, from probes
 
 
 READING_KEYS = frozenset({"node", "sensor", "quantity", "value", "unit", "ts", "quality", "reason"})
@@ -136,15 +137,20 @@ class Hub:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 3600:
             raise BadRequest(f"bad push_interval {interval!r}")
         now = self._clock()
+        clean = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, list, dict))}
         with self._lock:
-            st = self._nodes.setdefault(name, NodeState(name))
-            st.role, st.profile, st.push_interval = role, profile, float(interval)
-            st.info = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, list, dict))}
+            st = self._nodes.get(name)
+            # hello is also the spokes' heartbeat: write to disk only when something changed
+            changed = st is None or (st.role, st.profile, st.push_interval, st.info) != \
+                (role, profile, float(interval), clean)
+            st = st or self._nodes.setdefault(name, NodeState(name))
+            st.role, st.profile, st.push_interval, st.info = role, profile, float(interval), clean
             st.last_seen = now
             self._observe_clock(st, sent_at, now)
             snapshot = (st.role, st.profile, st.push_interval, st.last_seen, st.clock_offset, dict(st.info))
             last_seq = st.last_seq
-        self.store.upsert_node(name, *snapshot)
+        if changed:
+            self.store.upsert_node(name, *snapshot)
         return {"last_seq": last_seq}
 
     def push(self, batches: Any, sent_at: float | None = None) -> dict[str, Any]:
@@ -239,6 +245,9 @@ class Hub:
             if st is not None and isinstance(health, dict):
                 st.health = {k.rsplit(".", 1)[-1]: {"state": v.get("state"), "last_error": v.get("last_error")}
                              for k, v in health.items() if isinstance(v, dict) and "state" in v}
+                outbox = health.get("outbox")
+                st.outbox = {k: outbox.get(k) for k in ("pending_batches", "dropped_batches")} \
+                    if isinstance(outbox, dict) else None
             if st is not None and st.reachable != reachable:
                 if st.reachable is not None:
                     log.info("node %s %s", node, "answers again" if reachable else "stopped answering")
@@ -268,7 +277,7 @@ class Hub:
                     }
                 nodes.append({"name": name, "role": st.role, "profile": st.profile,
                               "online": self.is_online(st, now), "last_seen": st.last_seen,
-                              "reachable": st.reachable, "actors": dict(st.health),
+                              "reachable": st.reachable, "actors": dict(st.health), "outbox": st.outbox,
                               "last_seq": st.last_seq, "push_interval": st.push_interval,
                               "clock_offset": st.clock_offset,
                               "clock_ok": st.clock_offset is None or abs(st.clock_offset) <= CLOCK_SKEW_LIMIT,

@@ -21,6 +21,9 @@ def configure() -> None:
     """Apply Harvester's Pyro5 settings (idempotent)."""
     config.SERIALIZER = CLIENT_SERIALIZER
     config.SERVERTYPE = "thread"
+    # One worker thread per open connection; past the pool, connections are refused. Spokes
+    # connect per push run, so this bounds concurrent pushes and REPL sessions, not fleet size.
+    config.THREADPOOL_SIZE = 128
     # Nagle + delayed ACKs add ~40 ms to every new TLS connection (48 -> 4 ms, bench/tls_handshake.py).
     config.SOCK_NODELAY = True
     # A full push (50 batches) is tens of KiB; Pyro5's 1 GiB default would let any peer make us buffer that much.

@@ -22,8 +22,9 @@ SPOKE_SENSORS = [{"name": "dht22", "kind": "dht22", "interval": 0.5},
 @pytest.fixture
 def pi4(cluster):
     agent = cluster.start_node("pi4", sensors=SPOKE_SENSORS, leds=True, buzzer=True)
-    wait_for(lambda: (n := cluster.node_snapshot("pi4")) and n["online"] and n["sensors"].get("dht22"),
-             what="pi4 online at the hub with dht22 readings")
+    wait_for(lambda: (n := cluster.node_snapshot("pi4")) and n["online"] and n["sensors"].get("dht22")
+             and n["sensors"].get("monitor") and cluster.node_snapshot("hub")["sensors"].get("monitor"),
+             what="pi4 online at the hub with dht22 and monitor readings")
     return agent
 
 
