@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test lint bench setup clean sandbox test-debs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +16,22 @@ $(STAMP): setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[wasm,test,pki]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) sandbox
+
+# The plugin sandbox component (componentize-py, ~7 s, progress printed). The build script
+# caches it by the hash of the WIT world and the guest sources, so this is instant when current.
+sandbox: $(STAMP)
+	$(PY) -m plugins.sandbox.build
 
 demo: setup
 	$(PY) -m actors.cli demo
 
-test: setup
+# As root, the Debian packages the namespace deploy tests need (sshd, rsync, ip, shellcheck),
+# installed only when missing; without root it does nothing and those tests skip.
+test-debs:
+	@bash tests/cluster/install-debs.sh
+
+test: setup test-debs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -31,4 +41,4 @@ bench: setup
 	$(PY) -m bench.run
 
 clean:
-	rm -rf $(VENV) .state build dist *.egg-info
+	rm -rf $(VENV) .state build dist *.egg-info plugins/sandbox/build

@@ -32,6 +32,7 @@ from actors.systemd import announce_started, announce_stopping
 from actors.tokens import Tokens
 from actors.version import package_version
 from hal.context import HalContext, resolve_mode
+from hal.readings import Reading
 from hal.sensor import SENSOR_KINDS
 from nameserver.registry import Registrar, object_name
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 PUSH_CALLS_PER_RUN = 20  # bounds one push run; a backlog drains over consecutive runs
 PROBE_INTERVAL = 2.0
 STOP_TIMEOUT = 5.0
+PUSHED_QUEUE = 1000  # batches waiting for hub plugins; beyond it they are counted, not evaluated
 PROBE_TIMEOUT = 1.0
 
 
@@ -88,6 +90,10 @@ class NodeAgent:
         self.web: Any = None
         self._stop = threading.Event()
         self._agg_uri: str | None = None
+        self._alerts_lock = threading.Lock()
+        self._pending_alerts: list[dict[str, Any]] = []
+        self._pushed: list[tuple[str, list[Any]]] = []
+        self._pushed_dropped = 0
         self._hello_done = False
         self._push_failing = False
         self._probes: dict[str, Proxy] = {}  # only the probe job's thread uses these
@@ -106,6 +112,7 @@ class NodeAgent:
             tokens_file = (cfg.web.tokens_file if cfg.web else None) or cfg.state_dir / "tokens.json"
             self.tokens = Tokens(tokens_file)
             self.hub.hello(self.hello_info(), time.time())
+            self.hub.on_batch = self._queue_pushed
             self.actors.append(AggregatorActor(cfg.name, self.hub))
         else:
             self.outbox = Outbox(cfg.state_dir / "outbox.sqlite3", cfg.name)
@@ -128,6 +135,7 @@ class NodeAgent:
             buzzer = cfg.buzzer
             self.actors.append(BuzzerActor(cfg.name, lambda: BuzzerDevice(
                 buzzer.gpio, self.hal.pin_factory(), tonal=buzzer.tonal), role=cfg.role))
+        self._build_plugins()
         self._remote_call = actor_caller(cfg.hub_host, cfg.nameserver_port)
         self.jobs = JobRunner(self._job_specs(), self.scheduler, JobContext(
             cfg.name, self._call_actor, self.hub,
@@ -199,6 +207,11 @@ class NodeAgent:
                                    next_run_time=now)
         if self.hub is not None:
             self.scheduler.add_job(self.probe_spokes, "interval", seconds=PROBE_INTERVAL, id="probe")
+            self.scheduler.add_job(self._evaluate_pushed, "interval", seconds=1.0, id="plugins:pushed")
+        # a first sandbox compile takes seconds: scan in a job, never in start()
+        self.scheduler.add_job(self.plugins.scan, "interval", seconds=2.0, id="plugins:scan", next_run_time=now)
+        self.scheduler.add_job(self._poll_plugin_sensors, "interval", seconds=1.0, id="plugins:poll")
+        self.scheduler.add_job(self._flush_alerts, "interval", seconds=1.0, id="alerts:flush")
         self.jobs.install()
         if cfg.is_hub and cfg.web is not None:
             from web.server import WebServer
@@ -207,14 +220,85 @@ class NodeAgent:
         self.scheduler.start()
         threading.Thread(target=self.jobs.apply_quiet_hours_now, name="quiet-hours", daemon=True).start()
 
+    def _build_plugins(self) -> None:
+        """The plugin host (WASM or native by profile) and its actor, over this node's devices."""
+        from actors.plugins_actor import PluginsActor, remote_actuators
+        from plugins.host import PluginHost, seed_bundled
+        from plugins.services import NodeServices
+
+        cfg = self.config
+        plugin_dir = cfg.plugin_dir or cfg.state_dir / "plugins"
+        seeded = seed_bundled(plugin_dir)  # first start only: the bundled alert table, editable
+        if seeded:
+            log.info("plugin folder %s seeded with %s", plugin_dir, ", ".join(seeded))
+        by_name = {a.name: a for a in self.actors}
+        services = NodeServices(cfg.name, leds=by_name.get("leds"), buzzer=by_name.get("buzzer"),
+                                i2c_bus=self.hal.i2c_bus, alert_sink=self._plugin_alert,
+                                remote=remote_actuators(cfg.hub_host, cfg.nameserver_port))
+        self.plugins = PluginHost(cfg.name, plugin_dir, cfg.profile, services, cfg.state_dir / "plugin-state")
+        self.actors.append(PluginsActor(cfg.name, self.plugins, role=cfg.role))
+
+    def _plugin_alert(self, event: dict[str, Any]) -> None:
+        """Alert events: stored at once on the hub; on a spoke they ride with the next batch."""
+        if self.hub is not None:
+            self.hub.record_alerts(self.config.name, [event])
+        else:
+            with self._alerts_lock:
+                self._pending_alerts.append(event)
+
+    def _take_alerts(self) -> list[dict[str, Any]]:
+        with self._alerts_lock:
+            events, self._pending_alerts = self._pending_alerts, []
+        return events
+
+    def _evaluate_plugins(self, readings: list[Any]) -> None:
+        try:
+            self.plugins.evaluate(readings)  # plugin faults become outcomes; this guards the host itself
+        except Exception:
+            log.exception("plugin evaluation failed; the readings go on to the hub regardless")
+
+    def _store(self, readings: list[Any]) -> None:
+        """Hand readings (and any alert events they caused) to the hub or the outbox."""
+        if self.hub is not None:
+            self.hub.ingest_local(self.config.name, readings)
+        elif self.outbox is not None:
+            self.outbox.append(readings, self._take_alerts())
+
     def _poll(self, actor: SensorActor) -> None:
         readings = actor.poll()
         if not readings:
             return
-        if self.hub is not None:
-            self.hub.ingest_local(self.config.name, readings)
-        elif self.outbox is not None:
-            self.outbox.append(readings)
+        self._evaluate_plugins(readings)
+        self._store(readings)
+
+    def _queue_pushed(self, node: str, rows: list[Any]) -> None:
+        """Spokes' readings for hub plugins that watch other nodes; evaluated off the push path."""
+        with self._alerts_lock:
+            if len(self._pushed) < PUSHED_QUEUE:
+                self._pushed.append((node, rows))
+            else:
+                self._pushed_dropped += 1
+
+    def _evaluate_pushed(self) -> None:
+        with self._alerts_lock:
+            pending, self._pushed = self._pushed, []
+        for node, rows in pending:
+            self._evaluate_plugins([Reading(node, r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows])
+
+    def _poll_plugin_sensors(self) -> None:
+        """Sensors that plugins implement over I2C ([sensor] in their manifest)."""
+        readings = self.plugins.poll_due()
+        for key in {(r.node, r.sensor) for r in readings}:
+            batch = [r for r in readings if (r.node, r.sensor) == key]
+            self._evaluate_plugins(batch)
+            self._store(batch)
+
+    def _flush_alerts(self) -> None:
+        """Alert events raised between polls (an acknowledge, a quarantine) travel in a batch of their own."""
+        if self.outbox is not None:
+            events = self._take_alerts()
+            if events:
+                self.outbox.append([], events)
 
     def _aggregator(self) -> Proxy:
         """A new proxy to the hub's aggregator for one push run.
@@ -342,6 +426,7 @@ class NodeAgent:
                 close()
         if self.nameserver is not None:
             self.nameserver.stop()
+        self.plugins.close()
         if self.outbox is not None:
             self.outbox.close()
         if self.hub is not None:

@@ -63,6 +63,7 @@ class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     tokens_file: Path | None = None  # default: <state_dir>/tokens.json
+    public_read: bool = True  # pages, GET APIs and /metrics without a token; false: operator token needed
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, Any]]] = {
     },
     "buzzer": {"gpio": (int, 17, _range(0, 53)), "tonal": (bool, False, None)},
     "plugins": {"dir": (str, REQUIRED, None)},
-    "web": {"host": (str, "127.0.0.1", _host), "port": (int, 8080, _PORT), "tokens_file": (str, "", None)},
+    "web": {"host": (str, "127.0.0.1", _host), "port": (int, 8080, _PORT), "tokens_file": (str, "", None),
+            "public_read": (bool, True, None)},
     "store": {"raw_days": (_NUM, 30, _range(0.01, 3650)), "rollup_days": (_NUM, 400, _range(1, 36500))},
     "mock": {
         "room_seed": (int, 1, None),
@@ -310,7 +312,8 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
         buzzer=BuzzerConfig(**t["buzzer"]) if "buzzer" in data else None,
         plugin_dir=resolve(t["plugins"]["dir"]) if "plugins" in data else None,
         web=WebConfig(t["web"]["host"], t["web"]["port"],
-                      resolve(t["web"]["tokens_file"]) if t["web"]["tokens_file"] else None) if is_hub else None,
+                      resolve(t["web"]["tokens_file"]) if t["web"]["tokens_file"] else None,
+                      public_read=t["web"]["public_read"]) if is_hub else None,
         store=StoreConfig(float(t["store"]["raw_days"]), float(t["store"]["rollup_days"])),
         mock=mock, security=security,
     )

@@ -81,6 +81,7 @@ class Demo:
         self.state_dir = state_dir.resolve()
         self.tls = tls
         self.pki_dir = self.state_dir / "pki"
+        self.tokens_file = self.state_dir / "tokens.json"
         self.web_port, self.ns_port, self.host = web_port, ns_port, host
         self.out = out
         self.children: dict[str, Child] = {}
@@ -94,7 +95,7 @@ class Demo:
         sets = [f"node.state_dir={self.state_dir / node}", f"hub.host={self.host}",
                 f"hub.nameserver_port={self.ns_port}", f"agent.host={self.host}"]
         if node == "hub":
-            sets += [f"web.port={self.web_port}", f"web.host={self.host}"]
+            sets += [f"web.port={self.web_port}", f"web.host={self.host}", f"web.tokens_file={self.tokens_file}"]
         if self.tls:
             from actors.certs import Pki
 
@@ -116,6 +117,7 @@ class Demo:
         logs.mkdir(parents=True, exist_ok=True)
         if self.tls:
             ensure_demo_pki(self.pki_dir, self.host)
+        operator = ensure_demo_tokens(self.tokens_file)
         for node in NODES:
             self.children[node] = Child(node, self._argv(node), logs / f"{node}.log")
         self.children["hub"].spawn()
@@ -127,6 +129,7 @@ class Demo:
         wait_port(self.host, self.web_port, 30)
         self.say(f"3 nodes started; logs in {logs}")
         self.say(f"dashboard: http://{self.host}:{self.web_port}/")
+        self.say(f"operator token: {operator} (for the dashboard's controls; all tokens in {self.tokens_file})")
         if self.tls:
             from actors.certs import Pki
 
@@ -190,6 +193,16 @@ class Demo:
                 _signal_group(child.proc, signal.SIGKILL)
                 child.proc.wait(timeout=5)
         self.say("all nodes stopped")
+
+
+def ensure_demo_tokens(path: Path) -> str:
+    """The operator token and a node token for each demo node, in a 0600 file; returns the operator token."""
+    from actors.tokens import Tokens
+
+    tokens = Tokens(path)
+    for node in NODES:
+        tokens.ensure_node(node)
+    return tokens.data()["operator"]
 
 
 def ensure_demo_pki(root: Path, host: str) -> None:

@@ -155,6 +155,9 @@ def _target(args: argparse.Namespace) -> tuple[str, str, int]:
         return args.node or cfg.name, *(args.ns or (cfg.hub_host, cfg.nameserver_port))
     if not args.node:
         raise ValueError("name the node: --node NAME (with --ns HOST:PORT) or --config FILE")
+    from actors.security import use_client_tls
+
+    use_client_tls()  # HARVESTER_TLS_CA/CERT/KEY, when set
     host, port = args.ns or ("127.0.0.1", 9090)
     return args.node, host, port
 
@@ -165,7 +168,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     try:
         node, host, port = _target(args)
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError) as exc:  # TlsConfigError is a ValueError
         print(f"harvester health: {exc}", file=sys.stderr)
         return EXIT_USAGE
     probe = HealthProbe(node, host, port, args.expect_version, args.agent_only)

@@ -113,6 +113,8 @@ class Hub:
         self.readings_stored = 0
         self.duplicates = 0
         self.rejected = 0
+        # called with (node, rows) for every newly stored pushed batch; must be cheap
+        self.on_batch: Callable[[str, list[Row]], None] | None = None
         self._load()
 
     def _load(self) -> None:
@@ -184,6 +186,8 @@ class Hub:
                 if (node, seq) in new:
                     st.last_seq = max(st.last_seq, seq)
                     self._remember(node, readings)
+                    if self.on_batch is not None and readings:
+                        self.on_batch(node, readings)
             duplicates = len(checked) - len(new)
             self.duplicates += duplicates
         return {"acked": [seq for _, seq, _, _ in checked], "duplicates": duplicates, "hello": unknown}

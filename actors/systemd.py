@@ -15,6 +15,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 JOB_ID = "systemd-watchdog"
+SEND_TIMEOUT = 1.0
 _warned: set[str] = set()
 
 
@@ -33,9 +34,11 @@ def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # A full receive queue blocks a datagram send: never let that stall a scheduler worker.
+            sock.settimeout(SEND_TIMEOUT)
             sock.connect(address)
             sock.sendall(message.encode())
-    except OSError as exc:
+    except OSError as exc:  # includes the timeout
         _warn_once(path, f"cannot notify systemd at {path}: {exc}")
         return False
     return True

@@ -13,6 +13,7 @@ Every problem is reported as `FILE: where: problem` on stderr, exit status 2.
 from __future__ import annotations
 
 import argparse
+import posixpath
 import re
 import sys
 import tomllib
@@ -22,7 +23,7 @@ from typing import Any
 SEP = "\x1f"
 FIELDS = ("name", "host", "port", "user", "sudo", "role", "profile", "config", "plugins", "prefix", "etc",
           "service", "unit", "python", "extras", "system_site_packages", "run_as_root", "health_timeout",
-          "wheelhouse")
+          "wheelhouse", "pki")
 ROLES, PROFILES, SERVICES = ("hub", "spoke"), ("wasm", "native"), ("systemd", "pidfile")
 UNITS = {("hub", "wasm"): "harvester-hub.service", ("hub", "native"): "harvester-hub.service",
          ("spoke", "wasm"): "harvester-spoke.service", ("spoke", "native"): "harvester-native.service"}
@@ -36,6 +37,7 @@ NODE_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "prefix": (str, "/opt/harvester"), "etc": (str, "/etc/harvester"), "service": (str, "systemd"),
     "unit": (str, ""), "python": (str, "python3"), "extras": (list, []), "system_site_packages": (bool, False),
     "run_as_root": (bool, False), "health_timeout": ((int, float), 90), "wheelhouse": (str, ""),
+    "pki": (str, ""),
 }
 PER_NODE_ONLY = {"name", "host", "role", "profile", "config"}
 STATE_DIR = "/var/lib/harvester"  # what the systemd units make writable
@@ -92,6 +94,12 @@ def _check_node(raw: dict[str, Any], defaults: dict[str, Any], where: str, base:
     config = (base / node["config"]).resolve()
     plugins = (base / node["plugins"]).resolve() if node["plugins"] else None
     wheelhouse = (base / node["wheelhouse"]).resolve() if node["wheelhouse"] else None
+    pki = (base / Path(node["pki"]).expanduser()).resolve() if node["pki"] else None
+    if pki is not None:
+        for rel in ("ca.crt", f"nodes/{node['name']}.crt", f"nodes/{node['name']}.key"):
+            if not (pki / rel).is_file():
+                problems.append(f"{where}.pki: {pki / rel} not found (make it with `harvester certs init` "
+                                "or `harvester certs add-node`)")
     if not config.is_file():
         problems.append(f"{where}.config: file not found: {config}")
     else:
@@ -101,7 +109,7 @@ def _check_node(raw: dict[str, Any], defaults: dict[str, Any], where: str, base:
             problems.append(f"{where}.{key}: directory not found: {path}")
     sudo = node["sudo"] if isinstance(node["sudo"], bool) else node["user"] != "root"
     out = {k: str(v) for k, v in node.items()}
-    out.update(config=str(config), plugins=str(plugins or ""), wheelhouse=str(wheelhouse or ""),
+    out.update(config=str(config), plugins=str(plugins or ""), wheelhouse=str(wheelhouse or ""), pki=str(pki or ""),
                sudo="1" if sudo else "0", extras=",".join(node["extras"]),
                unit=node["unit"] or UNITS[(node["role"], node["profile"])],
                system_site_packages="1" if node["system_site_packages"] else "0",
@@ -125,10 +133,28 @@ def _check_config(path: Path, node: dict[str, Any], where: str, problems: list[s
     if node["plugins"] and plugin_dir != f"{node['etc']}/plugins":
         problems.append(f"{where}.config: {path} has plugins.dir = {plugin_dir!r}; the deploy scripts put "
                         f"plugins in {node['etc']}/plugins, so set it to that")
+    _check_tls(data, path, node, where, problems)
     state_dir = section.get("state_dir", "")
     if node["service"] == "systemd" and not str(state_dir).startswith(STATE_DIR):
         print(f"warning: {where}: node.state_dir = {state_dir!r} is outside {STATE_DIR}, which is the only "
               "place the systemd units let the agent write", file=sys.stderr)
+
+
+def _check_tls(data: dict[str, Any], path: Path, node: dict[str, Any], where: str, problems: list[str]) -> None:
+    """With `pki`, the scripts install <etc>/tls/{ca.crt,NAME.crt,NAME.key}: the config must use those."""
+    security = data.get("security") if isinstance(data.get("security"), dict) else {}
+    if not node["pki"]:
+        if security.get("tls"):
+            print(f"warning: {where}: {path} turns TLS on but the inventory has no `pki`: copy its certificate "
+                  f"and key to the node yourself", file=sys.stderr)
+        return
+    etc, name = node["etc"], node["name"]
+    want = {"ca": f"{etc}/tls/ca.crt", "cert": f"{etc}/tls/{name}.crt", "key": f"{etc}/tls/{name}.key"}
+    have = {k: posixpath.normpath(posixpath.join(etc, str(security.get(k, "")))) for k in want}
+    if not security.get("tls") or have != want:
+        problems.append(f"{where}.config: {path}: with `pki` the deploy scripts install the node's TLS files as "
+                        f"{etc}/tls/ca.crt, {name}.crt and {name}.key: set [security] tls = true, "
+                        f'ca = "tls/ca.crt", cert = "tls/{name}.crt", key = "tls/{name}.key"')
 
 
 def load(path: Path) -> list[dict[str, str]]:

@@ -150,7 +150,7 @@ hv_load_targets() {
     [[ -n $HV_PROFILE ]] && args+=(--profile "$HV_PROFILE")
     read -r -a HV_FIELDS <<<"$("$HV_PY" "$HV_DEPLOY_DIR/inventory.py" fields)"
     if ! out=$("$HV_PY" "$HV_DEPLOY_DIR/inventory.py" "${args[@]}"); then
-        hv_err "the inventory has problems (nothing was changed)"
+        hv_err "no target nodes: see above (nothing was changed)"
         exit "$HV_USAGE"
     fi
     HV_TARGETS=()
@@ -206,7 +206,10 @@ hv_build() {
     hash=$(cd "$src" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-10)
     HV_VERSION=${HV_RELEASE:-${base%%+*}+h$hash}
     sed -i "s/^version[[:space:]]*=.*/version = $HV_VERSION/" "$src/setup.cfg"
-    local pip=("$HV_PY" -m pip wheel --quiet --no-deps --disable-pip-version-check -w "$HV_WORK/dist")
+    # A fixed timestamp makes the wheel reproducible: the same source gives the same bytes, so a
+    # node can tell "already installed" from "same version, different build".
+    local pip=(env "SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800}"
+        "$HV_PY" -m pip wheel --quiet --no-deps --disable-pip-version-check -w "$HV_WORK/dist")
     # Offline and fast when the build tools are already here; otherwise pip fetches them.
     "$HV_PY" -c 'import setuptools, wheel' 2>/dev/null && pip+=(--no-build-isolation)
     if ((HV_DRY_RUN)); then
@@ -266,6 +269,11 @@ hv_bundle() {
         [[ -z ${N[wheelhouse]} ]] || ln -s "${N[wheelhouse]}" "$b/wheelhouse"
     fi
     hv_with config && cp "${N[config]}" "$b/node.toml"
+    if hv_with config && [[ -n ${N[pki]} ]]; then
+        mkdir "$b/tls"
+        ln -s "${N[pki]}/ca.crt" "$b/tls/ca.crt"
+        ln -s "${N[pki]}/nodes/${N[name]}.crt" "${N[pki]}/nodes/${N[name]}.key" "$b/tls/"
+    fi
     if hv_with plugins && [[ -n ${N[plugins]} ]]; then ln -s "${N[plugins]}" "$b/plugins"; fi
     if hv_with unit; then
         mkdir "$b/systemd"
@@ -279,6 +287,7 @@ hv_describe() {
     local name=${N[name]} p=${N[prefix]} v=${HV_VERSION:-} parts=()
     hv_with package && parts+=("wheels/$(basename "$HV_WHEEL_FILE")${N[wheelhouse]:+, wheelhouse/ (from ${N[wheelhouse]})}")
     hv_with config && parts+=("node.toml (from ${N[config]})")
+    hv_with config && [[ -n ${N[pki]} ]] && parts+=("tls/ (ca.crt, ${name}.crt, ${name}.key from ${N[pki]})")
     hv_with plugins && [[ -n ${N[plugins]} ]] && parts+=("plugins/ (from ${N[plugins]})")
     hv_with unit && parts+=("systemd/${N[unit]}")
     local joined
@@ -289,6 +298,7 @@ hv_describe() {
         hv_say "$name" "    install $v into $p/releases/$v (${N[python]} -m venv; pip install the wheel${N[extras]:+[${N[extras]}]}${N[wheelhouse]:+ --no-index}) unless it is there"
     fi
     hv_with config && hv_say "$name" "    check node.toml with the new release (harvester config check)"
+    hv_with config && [[ -n ${N[pki]} ]] && hv_say "$name" "    install ${N[etc]}/tls (key 0600, readable by the service user only)"
     hv_with unit && [[ ${N[service]} == systemd ]] && hv_say "$name" "    install /etc/systemd/system/${N[unit]}$( ((N[run_as_root])) && echo ' + run-as-root drop-in'), daemon-reload, enable"
     hv_with plugins && [[ -n ${N[plugins]} ]] && hv_say "$name" "    sync ${N[etc]}/plugins (old copy in plugins.previous); the agent hot-reloads them, no restart"
     if hv_with package || hv_with config || hv_with unit; then
@@ -313,8 +323,13 @@ hv_deploy_node() {
     hv_ssh_setup
     hv_release_args
     hv_say "$name" "==> ${N[user]}@${N[host]}:${N[port]} (${N[role]}, ${N[profile]}, ${N[service]})"
+    if [[ $HV_WITH == plugins && -z ${N[plugins]} ]]; then
+        hv_say "$name" "no plugins folder for this node in the inventory: nothing to ship"
+        hv_result "skipped" "$HV_OK" "no plugins folder in the inventory"
+        return 0
+    fi
     local probe
-    probe="command -v rsync >/dev/null 2>&1 || { echo 'rsync is not installed on this node (sudo apt install rsync)' >&2; exit 97; }; $(hv_quote "${HV_SUDO[@]}" mkdir -p "${N[prefix]}/staging")"
+    probe="command -v rsync >/dev/null 2>&1 || { echo \"rsync is not installed on this node (sudo apt install rsync)\" >&2; exit 97; }; $(hv_quote "${HV_SUDO[@]}" mkdir -p "${N[prefix]}/staging")"
     local rsync=(rsync -rlptL --delete --timeout=60 -e "$HV_RSH")
     ((N[sudo])) && rsync+=(--rsync-path="sudo -n rsync")
     remote=$(hv_quote "${HV_SUDO[@]}" bash "${N[prefix]}/staging/node-release.sh" "${HV_ARGS[@]}")

@@ -13,10 +13,11 @@
 # Layout on the node:
 #   <prefix>/releases/<version>/         a venv with that wheel installed (.complete = wheel sha256)
 #   <prefix>/current -> releases/<v>     what the service runs; <prefix>/previous: the one before
-#   <prefix>/staging/                    the last bundle: wheels/, node.toml, plugins/, systemd/
+#   <prefix>/staging/                    the last bundle: wheels/, node.toml, tls/, plugins/, systemd/
 #   <prefix>/deploy.log                  every step of every deploy, with timestamps
 #   <prefix>/agent.pid, agent.log        service=pidfile only (hosts without systemd)
 #   <etc>/node.toml (+ .previous)        <etc>/plugins/ (+ plugins.previous/)
+#   <etc>/tls/ (+ tls.previous/)         ca.crt, <node>.crt, <node>.key when the inventory has `pki`
 #
 # Exit status: 0 done, or nothing to do, and healthy (a line "unchanged: ..." says which);
 # 2 refused, nothing changed (bad bundle, invalid config, no python3-venv, another deploy is
@@ -41,6 +42,8 @@ die() {
     exit "$code"
 }
 has() { [[ ",$WITH," == *",$1,"* ]]; }
+now_ms() { local t=${EPOCHREALTIME//[!0-9]/}; echo $((10#$t / 1000)); }
+since() { local d=$(($(now_ms) - $1)); printf '%d.%d s' $((d / 1000)) $((d % 1000 / 100)); }
 
 parse_args() {
     [[ ${1-} == activate ]] || die 2 "usage: node-release.sh activate --node NAME --with LIST --prefix DIR ..."
@@ -115,7 +118,8 @@ install_release() {
     rm -rf "$rel"
     mkdir -p "$PREFIX/releases"
     say "installing release $v into $rel"
-    local venv_args=() pip_args=(--disable-pip-version-check --no-input --quiet) spec=$wheel t0=$SECONDS
+    local venv_args=() pip_args=(--disable-pip-version-check --no-input --quiet) spec=$wheel t0
+    t0=$(now_ms)
     ((SYS_SITE)) && venv_args+=(--system-site-packages)
     [[ -d $STAGING/wheelhouse ]] && pip_args+=(--no-index --find-links "$STAGING/wheelhouse")
     [[ -z $EXTRAS ]] || spec="${wheel}[$EXTRAS]"
@@ -129,7 +133,7 @@ install_release() {
     installed=$("$rel/bin/python" -c 'from importlib.metadata import version; print(version("wasi-harvester"))')
     [[ $installed == "$v" ]] || { rm -rf "$rel"; die 2 "the wheel installed version $installed, not $v"; }
     echo "$sum" >"$rel/.complete"
-    say "release $v installed in $((SECONDS - t0)) s"
+    say "release $v installed in $(since "$t0")"
 }
 
 prune_releases() {
@@ -217,6 +221,38 @@ restore_unit() {
     systemctl daemon-reload
 }
 
+tls_differ() {
+    [[ -d $STAGING/tls ]] || return 1
+    [[ -d $ETC/tls ]] || return 0
+    local f
+    for f in "$STAGING"/tls/*; do cmp -s "$f" "$ETC/tls/$(basename "$f")" || return 0; done
+    for f in "$ETC"/tls/*; do [[ -e $STAGING/tls/$(basename "$f") ]] || return 0; done
+    return 1
+}
+
+install_tls() {  # certificates 0644, the key 0600, both owned by whoever runs the agent
+    local owner=root
+    if [[ $SERVICE == systemd ]] && ((!RUN_AS_ROOT)); then
+        ensure_service_user
+        owner=$SERVICE_USER
+    fi
+    rm -rf "$ETC/tls.previous" "$ETC/tls.new"
+    [[ ! -d $ETC/tls ]] || cp -a "$ETC/tls" "$ETC/tls.previous"
+    mkdir -m 0750 "$ETC/tls.new"
+    cp "$STAGING"/tls/* "$ETC/tls.new/"
+    chmod 0644 "$ETC"/tls.new/*.crt
+    chmod 0600 "$ETC"/tls.new/*.key
+    chown -R "$owner:" "$ETC/tls.new"
+    rm -rf "$ETC/tls"
+    mv "$ETC/tls.new" "$ETC/tls"
+    say "installed the TLS certificate and key in $ETC/tls (owner $owner)"
+}
+
+restore_tls() {
+    rm -rf "$ETC/tls"
+    [[ ! -d $ETC/tls.previous ]] || cp -a "$ETC/tls.previous" "$ETC/tls"
+}
+
 plugins_differ() {
     [[ -d $STAGING/plugins ]] || return 1
     [[ -d $ETC/plugins ]] || return 0
@@ -295,7 +331,8 @@ main() {
     mkdir -p "$PREFIX/releases" "$ETC"
     exec 9>"$PREFIX/.deploy.lock"
     flock -n 9 || die 2 "another deploy is running on this node ($PREFIX/.deploy.lock)"
-    local t0=$SECONDS cur prev target changed=()
+    local t0 cur prev target changed=()
+    t0=$(now_ms)
     cur=$(current_version)
     prev=$(basename "$(readlink "$PREFIX/previous" 2>/dev/null || true)")
     say "=== $NODE: ${WITH//,/ + }${VERSION:+, release $VERSION} (running: ${cur:-nothing})"
@@ -309,6 +346,7 @@ main() {
         [[ -f $STAGING/node.toml ]] || die 2 "the bundle has no node.toml"
         check_config "$target" "$STAGING/node.toml"
         cmp -s "$STAGING/node.toml" "$CONFIG" || changed+=(config)
+        if tls_differ; then changed+=(tls); fi
     else
         [[ -f $CONFIG ]] || die 2 "$CONFIG is missing: deploy it with update-all-nodes.sh"
         [[ $target == "$cur" ]] || check_config "$target" "$CONFIG"
@@ -321,7 +359,7 @@ main() {
     if ((${#changed[@]} == 0)); then
         ((plugins)) && apply_plugins
         if healthy "$target"; then
-            if ((plugins)); then say "plugins updated; $NODE is healthy ($((SECONDS - t0)) s)"; else say "unchanged: $NODE already runs $target and is healthy"; fi
+            if ((plugins)); then say "plugins updated; $NODE is healthy ($(since "$t0"))"; else say "unchanged: $NODE already runs $target and is healthy"; fi
             exit 0
         fi
         if ((plugins)); then
@@ -334,9 +372,15 @@ main() {
     fi
 
     # Switch: config, unit, plugins, release; remember how to undo each.
+    local t_switch
+    t_switch=$(now_ms)
     ((plugins)) && changed+=(plugins)
     say "changing: ${changed[*]}"
-    local config_changed=0 unit_changed=0
+    local config_changed=0 unit_changed=0 tls_changed=0
+    if [[ " ${changed[*]} " == *" tls "* ]]; then
+        install_tls
+        tls_changed=1
+    fi
     if [[ " ${changed[*]} " == *" config "* ]]; then
         if [[ -f $CONFIG ]]; then cp -p "$CONFIG" "$CONFIG.previous"; else rm -f "$CONFIG.previous"; fi
         cp "$STAGING/node.toml" "$CONFIG.new"
@@ -355,7 +399,7 @@ main() {
     say "restarting the agent ($SERVICE: $UNIT)"
     if restart_service && healthy "$target"; then
         prune_releases
-        say "$NODE runs release $target and is healthy ($((SECONDS - t0)) s)"
+        say "$NODE runs release $target and is healthy ($(since "$t0") in all, $(since "$t_switch") from the switch)"
         exit 0
     fi
 
@@ -363,16 +407,18 @@ main() {
     if [[ -z $cur ]]; then
         die 5 "no previous release to roll back to; the service keeps restarting $target. Fix it and deploy again"
     fi
-    local t1=$SECONDS
+    local t1
+    t1=$(now_ms)
     link current "releases/$cur"
     link previous "${prev:+releases/$prev}"
     if ((config_changed)); then
         if [[ -f $CONFIG.previous ]]; then cp -p "$CONFIG.previous" "$CONFIG"; fi
     fi
     ((unit_changed)) && restore_unit
+    ((tls_changed)) && restore_tls
     ((plugins)) && restore_plugins
     if restart_service && healthy "$cur"; then
-        say "rolled back to release $cur in $((SECONDS - t1)) s; $NODE is healthy"
+        say "rolled back to release $cur in $(since "$t1"); $NODE is healthy ($(since "$t_switch") from the switch)"
         exit 3
     fi
     die 5 "rolled back to release $cur but $NODE is still not healthy: look at it now"

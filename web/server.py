@@ -8,16 +8,28 @@ from typing import Any
 
 from waitress.server import create_server
 
+from actors.client import Fleet
 from web.app import create_app
+from web.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
 
 class WebServer:
-    """The hub's HTTP server."""
+    """The hub's HTTP server, with a fleet client on the hub's own name server for operator commands."""
 
     def __init__(self, agent: Any, host: str, port: int, threads: int = 8) -> None:
-        self.app = create_app(agent.hub, agent.tokens, node=agent.config.name)
+        cfg = agent.config
+        # The hub process already has its TLS settings (if any): the fleet client inherits them.
+        try:
+            fleet: Fleet | None = Fleet(cfg.hub_host, cfg.nameserver_port)
+        except Exception as exc:  # e.g. HARVESTER_TLS_* naming a user cert in a node's environment
+            log.error("dashboard controls disabled: cannot build the fleet client: %s: %s", type(exc).__name__, exc)
+            fleet = None
+        self.upstream = Upstream(fleet)
+        self.app = create_app(agent.hub, agent.tokens, node=cfg.name, upstream=self.upstream,
+                              public_read=cfg.web.public_read if cfg.web else True,
+                              local_actors=frozenset(a.name for a in agent.actors))
         self._server = create_server(self.app, host=host, port=port, threads=threads,
                                      ident="harvester", clear_untrusted_proxy_headers=True)
         self.port = self._server.effective_port
@@ -34,3 +46,4 @@ class WebServer:
         """Close the listening socket and stop serving."""
         self._server.close()
         self._thread.join(timeout=5)
+        self.upstream.close()

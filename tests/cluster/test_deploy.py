@@ -2,14 +2,18 @@
 
 Three test hosts (hub, pi4 as a WASM spoke, pizero as a native spoke), each a namespace with
 its own address on a private /24 and its own sshd. The scripts run from the root namespace
-exactly as an operator runs them: they build the wheel, rsync it over ssh, install it into
-releases/<version> with `pip --no-index` from a wheelhouse repacked from this venv (the hosts
-have no network), start the agent (service = "pidfile": no systemd in a namespace) and wait
-until the hub, itself deployed to its host, sees each node online on the new version.
+exactly as an operator runs them: they build the wheel, rsync it over ssh with each node's
+config, TLS certificate and plugins, install it into releases/<version> with `pip --no-index`
+from a wheelhouse repacked from this venv (the hosts have no network), start the agent
+(service = "pidfile": no systemd in a namespace) and wait until the hub, itself deployed to
+its host, sees each node online on the new version. Every Pyro5 connection is mutual TLS, as
+in deploy/examples; this test looks at the fleet through `harvester`-style client processes
+with a user certificate, so the TLS settings never leak into the pytest process.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -29,6 +33,15 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BASE_VERSION = re.search(r"^version\s*=\s*([^\s+]+)", (ROOT / "setup.cfg").read_text(), re.M).group(1)
 NODE_PYTHON = os.path.realpath(sys.executable)  # the venv's base interpreter: python3.11 with venv + ensurepip
+# One client process per look: Pyro5's TLS settings are process-wide.
+VIEW = """
+import json, sys
+from actors.client import connect
+fleet = connect(sys.argv[1], 9090, timeout=3.0)
+hub = {n["name"]: n for n in fleet.actor("harvester.hub.aggregator").call("nodes")}
+info = {n: fleet.actor(f"harvester.{n}.agent").call("info") for n in sys.argv[2:]}
+print(json.dumps({"hub": hub, "info": info}, default=str))
+"""
 NODES = {  # name: (role, profile, sensors)
     "hub": ("hub", "wasm", [("monitor", "monitor", 0.5)]),
     "pi4": ("spoke", "wasm", [("dht22", "dht22", 0.5), ("monitor", "monitor", 1.0)]),
@@ -73,6 +86,7 @@ class Fleet:
     root: Path
     inventory: Path
     wheelhouse: Path
+    source: Path
     addresses: dict[str, str] = field(default_factory=dict)
     first: Run | None = None
     v1: str = ""
@@ -83,8 +97,10 @@ class Fleet:
         return {**os.environ, "HARVESTER_PYTHON": sys.executable, "HARVESTER_SSH_CONFIG": str(self.lab.ssh_config())}
 
     def run(self, script: str, *args: str, inventory: Path | None = None, timeout: float = 240) -> Run:
-        """Run a deploy script against the lab and return what happened."""
+        """Run a deploy script against the lab and return what happened (builds from the snapshot)."""
         t0 = time.monotonic()
+        if "--source" not in args and script != "update-plugins.sh":
+            args = ("--source", str(self.source), *args)
         res = subprocess.run([str(DEPLOY / script), "--inventory", str(inventory or self.inventory), *args],
                              capture_output=True, text=True, env=self.env(), timeout=timeout, cwd=self.root)
         run = Run(res.returncode, res.stdout + res.stderr, time.monotonic() - t0)
@@ -111,24 +127,21 @@ class Fleet:
         """The node's agent pid (pidfile service)."""
         return int((self.prefix(name) / "agent.pid").read_text())
 
-    def fleet(self):
-        """A client on the hub's name server, from the operator's side of the bridge."""
-        from actors.client import connect
-
-        return connect(self.addresses["hub"], 9090, timeout=3.0)
-
-    def info(self, name: str) -> dict:
-        """The node's agent info(), through the hub's name server."""
-        return self.fleet().actor(f"harvester.{name}.agent").call("info")
-
-    def hub_view(self) -> dict[str, dict]:
-        """The hub aggregator's nodes(), by name."""
-        return {n["name"]: n for n in self.fleet().actor("harvester.hub.aggregator").call("nodes")}
+    def view(self, names: tuple[str, ...] = tuple(NODES)) -> dict:
+        """{"hub": the aggregator's nodes() by name, "info": each named agent's info()}, over TLS as a user."""
+        pki = self.root / "pki"
+        env = {**os.environ, "HARVESTER_TLS_CA": str(pki / "ca.crt"), "HARVESTER_TLS_CERT": str(pki / "users/tester.crt"),
+               "HARVESTER_TLS_KEY": str(pki / "users/tester.key")}
+        res = subprocess.run([sys.executable, "-c", VIEW, self.addresses["hub"], *names], capture_output=True,
+                             text=True, env=env, cwd=ROOT, timeout=60)
+        if res.returncode != 0:
+            raise RuntimeError(res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "no output")
+        return json.loads(res.stdout)
 
     def all_online_at(self, version: str, names: tuple[str, ...] = tuple(NODES)) -> bool:
         """Every named node is online at the hub and its agent runs `version`."""
-        view = self.hub_view()
-        self.last_view = {n: (view.get(n, {}).get("online"), self.info(n)["version"]) for n in names}
+        view = self.view(names)
+        self.last_view = {n: (view["hub"].get(n, {}).get("online"), view["info"][n]["version"]) for n in names}
         return all(online and v == version for online, v in self.last_view.values())
 
     def wait_online(self, version: str, names: tuple[str, ...] = tuple(NODES), timeout: float = 20) -> None:
@@ -137,7 +150,7 @@ class Fleet:
             wait_for(lambda: self.all_online_at(version, names), timeout=timeout)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nwanted {names} online on {version}; (online, version): {self.last_view}\n"
-                                 f"hub view: {self.hub_view()}\n{self.logs()}") from None
+                                 f"{self.logs()}") from None
 
     def logs(self) -> str:
         """The tails of every node's agent and deploy logs, for failure messages."""
@@ -156,9 +169,10 @@ def write_node(fleet: Fleet, name: str) -> Path:
     lines = ["[node]", f'name = "{name}"', f'role = "{role}"', f'profile = "{profile}"', 'hal = "mock"',
              f'state_dir = "{fleet.host_dir(name) / "state"}"',
              "[hub]", f'host = "{hub}"', "nameserver_port = 9090",
-             "[agent]", f'host = "{addr}"', "port = 9100", "allow_insecure_lan = true", "register_interval = 1",
+             "[agent]", f'host = "{addr}"', "port = 9100", "register_interval = 1",
              "[push]", "interval = 0.5",
-             "[plugins]", f'dir = "{fleet.etc(name) / "plugins"}"']
+             "[plugins]", f'dir = "{fleet.etc(name) / "plugins"}"',
+             "[security]", "tls = true", 'ca = "tls/ca.crt"', f'cert = "tls/{name}.crt"', f'key = "tls/{name}.key"']
     if role == "hub":
         lines += ["[web]", f'host = "{addr}"', "port = 8080"]
     for sensor, kind, interval in sensors:
@@ -173,7 +187,7 @@ def write_node(fleet: Fleet, name: str) -> Path:
 def write_inventory(fleet: Fleet, path: Path, extra_rows: str = "") -> Path:
     """An inventory of the lab's nodes (pidfile service, the lab's python, the offline wheelhouse)."""
     rows = ["[defaults]", "user = \"root\"", 'service = "pidfile"', f'python = "{NODE_PYTHON}"',
-            f'wheelhouse = "{fleet.wheelhouse}"', "health_timeout = 30", ""]
+            f'wheelhouse = "{fleet.wheelhouse}"', 'pki = "pki"', "health_timeout = 30", ""]
     for name, (role, profile, _) in NODES.items():
         rows += ["[[nodes]]", f'name = "{name}"', f'host = "{fleet.addresses[name]}"', f'role = "{role}"',
                  f'profile = "{profile}"', f'config = "configs/{name}.toml"', f'plugins = "plugins/{name}"',
@@ -184,6 +198,12 @@ def write_inventory(fleet: Fleet, path: Path, extra_rows: str = "") -> Path:
     return path
 
 
+def snapshot(dest: Path) -> Path:
+    """A copy of the source tree as the deploy scripts see it (the work tree may change meanwhile)."""
+    subprocess.run(["rsync", "-a", "--filter=:- .gitignore", "--exclude=/.git", f"{ROOT}/", f"{dest}/"], check=True)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory) -> Iterator[Fleet]:
     """Three ssh hosts in namespaces, and the first deploy of the whole cluster to them."""
@@ -191,10 +211,13 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
     lab = SshLab(root / "lab")
     try:
         lab.start()
-        f = Fleet(lab, root, root / "inventory.toml", root / "wheelhouse")
+        f = Fleet(lab, root, root / "inventory.toml", root / "wheelhouse", snapshot(root / "src"))
         for name in NODES:
             f.addresses[name] = lab.add_ssh_host(name)
             write_node(f, name)
+        subprocess.run([sys.executable, "-m", "actors.cli", "certs", "init", "--dir", str(root / "pki"), "--user", "tester",
+                        *[arg for name, addr in f.addresses.items() for arg in ("--node", f"{name}={addr}")]],
+                       check=True, capture_output=True, cwd=ROOT)
         build_wheelhouse(f.wheelhouse, install_requires(ROOT / "setup.cfg"))
         write_inventory(f, f.inventory)
         f.first = f.run("update-all-nodes.sh")
@@ -215,9 +238,13 @@ def test_update_all_nodes_deploys_every_node_and_the_hub_sees_them_online(fleet)
         assert (prefix / "releases" / fleet.v1 / ".complete").is_file()
         assert (prefix / "releases" / fleet.v1 / "bin" / "harvester").is_file()
         assert (fleet.etc(name) / "node.toml").read_text() == (fleet.root / "configs" / f"{name}.toml").read_text()
+        key = fleet.etc(name) / "tls" / f"{name}.key"
+        assert key.read_bytes() == (fleet.root / "pki" / "nodes" / f"{name}.key").read_bytes()
+        assert key.stat().st_mode & 0o777 == 0o600
         assert not (prefix / "previous").exists()  # nothing to roll back to yet
     fleet.wait_online(fleet.v1)
-    assert fleet.info("pizero")["profile"] == "native" and not fleet.info("pizero")["wasmtime_loaded"]
+    pizero = fleet.view(("pizero",))["info"]["pizero"]
+    assert pizero["profile"] == "native" and not pizero["wasmtime_loaded"]
 
 
 def test_a_second_run_changes_nothing_and_restarts_nothing(fleet):
@@ -243,9 +270,7 @@ def test_upgrade_then_a_release_whose_agent_exits_at_start_is_rolled_back(fleet)
     fleet.wait_online(v2)
 
     # A release whose agent exits as soon as it starts.
-    broken_src = fleet.root / "broken-src"
-    subprocess.run(["rsync", "-a", "--filter=:- .gitignore", "--exclude=/.git", f"{ROOT}/", f"{broken_src}/"],
-                   check=True)
+    broken_src = snapshot(fleet.root / "broken-src")
     with open(broken_src / "actors" / "agent.py", "a", encoding="utf-8") as f:
         f.write("\n\ndef _broken_start(self) -> None:\n"
                 "    raise SystemExit('this release is broken on purpose: the agent exits at start')\n\n\n"
@@ -284,7 +309,8 @@ def test_update_plugins_syncs_the_wasm_nodes_without_a_restart(fleet):
 
 def test_an_unreachable_node_is_reported_and_does_not_stop_the_others(fleet):
     ghost = fleet.root / "configs" / "ghost.toml"
-    ghost.write_text((fleet.root / "configs" / "pi4.toml").read_text().replace('name = "pi4"', 'name = "ghost"'))
+    ghost.write_text((fleet.root / "configs" / "pi4.toml").read_text().replace('name = "pi4"', 'name = "ghost"')
+                     .replace(str(fleet.etc("pi4")), str(fleet.root / "ghost-etc")))
     (fleet.root / "plugins" / "ghost").mkdir(exist_ok=True)
     # The hub's own address on a port nothing listens on: refused at once, and inside the lab.
     row = "\n".join(["[[nodes]]", 'name = "ghost"', f'host = "{fleet.addresses["hub"]}"', "port = 2",

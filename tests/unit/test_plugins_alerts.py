@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from actors.alerts import validate_alert
 from plugins.alerts import AlertBook
 from tests.plugins_fixtures import Clock
 
@@ -76,3 +77,15 @@ def test_a_failing_sink_is_logged_once_and_history_is_kept(caplog: pytest.LogCap
         b.clear_alert("room", "1", "hot", "ok")
     assert len([r for r in caplog.records if "alert sink failed" in r.message]) == 1
     assert [e["state"] for e in b.history()] == ["raised", "cleared"]
+
+
+def test_every_event_passes_the_hubs_wire_check() -> None:
+    b, events, _ = book()
+    b.raise_alert("room", "1.0.0", ALERT)
+    b.acknowledge("hot")
+    b.clear_alert("room", "1.0.0", "hot", "back to 28", 28.0)
+    b.raise_alert("room", "1.0.0", {"id": "plugin.quarantined", "severity": "warning", "message": "x" * 500})
+    b.clear_plugin("room", "plugin file removed")
+    assert [e["state"] for e in events] == ["raised", "acknowledged", "cleared", "raised", "cleared"]
+    for i, event in enumerate(events):
+        assert validate_alert(event, "pi4", f"event {i}")["alert"] == event["alert"]

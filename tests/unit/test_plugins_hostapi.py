@@ -16,7 +16,7 @@ from hal.leds import COLOURS, LedStrip, MemoryPixels
 from plugins.alerts import AlertBook
 from plugins.hostapi import HostApi, HostRefusal, PluginEnv
 from plugins.manifest import parse_manifest
-from plugins.services import NodeServices, RecordingServices
+from plugins.services import BuzzerCommands, NodeServices, RecordingServices
 from plugins.state import MAX_VALUE_BYTES, PluginState
 
 
@@ -36,7 +36,7 @@ class Rig:
             def set_pixel(self, index: int, r: int, g: int, b: int) -> None:
                 rig.remote_calls.append(("set_pixel", index, r, g, b))
 
-        self.services = NodeServices("pi4", self.strip, self.buzzer, self.hal.i2c_bus, self.events.append,
+        self.services = NodeServices("pi4", self.strip, BuzzerCommands(self.buzzer), self.hal.i2c_bus, self.events.append,
                                      remote=lambda node: Remote())
         self.alerts = AlertBook("pi4", self.services.alert, time.time)
         self.state = PluginState(tmp / "state.json")
@@ -228,3 +228,8 @@ def test_recording_services_record_in_order() -> None:
     services.set_led(None, 1, 1, 2, 3)
     services.beep("pi4", 2, 100)
     assert services.calls == [("set_led", None, 1, (1, 2, 3)), ("beep", "pi4", 2, 100)]
+
+
+def test_long_alert_messages_are_clipped_to_what_the_hub_accepts(rig: Rig) -> None:
+    rig.call(lambda api: api.raise_alert({"id": "a", "severity": "info", "message": "x" * 2000}))
+    assert len(rig.events[0]["message"]) == 500 and rig.events[0]["message"].endswith("…")

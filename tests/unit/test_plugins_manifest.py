@@ -19,6 +19,7 @@ name = "room"
 version = "2.1"
 description = "hot room"
 quantities = ["temperature"]
+nodes = ["pi4"]
 [permissions]
 leds = [1, 2]
 buzzer = true
@@ -43,7 +44,8 @@ sensors = ["dht22"]
     assert (m.limits.call_ms, m.limits.memory_mb) == (20, 24)
     assert m.sensor is not None and m.sensor.quantities == ("temperature",)
     assert m.config == {"high": 30.5, "sensors": ["dht22"]}
-    assert m.wants({"temperature", "humidity"}) and not m.wants({"iaq"})
+    assert m.wants({"temperature", "humidity"}, "pi4", "hub") and not m.wants({"iaq"}, "pi4", "hub")
+    assert not m.wants({"temperature"}, "hub", "hub")  # it names the nodes it judges
 
 
 def test_manifest_defaults_grant_nothing() -> None:
@@ -51,17 +53,20 @@ def test_manifest_defaults_grant_nothing() -> None:
     assert m.permissions.local.leds == frozenset() and not m.permissions.local.buzzer
     assert m.permissions.i2c == ()
     assert (m.limits.call_ms, m.limits.memory_mb) == (50, 32)
-    assert m.wants({"anything"})
+    assert m.wants({"anything"}, "pi4", "pi4")
+    assert not m.wants({"anything"}, "pizero", "pi4")  # a plugin judges its own node unless told
+    star = parse_manifest({"plugin": {"name": "x", "version": "1", "nodes": ["*"]}})
+    assert star.wants({"iaq"}, "pizero", "hub")
 
 
 def test_manifest_lists_every_problem() -> None:
     with pytest.raises(ManifestError) as err:
-        parse_manifest({"plugin": {"name": "Bad Name", "colour": "red"},
+        parse_manifest({"plugin": {"name": "Bad Name", "colour": "red", "nodes": ["Pi 4"]},
                         "permissions": {"leds": [-1], "buzzer": "yes", "i2c": [{"bus": 1, "address": 0x90}]},
                         "limits": {"call_ms": 0, "memory_mb": 8},
                         "extra": {}}, where="x.toml")
     text = str(err.value)
-    for fragment in ("x.toml", "plugin.name", "plugin.version", "plugin.colour", "permissions.leds",
+    for fragment in ("x.toml", "plugin.name", "plugin.version", "plugin.colour", "plugin.nodes", "permissions.leds",
                      "permissions.buzzer", "permissions.i2c", "limits.call_ms", "limits.memory_mb", "extra"):
         assert fragment in text
 
@@ -96,3 +101,4 @@ def test_bundled_manifests_are_valid(name: str) -> None:
     m = load_manifest(BUNDLED_DIR / f"{name}.toml", expected_name=name)
     assert m.config["high"] > m.config["warn"]
     assert m.config["led"] in m.permissions.local.leds
+

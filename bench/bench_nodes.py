@@ -1,0 +1,96 @@
+"""RSS and CPU of each node profile: run the three-node demo for a while and sample /proc.
+
+Prints RSS at the end, the RSS slope over the run (MB per hour; a leak shows as a steady
+positive slope) and CPU as a share of one core. Loopback only; bounded by --seconds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import free_port, hub_usage
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGETS_MB = {"hub": 150.0, "pi4": 120.0, "pizero": 30.0}
+
+
+def agent_pids(ns_port: int) -> dict[str, int]:
+    """node -> pid, from each agent actor."""
+    from actors.client import connect
+
+    fleet = connect("127.0.0.1", ns_port)
+    return {n: fleet[n]["agent"].info()["pid"] for n in ("hub", "pi4", "pizero")}
+
+
+def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MB) samples, in MB per hour."""
+    n = len(samples)
+    if n < 3:
+        return 0.0
+    mx = sum(t for t, _ in samples) / n
+    my = sum(m for _, m in samples) / n
+    den = sum((t - mx) ** 2 for t, _ in samples)
+    return 3600 * sum((t - mx) * (m - my) for t, m in samples) / den if den else 0.0
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the demo for --seconds after a --warmup, sampling every node."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seconds", type=float, default=120.0)
+    p.add_argument("--warmup", type=float, default=30.0)
+    p.add_argument("--interval", type=float, default=5.0, help="sampling period")
+    args = p.parse_args(argv)
+    web, ns = free_port(), free_port()
+    state = Path(tempfile.mkdtemp(prefix="harvester-nodes-"))
+    demo = subprocess.Popen([sys.executable, "-m", "actors.cli", "demo", "--port", str(web), "--ns-port", str(ns),
+                             "--state-dir", str(state)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                pids = agent_pids(ns)
+                break
+            except Exception:  # nodes still starting
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        time.sleep(args.warmup)
+        start = {n: hub_usage(pid) for n, pid in pids.items()}
+        t0 = time.monotonic()
+        samples: dict[str, list[tuple[float, float]]] = {n: [] for n in pids}
+        while time.monotonic() - t0 < args.seconds:
+            for n, pid in pids.items():
+                samples[n].append((time.monotonic() - t0, hub_usage(pid)[0]))
+            time.sleep(args.interval)
+        elapsed = time.monotonic() - t0
+        end = {n: hub_usage(pid) for n, pid in pids.items()}
+        threads = {n: len(os.listdir(f"/proc/{pid}/task")) for n, pid in pids.items()}
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        demo.wait(60)
+    result = {}
+    print(f"node profiles after {args.warmup:.0f}s warm-up + {elapsed:.0f}s (demo, mock hardware, x86-64)")
+    print(f"{'node':<8} {'RSS MB':>8} {'budget':>8} {'slope MB/h':>11} {'CPU %':>7} {'threads':>8}")
+    for n in pids:
+        cpu = 100 * (end[n][1] - start[n][1]) / elapsed
+        result[n] = {"rss_mb": round(end[n][0], 1), "budget_mb": BUDGETS_MB[n],
+                     "rss_slope_mb_per_h": round(slope_mb_per_hour(samples[n]), 2),
+                     "cpu_percent": round(cpu, 2), "threads": threads[n]}
+        r = result[n]
+        print(f"{n:<8} {r['rss_mb']:>8} {r['budget_mb']:>8} {r['rss_slope_mb_per_h']:>11} {r['cpu_percent']:>7} "
+              f"{r['threads']:>8}")
+    (ROOT / "bench" / "results-nodes.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Fleet load generator: N simulated spokes x M sensors at 1 Hz against one real hub process.
+
+Each simulated spoke behaves like the agent: one batch per second, pushed over Pyro5 on a
+fresh connection per run, kept (and retried) until acknowledged. It reports whether the hub
+keeps up (backlog not growing), push and /api/readings latency, and hub RSS/CPU. Loopback only;
+every step is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+QUANTITIES = [("temperature", "°C", 21.0), ("humidity", "%", 45.0), ("pressure", "hPa", 1012.0),
+              ("cpu_load", "%", 10.0), ("memory_used", "MB", 200.0)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_hub(tmp: Path) -> tuple[subprocess.Popen, int, int]:
+    """A real hub node process on free loopback ports."""
+    ns, web = free_port(), free_port()
+    cfg = tmp / "hub.toml"
+    cfg.write_text(f"""[node]\nname = "hub"\nrole = "hub"\nhal = "mock"\nstate_dir = "{tmp / 'hub'}"
+[hub]\nhost = "127.0.0.1"\nnameserver_port = {ns}\n[web]\nhost = "127.0.0.1"\nport = {web}
+[[sensors]]\nname = "monitor"\nkind = "monitor"\ninterval = 5.0\n""")
+    proc = subprocess.Popen([sys.executable, "-m", "actors.cli", "--log-level", "WARNING", "node", "--config",
+                             str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / "hub.log", "wb"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        c = http.client.HTTPConnection("127.0.0.1", web, timeout=1)
+        try:
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                return proc, ns, web
+        except OSError:
+            time.sleep(0.2)
+        finally:
+            c.close()
+    proc.kill()
+    raise SystemExit("hub did not start; see " + str(tmp / "hub.log"))
+
+
+class Spoke:
+    """One simulated spoke: a pending queue of batches and the next seq."""
+
+    def __init__(self, name: str, sensors: int) -> None:
+        self.name, self.sensors = name, sensors
+        self.seq = 0
+        self.pending: list[dict[str, Any]] = []
+        self.hello_done = False
+
+    def poll(self, now: float) -> None:
+        self.seq += 1
+        readings = []
+        for i in range(self.sensors):
+            q, unit, v = QUANTITIES[i % len(QUANTITIES)]
+            readings.append({"sensor": f"s{i // len(QUANTITIES)}", "quantity": q, "value": v + (self.seq % 10) / 10,
+                             "unit": unit, "ts": now})
+        self.pending.append({"node": self.name, "seq": self.seq, "readings": readings})
+
+
+def run_step(ns: int, web: int, n_spokes: int, sensors: int, seconds: float, threads: int) -> dict[str, Any]:
+    """Drive n_spokes for `seconds`; return backlog, latencies and counts."""
+    from Pyro5 import errors
+    from Pyro5.api import Proxy
+
+    from actors.pyro import configure
+
+    configure()
+    with Proxy(f"PYRO:Pyro.NameServer@127.0.0.1:{ns}") as nsp:
+        agg_uri = str(nsp.lookup("harvester.hub.aggregator"))
+    spokes = [Spoke(f"sim{i:04d}", sensors) for i in range(n_spokes)]
+    push_ms: list[float] = []
+    errors_seen: list[str] = []
+    backlog_samples: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker(mine: list[Spoke]) -> None:
+        next_tick = time.monotonic()
+        while not stop.is_set():
+            now = time.time()
+            for sp in mine:
+                sp.poll(now)
+                t0 = time.perf_counter()
+                try:
+                    with Proxy(agg_uri) as agg:
+                        agg._pyroTimeout = 10
+                        if not sp.hello_done:
+                            agg.hello({"node": sp.name, "role": "spoke", "profile": "native", "push_interval": 1.0})
+                            sp.hello_done = True
+                        answer = agg.push(sp.pending[:50], time.time())
+                    acked = set(answer["acked"])
+                    sp.pending = [b for b in sp.pending if b["seq"] not in acked]
+                except (errors.CommunicationError, OSError) as exc:
+                    with lock:
+                        errors_seen.append(f"{type(exc).__name__}: {exc}")
+                with lock:
+                    push_ms.append(1000 * (time.perf_counter() - t0))
+                if stop.is_set():
+                    return
+            next_tick += 1.0
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+
+    dash_ms: list[float] = []
+
+    def dashboard() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", web, timeout=10)
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            conn.request("GET", "/api/readings")
+            body = conn.getresponse().read()
+            dash_ms.append(1000 * (time.perf_counter() - t0))
+            assert body.startswith(b"{")
+            time.sleep(0.2)
+        conn.close()
+
+    groups = [spokes[i::threads] for i in range(threads)]
+    pool = [threading.Thread(target=worker, args=(g,), daemon=True) for g in groups]
+    pool.append(threading.Thread(target=dashboard, daemon=True))
+    for t in pool:
+        t.start()
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        time.sleep(1.0)
+        backlog_samples.append(sum(len(s.pending) for s in spokes))
+    stop.set()
+    for t in pool:
+        t.join(30)
+    half = len(backlog_samples) // 2
+    first, last = backlog_samples[:half] or [0], backlog_samples[half:] or [0]
+    pct = statistics.quantiles(push_ms, n=100) if len(push_ms) > 2 else [0] * 99
+    dpct = statistics.quantiles(dash_ms, n=100) if len(dash_ms) > 2 else [0] * 99
+    return {"spokes": n_spokes, "sensors": sensors, "readings_per_s": n_spokes * sensors,
+            "pushes": len(push_ms), "push_p50_ms": round(pct[49], 2), "push_p99_ms": round(pct[98], 2),
+            "dashboard_p50_ms": round(dpct[49], 2), "dashboard_p99_ms": round(dpct[98], 2),
+            "backlog_first_half": round(statistics.mean(first), 1), "backlog_second_half": round(statistics.mean(last), 1),
+            "errors": len(errors_seen), "first_error": errors_seen[0] if errors_seen else None}
+
+
+def hub_usage(pid: int) -> tuple[float, float]:
+    """RSS (MB) and total CPU seconds of a process."""
+    rss = int([ln for ln in open(f"/proc/{pid}/status") if ln.startswith("VmRSS")][0].split()[1]) / 1024
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return rss, cpu
+
+
+def keeps_up(r: dict[str, Any], sensors: int) -> bool:
+    """Backlog not growing (within one poll per spoke), no errors, dashboard p99 within 50 ms."""
+    return (r["backlog_second_half"] <= r["backlog_first_half"] + r["spokes"] * 0.1 + 1 and r["errors"] == 0
+            and r["dashboard_p99_ms"] <= 50.0)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run 200 spokes, then double until the hub stops keeping up (bounded by --max-spokes)."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--spokes", type=int, default=200)
+    p.add_argument("--sensors", type=int, default=10)
+    p.add_argument("--seconds", type=float, default=20.0, help="duration of each step")
+    p.add_argument("--max-spokes", type=int, default=1600)
+    p.add_argument("--threads", type=int, default=8)
+    args = p.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="harvester-load-"))
+    hub, ns, web = start_hub(tmp)
+    results = []
+    try:
+        n = args.spokes
+        while n <= args.max_spokes:
+            rss0, cpu0 = hub_usage(hub.pid)
+            r = run_step(ns, web, n, args.sensors, args.seconds, args.threads)
+            rss1, cpu1 = hub_usage(hub.pid)
+            r["hub_rss_mb"] = round(rss1, 1)
+            r["hub_cpu_percent"] = round(100 * (cpu1 - cpu0) / args.seconds, 1)
+            r["keeps_up"] = keeps_up(r, args.sensors)
+            results.append(r)
+            print(f"{n:>5} spokes x {args.sensors} sensors: {r['readings_per_s']:>6} readings/s, backlog "
+                  f"{r['backlog_first_half']}->{r['backlog_second_half']}, push p50/p99 {r['push_p50_ms']}/"
+                  f"{r['push_p99_ms']} ms, /api/readings p50/p99 {r['dashboard_p50_ms']}/{r['dashboard_p99_ms']} ms, "
+                  f"hub {r['hub_rss_mb']} MB {r['hub_cpu_percent']}% CPU, errors {r['errors']} -> "
+                  f"{'keeps up' if r['keeps_up'] else 'FALLS BEHIND'}", flush=True)
+            if not r["keeps_up"]:
+                break
+            n *= 2
+    finally:
+        hub.terminate()
+        hub.wait(30)
+    sustained = [r["spokes"] for r in results if r["keeps_up"]]
+    summary = {"steps": results, "largest_sustained_spokes": max(sustained) if sustained else 0}
+    print(f"largest fleet sustained: {summary['largest_sustained_spokes']} spokes x {args.sensors} sensors at 1 Hz")
+    (ROOT / "bench" / "results-load.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

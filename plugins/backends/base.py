@@ -1,0 +1,91 @@
+"""What every plugin backend provides: load a plugin into an instance, call it, restart it."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from plugins.errors import PluginLoadError
+from plugins.hostapi import HostApi
+from plugins.manifest import Manifest
+
+KINDS = ("py", "wasm")
+EMPTY_REQUEST = '{"readings":[],"dry_run":true}'
+
+
+@dataclass(frozen=True)
+class PluginSource:
+    """One version of a plugin as found on disk: its code and its manifest."""
+
+    name: str
+    kind: str  # "py" (a plain Python file) or "wasm" (a component implementing the world)
+    path: Path
+    manifest: Manifest
+    text: str  # the Python source; "" for a .wasm component
+    fingerprint: str
+
+    @classmethod
+    def read(cls, path: Path, manifest: Manifest, manifest_bytes: bytes) -> PluginSource:
+        """Read a plugin file; the fingerprint covers the file and its manifest."""
+        data = path.read_bytes()
+        kind = path.suffix.lstrip(".")
+        text = data.decode("utf-8") if kind == "py" else ""
+        digest = hashlib.sha256(data + b"\0manifest\0" + manifest_bytes).hexdigest()
+        return cls(path.stem, kind, path, manifest, text, digest)
+
+
+class PluginInstance(ABC):
+    """One loaded version of one plugin. Calls on an instance are serialized by the caller."""
+
+    def __init__(self, source: PluginSource, api: HostApi) -> None:
+        self.source = source
+        self.api = api
+
+    @property
+    @abstractmethod
+    def alive(self) -> bool:
+        """False after a trap or timeout, until `restart()`."""
+
+    @abstractmethod
+    def call(self, method: str, arg: str | None = None) -> str:
+        """Call "evaluate" (with readings JSON) or "poll"; returns the plugin's JSON text.
+
+        Raises PluginCallError (the plugin failed; the instance is fine), PluginTrap or
+        PluginTimeout (the instance is dead until restart()). Never anything else.
+        """
+
+    def restart(self) -> None:
+        """Throw the dead runtime away and load the plugin again (effects of load are dropped)."""
+        self.api.begin("load", dry_run=True)
+        try:
+            self._boot()
+        finally:
+            self.api.end(commit=False)
+
+    @abstractmethod
+    def _boot(self) -> None:
+        """Build a fresh runtime and run the plugin's load(); raise PluginLoadError/PluginTrap."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the runtime."""
+
+
+class Backend(ABC):
+    """Creates plugin instances of one kind of runtime."""
+
+    name = "base"
+
+    def load(self, source: PluginSource, api: HostApi) -> PluginInstance:
+        """Create and boot an instance of `source` (a failure raises PluginLoadError or PluginTrap)."""
+        if source.kind not in KINDS:
+            raise PluginLoadError(f"unknown plugin kind {source.kind!r}")
+        instance = self._create(source, api)
+        instance.restart()
+        return instance
+
+    @abstractmethod
+    def _create(self, source: PluginSource, api: HostApi) -> PluginInstance:
+        """An instance that has not booted yet."""

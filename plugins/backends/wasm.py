@@ -1,0 +1,371 @@
+"""WebAssembly backend: every plugin in its own wasmtime store of the generic Python sandbox.
+
+This is the only module that imports wasmtime, and only when a WASM backend is created,
+so a native-profile node never loads it. Per plugin: one store with a linear-memory
+limit, an epoch deadline on every call (a ticker advances the engine's epoch every
+5 ms while any call runs), host functions that answer refusals and failures as `result`
+errors and never raise into the guest (a raising host function traps the guest and
+wasmtime-py passes the exception through one process-wide variable). After a trap the
+store is dead, so it is dropped and rebuilt by `restart()`.
+
+Compiled code is cached on disk, keyed by the component's hash, the wasmtime version and
+the engine flags, and loaded with `deserialize_file` (mapped, +6.6 MB, against +38.8 MB
+for deserialising bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from plugins.backends.base import EMPTY_REQUEST, Backend, PluginInstance, PluginSource
+from plugins.errors import PluginCallError, PluginLoadError, PluginTimeout, PluginTrap, SandboxUnavailable
+from plugins.hostapi import HostApi, HostRefusal
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.005
+ENGINE_FLAGS = "epoch"  # part of the artifact key: an epoch artifact does not load into a fuel engine
+PLUGIN_EXPORT = "harvester:plugin/plugin@0.1.0"
+HOST_IMPORT = "harvester:plugin/host@0.1.0"
+ENV_CACHE = "HARVESTER_WASM_CACHE"
+# A compiled sandbox is 36 MB; every edit of the guest sources makes a new one. Keep the
+# cache within this many bytes, dropping the least recently used artifacts first.
+CACHE_BUDGET_BYTES = 256 * 1024 * 1024
+
+
+def _wasmtime() -> Any:
+    try:
+        import wasmtime
+        import wasmtime.component
+    except ImportError as exc:
+        raise SandboxUnavailable("wasmtime is not installed; install the 'wasm' extra "
+                                 "(pip install 'wasi-harvester[wasm]') or run this node with profile 'native'") from exc
+    return wasmtime
+
+
+class EpochTicker:
+    """Advances the engine's epoch every TICK_S, but only while some call is running."""
+
+    def __init__(self, engine: Any, period: float = TICK_S) -> None:
+        self._engine = engine
+        self.period = period
+        self._cond = threading.Condition()
+        self._running = 0
+        self._thread = threading.Thread(target=self._run, name="wasm-epoch", daemon=True)
+        self._thread.start()
+
+    def enter(self) -> None:
+        """A call starts."""
+        with self._cond:
+            self._running += 1
+            if self._running == 1:
+                self._cond.notify()
+
+    def leave(self) -> None:
+        """A call ended."""
+        with self._cond:
+            self._running -= 1
+
+    def ticks(self, limit_ms: int) -> int:
+        """Deadline in ticks: never before `limit_ms`, at most one tick after it."""
+        return math.ceil(limit_ms / 1000 / self.period) + 1
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._running == 0:
+                    self._cond.wait()
+            time.sleep(self.period)
+            self._engine.increment_epoch()
+
+
+class WasmRuntime:
+    """One engine per process, its ticker, and compiled components shared by every plugin."""
+
+    _singleton: WasmRuntime | None = None
+    _singleton_lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> WasmRuntime:
+        """The process-wide runtime (created on first use)."""
+        with cls._singleton_lock:
+            if cls._singleton is None:
+                cls._singleton = cls()
+            return cls._singleton
+
+    def __init__(self) -> None:
+        wt = _wasmtime()
+        self.wt = wt
+        config = wt.Config()
+        config.epoch_interruption = True
+        self.engine = wt.Engine(config)
+        self.version = metadata.version("wasmtime")
+        self.ticker = EpochTicker(self.engine)
+        self._lock = threading.Lock()
+        self._components: dict[str, Any] = {}
+        self._hashes: dict[Path, tuple[tuple[int, int], str]] = {}
+
+    def file_hash(self, path: Path) -> str:
+        """sha256 of a component file (re-hashed only when its size or mtime changes)."""
+        st = path.stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+        cached = self._hashes.get(path)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        self._hashes[path] = (stamp, digest)
+        return digest
+
+    def artifact_key(self, digest: str) -> str:
+        """File name of the compiled artifact for a component hash."""
+        return f"{digest[:32]}-wasmtime{self.version}-{ENGINE_FLAGS}.cwasm"
+
+    def component(self, path: Path, cache_dir: Path) -> Any:
+        """The compiled component for a .wasm file, from memory, the disk cache, or compiled now."""
+        digest = self.file_hash(path)
+        with self._lock:
+            comp = self._components.get(digest)
+            if comp is not None:
+                return comp
+            artifact = cache_dir / self.artifact_key(digest)
+            C = self.wt.component
+            if artifact.exists():
+                try:
+                    comp = C.Component.deserialize_file(self.engine, str(artifact))
+                    os.utime(artifact)  # recently used: the pruning keeps it
+                except self.wt.WasmtimeError as exc:
+                    log.warning("compiled artifact %s unusable (%s); compiling again", artifact.name, exc)
+                    artifact.unlink(missing_ok=True)
+            if comp is None:
+                self._compile(path, artifact)
+                comp = C.Component.deserialize_file(self.engine, str(artifact))
+            self._components[digest] = comp
+            return comp
+
+    def _compile(self, path: Path, artifact: Path) -> None:
+        started = time.monotonic()
+        log.info("compiling %s (%.1f MB) for wasmtime %s; cached afterwards in %s",
+                 path.name, path.stat().st_size / 1e6, self.version, artifact.parent)
+        try:
+            comp = self.wt.component.Component.from_file(self.engine, str(path))
+        except self.wt.WasmtimeError as exc:
+            raise PluginLoadError(f"{path.name} is not a valid WebAssembly component: {exc}") from None
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=artifact.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(comp.serialize())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, artifact)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        log.info("compiled %s in %.1f s", path.name, time.monotonic() - started)
+        _prune(artifact.parent, keep=artifact)
+
+
+def _prune(cache_dir: Path, keep: Path, budget: int = CACHE_BUDGET_BYTES) -> None:
+    """Delete least recently used artifacts until the cache fits the budget (never `keep`)."""
+    files = []
+    for f in cache_dir.glob("*.cwasm"):
+        try:
+            st = f.stat()
+        except FileNotFoundError:
+            continue  # another process pruned it first
+        files.append((st.st_mtime, st.st_size, f))
+    total = sum(size for _, size, _ in files)
+    for _, size, f in sorted(files):
+        if total <= budget:
+            break
+        if f != keep:
+            f.unlink(missing_ok=True)
+            total -= size
+            log.info("dropped compiled artifact %s from the cache (%.0f MB)", f.name, size / 1e6)
+
+
+def _ok_unit(value: Any) -> None:
+    return None
+
+
+def _host_functions(api: HostApi, variant: Any) -> dict[str, Any]:
+    """The `host` interface bound to one plugin's HostApi; no function ever raises."""
+
+    def guard(fn: Any, lower: Any, tagged: bool = False) -> Any:
+        def host_function(_store: Any, *args: Any) -> Any:
+            try:
+                value = fn(*args)
+            except HostRefusal as exc:
+                return variant("err", str(exc)) if tagged else str(exc)
+            except Exception as exc:  # our bug must not become the guest's trap
+                api.env.count("host_errors")
+                log.exception("plugin %s: host function %s failed", api.name, getattr(fn, "__name__", fn))
+                message = f"internal host error: {type(exc).__name__}"
+                return variant("err", message) if tagged else message
+            return variant("ok", lower(value)) if tagged else lower(value)
+        return host_function
+
+    def now(_store: Any) -> float:
+        try:
+            return api.now()
+        except Exception:  # an f64 cannot carry an error; the wall clock is the honest fallback
+            log.exception("plugin %s: the node clock failed", api.name)
+            return time.time()
+
+    def alert(a: Any) -> dict[str, Any]:
+        return {"id": a.id, "severity": a.severity, "message": a.message, "node": a.node,
+                "sensor": a.sensor, "quantity": a.quantity, "value": a.value}
+
+    # For result<_, string> and result<list<u8>, string> the ok and error cases have
+    # different Python types, so wasmtime-py takes them untagged (None/bytes vs str);
+    # result<option<string>, string> is ambiguous and must be a tagged Variant.
+    return {
+        "log": guard(api.log, _ok_unit),
+        "now": now,
+        "set-led": guard(lambda node, index, c: api.set_led(node, index, (c.r, c.g, c.b)), _ok_unit),
+        "beep": guard(api.beep, _ok_unit),
+        "play": guard(api.play, _ok_unit),
+        "i2c-read": guard(api.i2c_read, bytes),
+        "i2c-write": guard(lambda bus, addr, reg, data: api.i2c_write(bus, addr, reg, bytes(data)), _ok_unit),
+        "state-get": guard(api.state_get, lambda v: v, tagged=True),
+        "state-set": guard(api.state_set, _ok_unit),
+        "raise-alert": guard(lambda a: api.raise_alert(alert(a)), _ok_unit),
+        "clear-alert": guard(api.clear_alert, _ok_unit),
+    }
+
+
+def _trap(exc: Exception, limit_ms: int) -> PluginTrap:
+    """Classify a wasmtime error from a call: the epoch deadline, or another trap."""
+    text = str(exc)
+    if "wasm trap: interrupt" in text:
+        return PluginTimeout(f"stopped after exceeding its {limit_ms} ms limit")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    cause = next((ln for ln in reversed(lines) if ln.startswith("wasm trap")), lines[-1] if lines else text)
+    # A trapping WASI stub shows up as a libc frame: name it, it says what the plugin tried.
+    wasi = next((ln.split("!", 1)[1] for ln in lines if "libc.so!" in ln), None)
+    hint = f" (the plugin made a system call the sandbox does not provide: {wasi})" if wasi else ""
+    return PluginTrap(f"sandbox trapped: {cause}{hint}")
+
+
+class WasmInstance(PluginInstance):
+    """One plugin in its own store of a component (the sandbox, or the plugin's own .wasm)."""
+
+    def __init__(self, source: PluginSource, api: HostApi, runtime: WasmRuntime, component: Any) -> None:
+        super().__init__(source, api)
+        self._rt = runtime
+        self._component = component
+        wt = runtime.wt
+        self._linker = wt.component.Linker(runtime.engine)
+        with self._linker.root() as root, root.add_instance(HOST_IMPORT) as host:
+            for name, fn in _host_functions(api, wt.component.Variant).items():
+                host.add_func(name, fn)
+        self._store: Any = None
+        self._funcs: dict[str, Any] = {}
+
+    @property
+    def alive(self) -> bool:
+        """False after a trap, until restart()."""
+        return self._store is not None
+
+    def _discard(self) -> None:
+        store, self._store, self._funcs = self._store, None, {}
+        if store is not None:
+            store.close()
+
+    def _invoke(self, func: Any, limit_ms: int, *args: Any) -> Any:
+        store = self._store
+        store.set_epoch_deadline(self._rt.ticker.ticks(limit_ms))
+        self._rt.ticker.enter()
+        try:
+            return func(store, *args)
+        except self._rt.wt.WasmtimeError as exc:
+            self._discard()
+            raise _trap(exc, limit_ms) from None
+        finally:
+            self._rt.ticker.leave()
+
+    def _boot(self) -> None:
+        self._discard()
+        wt, m = self._rt.wt, self.source.manifest
+        store = wt.Store(self._rt.engine)
+        store.set_limits(memory_size=m.limits.memory_mb << 20)
+        # Instantiation runs the component's start code too: give it the load deadline.
+        store.set_epoch_deadline(self._rt.ticker.ticks(m.limits.load_ms))
+        try:
+            instance = self._linker.instantiate(store, self._component)
+            index = instance.get_export_index(store, PLUGIN_EXPORT)
+            funcs = {}
+            for name in ("load", "evaluate", "poll"):
+                fidx = None if index is None else instance.get_export_index(store, name, index)
+                func = None if fidx is None else instance.get_func(store, fidx)
+                if func is None:
+                    raise PluginLoadError(f"{self.source.path.name} does not export {PLUGIN_EXPORT}#{name}")
+                funcs[name] = func
+        except wt.WasmtimeError as exc:
+            store.close()
+            raise PluginLoadError(f"cannot instantiate the sandbox: {exc}") from None
+        except PluginLoadError:
+            store.close()
+            raise
+        self._store, self._funcs = store, funcs
+        error = self._invoke(funcs["load"], m.limits.load_ms, self.source.name, self.source.text, m.config_json())
+        if error is not None:  # result<_, string>: None is ok, a string is the plugin's error
+            self._discard()
+            raise PluginLoadError(str(error))
+
+    def call(self, method: str, arg: str | None = None) -> str:
+        """Call evaluate/poll with the manifest's time limit."""
+        if self._store is None:
+            raise PluginTrap("sandbox not running (trapped earlier; restart pending)")
+        func = self._funcs.get(method)
+        if func is None:
+            raise PluginCallError(f"unknown plugin method {method!r}")
+        limit = self.source.manifest.limits.call_ms
+        out = self._invoke(func, limit, arg or EMPTY_REQUEST) if method == "evaluate" else self._invoke(func, limit)
+        tag, payload = getattr(out, "tag", None), getattr(out, "payload", None)
+        if tag == "ok":
+            return payload
+        if tag == "err":
+            raise PluginCallError(str(payload))
+        raise PluginCallError(f"{method} returned {type(out).__name__}, not a result")
+
+    def close(self) -> None:
+        """Drop the store (and with it the instance's memory)."""
+        self._discard()
+
+
+class WasmBackend(Backend):
+    """Loads .py plugins into the generic sandbox and .wasm plugins as their own components."""
+
+    name = "wasm"
+
+    def __init__(self, sandbox: Path | None = None, cache_dir: Path | None = None) -> None:
+        self.runtime = WasmRuntime.get()
+        self._sandbox = sandbox
+        self.cache_dir = Path(cache_dir or os.environ.get(ENV_CACHE) or self._default_cache())
+
+    @staticmethod
+    def _default_cache() -> Path:
+        from plugins.sandbox.build import build_dir
+
+        return build_dir() / "compiled"
+
+    def sandbox_path(self) -> Path:
+        """The sandbox component, built now if it is missing (about 7 s)."""
+        if self._sandbox is None:
+            from plugins.sandbox.build import ensure_built
+
+            self._sandbox = ensure_built()
+        return self._sandbox
+
+    def _create(self, source: PluginSource, api: HostApi) -> PluginInstance:
+        path = source.path if source.kind == "wasm" else self.sandbox_path()
+        return WasmInstance(source, api, self.runtime, self.runtime.component(path, self.cache_dir))

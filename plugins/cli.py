@@ -1,0 +1,240 @@
+"""`harvester plugins ...`: test a plugin in the sandbox on recorded readings, scaffold a new one.
+
+    harvester plugins test PLUGIN.py [--manifest M] --readings READINGS.json [--native]
+    harvester plugins new NAME [--dir DIR]
+    harvester plugins build            # build the sandbox component if its sources changed
+
+`test` prints one JSON document (the plugin's results and the actions it requested) and
+exits 0 when every evaluation succeeded with no refused call, 1 on a plugin error,
+timeout, trap or denied call, 2 when the plugin, manifest or readings cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hal.errors import ReadingError
+from hal.readings import QUANTITIES, Reading
+
+EXIT_OK, EXIT_PLUGIN, EXIT_USAGE = 0, 1, 2
+
+
+class UsageProblem(Exception):
+    """Input the test command cannot use (exit 2)."""
+
+
+def _reading(row: Any, default_ts: float) -> Reading:
+    if not isinstance(row, dict):
+        raise UsageProblem(f"a reading must be an object, got {row!r}")
+    quantity = row.get("quantity")
+    if quantity not in QUANTITIES:
+        raise UsageProblem(f"reading {row!r}: unknown quantity {quantity!r}")
+    full = {"node": "test", "sensor": "test", "unit": QUANTITIES[quantity].unit, "ts": default_ts,
+            "quality": "ok" if row.get("value") is not None else "unavailable", **row}
+    if full["value"] is None and not full.get("reason"):
+        full["reason"] = "no value"
+    try:
+        return Reading.from_dict(full)
+    except ReadingError as exc:
+        raise UsageProblem(f"reading {row!r}: {exc}") from None
+
+
+def load_batches(path: Path, now: float) -> list[list[Reading]]:
+    """Readings file: one batch (a list of readings), several (a list of lists), or {"batches": [...]}.
+
+    Missing fields default: node/sensor "test", unit from the quantity, ts now, quality "ok".
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageProblem(f"cannot read readings from {path}: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("batches")
+    if not isinstance(data, list) or not data:
+        raise UsageProblem(f"{path}: expected a list of readings, a list of batches or {{\"batches\": [...]}}")
+    batches = [[_reading(r, now) for r in batch] for batch in
+               (data if all(isinstance(b, list) for b in data) else [data])]
+    for i, batch in enumerate(batches):
+        if len({r.node for r in batch}) > 1:
+            raise UsageProblem(f"{path}: batch {i + 1} mixes nodes; a batch is one node's readings")
+    return batches
+
+
+def run_test(plugin: Path, manifest: Path | None, readings: Path, profile: str = "wasm") -> tuple[int, dict[str, Any]]:
+    """Run one plugin on recorded batches with simulated hardware; returns (exit code, report)."""
+    from plugins.host import PluginHost
+    from plugins.services import RecordingServices
+
+    if plugin.suffix not in (".py", ".wasm") or not plugin.is_file():
+        raise UsageProblem(f"{plugin}: expected an existing .py or .wasm plugin file")
+    manifest = manifest or plugin.with_suffix(".toml")
+    if not manifest.is_file():
+        raise UsageProblem(f"{manifest}: manifest not found (pass --manifest)")
+    batches = load_batches(readings, time.time())
+    node = batches[0][0].node if batches[0] else "test"
+    clock = {"now": time.time()}
+    with tempfile.TemporaryDirectory(prefix="harvester-plugin-test-") as tmp:
+        folder = Path(tmp) / "plugins"
+        folder.mkdir()
+        shutil.copy(plugin, folder / plugin.name)
+        shutil.copy(manifest, folder / f"{plugin.stem}.toml")
+        services = RecordingServices(node)
+        host = PluginHost(node, folder, profile, services, state_dir=None, clock=lambda: clock["now"])
+        try:
+            scan = host.scan()
+            report: dict[str, Any] = {"plugin": plugin.stem, "backend": profile, "evaluations": []}
+            if scan["failed"]:
+                report["error"] = scan["failed"].get(plugin.stem) or next(iter(scan["failed"].values()))
+                report["status"] = host.status(plugin.stem)
+                return EXIT_PLUGIN, report
+            code = EXIT_OK
+            for batch in batches:
+                # The clock follows the data, so a recorded file is never "stale" when replayed.
+                clock["now"] = max((r.ts for r in batch), default=clock["now"])
+                for outcome in host.evaluate(batch):
+                    report["evaluations"].append(outcome)
+                    if not outcome["ok"] or outcome["denied"]:
+                        code = EXIT_PLUGIN
+            status = host.status(plugin.stem)
+            report["version"] = status["version"]
+            report["alert_events"] = services.events
+            report["status"] = {k: status[k] for k in ("state", "calls", "errors", "timeouts", "traps", "denied",
+                                                       "p50_ms", "p99_ms", "last_error")}
+            if status["state"] != "ok" and code == EXIT_OK:
+                code = EXIT_PLUGIN
+            return code, report
+        finally:
+            host.close()
+
+
+def _problems(report: dict[str, Any]) -> list[str]:
+    lines = []
+    if report.get("error"):
+        lines.append(f"cannot load: {report['error']}")
+    for i, o in enumerate(report.get("evaluations", [])):
+        if not o["ok"]:
+            lines.append(f"batch {i + 1}: {o['kind']}: {o['error']}")
+        for d in o["denied"]:
+            lines.append(f"batch {i + 1}: denied call: {d}")
+    return lines
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """`harvester plugins test`."""
+    from plugins.errors import PluginError
+
+    # stderr carries the plugin's own log lines and a first run's compile notice; stdout the JSON
+    logging.basicConfig(level=getattr(args, "log_level", "INFO"), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        code, report = run_test(Path(args.plugin), Path(args.manifest) if args.manifest else None,
+                                Path(args.readings), "native" if args.native else "wasm")
+    except UsageProblem as exc:
+        print(f"harvester plugins test: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PluginError as exc:  # the sandbox itself cannot run here
+        print(f"harvester plugins test: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    for line in _problems(report):
+        print(f"harvester plugins test: {args.plugin}: {line}", file=sys.stderr)
+    return code
+
+
+PLUGIN_TEMPLATE = '''"""{name}: say here what this plugin watches and what it does about it."""
+
+from harvester_plugin import run_alert_row
+
+
+def evaluate(readings, host):
+    """Called with every batch of readings carrying a quantity listed in {name}.toml.
+
+    `readings` are Reading objects (node, sensor, quantity, value, unit, ts, quality);
+    `host` offers now(), log(), set_led(), beep(), play(), state_get()/state_set(),
+    raise_alert()/clear_alert() and i2c_read()/i2c_write(), each within the manifest's
+    grants. Return a dict (shown by `harvester plugins test` and the plugins actor) or None.
+    """
+    return run_alert_row(readings, host, "{name}", host.config["quantity"])
+'''
+
+MANIFEST_TEMPLATE = '''[plugin]
+name = "{name}"
+version = "0.1.0"
+description = "{name}: describe the rule"
+quantities = ["temperature"]   # called only for batches carrying these
+
+[permissions]
+leds = [0]                     # LED indexes this plugin may set
+buzzer = false
+# i2c = [{{ bus = 1, address = 0x77, mode = "r" }}]
+
+[limits]
+call_ms = 50                   # stopped past this (per evaluate)
+memory_mb = 32
+
+[config]
+quantity = "temperature"
+high = 30.0                    # alert above this, held for hold_s
+hysteresis = 1.0               # cleared below high - hysteresis
+warn = 28.0                    # amber from here
+hold_s = 30.0
+stale_after_s = 120.0
+severity = "warning"
+led = 0
+led_node = ""
+'''
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    """`harvester plugins new`."""
+    from plugins.manifest import NAME_RE
+
+    name, folder = args.name, Path(args.dir)
+    if not NAME_RE.match(name):
+        print(f"harvester plugins new: {name!r} is not a plugin name ([a-z][a-z0-9_]{{0,47}})", file=sys.stderr)
+        return EXIT_USAGE
+    targets = [folder / f"{name}.py", folder / f"{name}.toml"]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing:
+        print(f"harvester plugins new: not overwriting {', '.join(existing)}", file=sys.stderr)
+        return EXIT_USAGE
+    folder.mkdir(parents=True, exist_ok=True)
+    targets[0].write_text(PLUGIN_TEMPLATE.format(name=name), encoding="utf-8")
+    targets[1].write_text(MANIFEST_TEMPLATE.format(name=name), encoding="utf-8")
+    for p in targets:
+        print(p)
+    return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """`harvester plugins build`."""
+    from plugins.sandbox.build import main
+
+    return main([])
+
+
+def add_parser(sub: Any) -> None:
+    """Register `harvester plugins ...` on the top-level subparsers."""
+    s = sub.add_parser("plugins", help="plugin tools: test in the sandbox, scaffold, build the sandbox")
+    psub = s.add_subparsers(dest="plugins_command", required=True)
+    t = psub.add_parser("test", help="run a plugin on readings in the sandbox; print results and actions as JSON")
+    t.add_argument("plugin", help="PLUGIN.py (or .wasm)")
+    t.add_argument("--manifest", help="manifest TOML (default: PLUGIN.toml beside it)")
+    t.add_argument("--readings", required=True, help="JSON: a list of readings, or a list of batches")
+    t.add_argument("--native", action="store_true", help="run natively instead of in the sandbox (trusted code)")
+    t.set_defaults(func=cmd_test)
+    n = psub.add_parser("new", help="scaffold NAME.py and NAME.toml")
+    n.add_argument("name")
+    n.add_argument("--dir", default=".", help="folder to write into (default: current)")
+    n.set_defaults(func=cmd_new)
+    b = psub.add_parser("build", help="build the sandbox component if its sources changed")
+    b.set_defaults(func=cmd_build)

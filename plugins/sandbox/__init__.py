@@ -1,0 +1,1 @@
+"""Building and caching the generic Python sandbox component."""

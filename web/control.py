@@ -1,0 +1,161 @@
+"""Operator commands, forwarded once (never retried) to the spokes' actors: buzzer, LEDs, alert
+acknowledgement, plugin reload. Every route needs the operator token."""
+
+from __future__ import annotations
+
+import logging
+import re
+from concurrent.futures import Future
+from typing import Any
+
+import bottle
+
+from actors.config import NAME_RE
+from web.context import WebContext
+from web.http import ApiError, api, int_field, read_json_object
+
+log = logging.getLogger(__name__)
+BUZZER_ACTIONS = ("beep", "on", "off", "silence")
+LED_ACTIONS = ("set_pixel", "set_named", "fill", "clear", "brightness")
+PLUGIN_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")  # as plugins.manifest; the node checks it again
+MAX_PIXEL = 1023  # the strip itself knows its length and rejects indexes past it
+
+
+def known_node(ctx: WebContext, body: dict[str, Any]) -> str:
+    """The body's `node`, checked: 400 when malformed, 404 when the hub has never heard of it."""
+    node = body.get("node")
+    if not isinstance(node, str) or not NAME_RE.match(node):
+        raise ApiError(400, f"'node' must be a node name ([a-z0-9_-]{{1,32}}), got {node!r}")
+    if node not in ctx.hub.node_names():
+        raise ApiError(404, f"unknown node {node!r}; known: {', '.join(ctx.hub.node_names()) or 'none'}")
+    return node
+
+
+def _rgb(body: dict[str, Any]) -> list[int]:
+    rgb = body.get("rgb")
+    if not isinstance(rgb, list) or len(rgb) != 3 or \
+            any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 255 for c in rgb):
+        raise ApiError(400, f"'rgb' must be [r, g, b] with integers 0..255, got {rgb!r}")
+    return rgb
+
+
+def _action(body: dict[str, Any], actions: tuple[str, ...]) -> str:
+    action = body.get("action")
+    if action not in actions:
+        raise ApiError(400, f"'action' must be one of {', '.join(actions)}, got {action!r}")
+    return action
+
+
+def _only(body: dict[str, Any], action: str, allowed: set[str]) -> None:
+    extra = sorted(set(body) - allowed - {"node", "action"})
+    if extra:
+        raise ApiError(400, f"{', '.join(extra)} does not apply to action {action!r}")
+
+
+def buzzer_call(body: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """The buzzer method and arguments for a control body (400 when it makes no sense)."""
+    action = _action(body, BUZZER_ACTIONS)
+    if action == "beep":
+        _only(body, action, {"duration_ms", "count"})
+        return "beep", (int_field(body, "count", 1, 20, 1), int_field(body, "duration_ms", 10, 5000, 200))
+    _only(body, action, set())
+    return action, ()
+
+
+def leds_call(body: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """The LED strip method and arguments for a control body (400 when it makes no sense)."""
+    action = _action(body, LED_ACTIONS)
+    if action == "set_pixel":
+        _only(body, action, {"index", "rgb"})
+        return action, (int_field(body, "index", 0, MAX_PIXEL), *_rgb(body))
+    if action == "set_named":
+        _only(body, action, {"index", "colour"})
+        colour = body.get("colour")
+        if not isinstance(colour, str) or not 0 < len(colour) <= 32:
+            raise ApiError(400, f"'colour' must be a colour name such as red, amber, green, off; got {colour!r}")
+        return action, (int_field(body, "index", 0, MAX_PIXEL), colour)
+    if action == "fill":
+        _only(body, action, {"rgb"})
+        return action, tuple(_rgb(body))
+    if action == "brightness":
+        _only(body, action, {"value"})
+        value = body.get("value")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ApiError(400, f"'value' must be a number in 0..1, got {value!r}")
+        return action, (float(value),)
+    _only(body, action, set())
+    return action, ()
+
+
+def _forward(ctx: WebContext, futures: dict[str, tuple[Future, str, str]]) -> dict[str, Any]:
+    """Wait (bounded) for forwarded calls; report each outcome in words, never raise."""
+    out: dict[str, Any] = {}
+    for what, (future, node, actor) in futures.items():
+        try:
+            out[what] = {"ok": True, "result": ctx.upstream.result(future, node, actor)}
+        except ApiError as exc:
+            out[what] = {"ok": False, "status": exc.status, "error": exc.message}
+    return out
+
+
+def install(app: bottle.Bottle, ctx: WebContext) -> None:
+    """Add the control routes to the app."""
+    auth, upstream, dashboard = ctx.auth, ctx.upstream, ctx.dashboard
+
+    @app.post("/api/buzzer/control")
+    @api
+    def buzzer() -> dict[str, Any]:
+        auth.require_operator()
+        body = read_json_object({"node", "action", "duration_ms", "count"})
+        node = known_node(ctx, body)
+        method, args = buzzer_call(body)
+        state = upstream.call(node, "buzzer", method, *args)
+        dashboard.buzzer.put(node, {k: v for k, v in state.items() if k not in ("sounded", "reason")})
+        return {"node": node, "action": body["action"], "state": state}
+
+    @app.post("/api/leds/control")
+    @api
+    def leds() -> dict[str, Any]:
+        auth.require_operator()
+        body = read_json_object({"node", "action", "index", "rgb", "colour", "value"})
+        node = known_node(ctx, body)
+        method, args = leds_call(body)
+        result = upstream.call(node, "leds", method, *args)
+        if method == "brightness":  # answers the new brightness; the page wants the whole strip
+            result = upstream.call(node, "leds", "state")
+        dashboard.leds.put(node, result)
+        return {"node": node, "action": method, "state": result}
+
+    @app.post("/api/alerts/<alert_id>/ack")
+    @api
+    def acknowledge(alert_id: str) -> dict[str, Any]:
+        auth.require_operator()
+        if not alert_id.isdigit() or len(alert_id) > 18:
+            raise ApiError(400, f"alert id must be a positive integer, got {alert_id!r}")
+        alert = ctx.hub.acknowledge(int(alert_id), by="operator")
+        if alert is None:
+            raise ApiError(404, f"no active alert with id {alert_id}")
+        node = alert["raised_by"]
+        # The hub has recorded it; now tell the node that raised it, so its plugin stops
+        # re-alerting and its buzzer stops. Each is best effort and reported, never fatal.
+        futures: dict[str, tuple[Future, str, str]] = {}
+        for what, actor, method, args in (("plugins", "plugins", "acknowledge", (alert["alert"], alert["plugin"])),
+                                          ("buzzer", "buzzer", "silence", ())):
+            try:
+                futures[what] = (upstream.submit(node, actor, method, *args), node, actor)
+            except ApiError as exc:
+                log.info("alert %s acknowledged at the hub only: %s", alert_id, exc.message)
+        return {"alert": alert, "forwarded": _forward(ctx, futures)}
+
+    @app.post("/api/plugins/<node>/<name>/reload")
+    @api
+    def reload_plugin(node: str, name: str) -> dict[str, Any]:
+        auth.require_operator()
+        node = known_node(ctx, {"node": node})
+        if not PLUGIN_NAME_RE.match(name):
+            raise ApiError(400, f"plugin names are [a-z][a-z0-9_]{{0,47}}, got {name!r}")
+        plugins = upstream.call(node, "plugins", "list")
+        names = sorted(p.get("name") for p in plugins if isinstance(p, dict))
+        if name not in names:
+            raise ApiError(404, f"node {node!r} has no plugin {name!r}; known: {', '.join(names) or 'none'}")
+        return {"node": node, "plugin": name, "report": upstream.call(node, "plugins", "reload", name)}

@@ -1,0 +1,88 @@
+"""What the page shows, assembled from the hub (readings, liveness, alerts) and the spokes (LEDs, buzzer, pings)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from actors.hub import Hub
+from web import view
+from web.polling import StatePoller
+from web.upstream import Upstream
+
+
+class Dashboard:
+    """Builds the page's view model; spokes' actuator states come from cached, bounded polls."""
+
+    def __init__(self, hub: Hub, upstream: Upstream, local_node: str = "hub",
+                 local_actors: frozenset[str] = frozenset(), clock: Callable[[], float] = time.time) -> None:
+        self.hub, self.upstream = hub, upstream
+        self.local_node, self.local_actors = local_node, local_actors
+        self._clock = clock
+        self.leds = StatePoller(upstream, "leds", "state", ttl=1.0)
+        self.buzzer = StatePoller(upstream, "buzzer", "state", ttl=1.0)
+        self.pings = StatePoller(upstream, "agent", "ping", ttl=2.0)
+
+    def actors_of(self, node: dict[str, Any]) -> set[str]:
+        """The actor names a node runs, as the hub's probes last saw them (the hub's own: from its agent)."""
+        if node["name"] == self.local_node:
+            return set(self.local_actors)
+        return set(node.get("actors") or {})
+
+    def _polled(self, nodes: list[dict[str, Any]]) -> tuple[dict, dict, dict]:
+        if not self.upstream.available:
+            return {}, {}, {}
+        online = [n for n in nodes if n["online"]]
+        with_leds = [n["name"] for n in online if "leds" in self.actors_of(n)]
+        with_buzzer = [n["name"] for n in online if "buzzer" in self.actors_of(n)]
+        pinged = [n["name"] for n in nodes if n["role"] != "hub" and "agent" in (n.get("actors") or {})]
+        return self.leds.get(with_leds), self.buzzer.get(with_buzzer), self.pings.get(pinged)
+
+    def model(self) -> dict[str, Any]:
+        """Everything the page renders: cards, LED and buzzer states, alerts, chartable series."""
+        snapshot = self.hub.snapshot()
+        now, nodes = snapshot["ts"], snapshot["nodes"]
+        leds, buzzer, pings = self._polled(nodes)
+        cards = [view.node_card(n, now, self.actors_of(n), pings.get(n["name"])) for n in nodes]
+        offline = {"ok": False, "error": "node offline"}
+        led_views = {c["name"]: view.leds_view(leds.get(c["name"], None if c["online"] else offline))
+                     for c in cards if c["leds"]}
+        buzzer_views = {c["name"]: view.buzzer_view(buzzer.get(c["name"], None if c["online"] else offline), now)
+                        for c in cards if c["buzzer"]}
+        alerts = [view.alert_view(a, now) for a in self.hub.alerts(active_only=True)]
+        series = [{"id": f"{n['name']}/{s}/{q}", "label": f"{n['name']} · {s} · {view.LABELS.get(q, q)}",
+                   "unit": r["unit"]}
+                  for n in nodes for s, qs in n["sensors"].items() for q, r in qs.items()]
+        online = sum(1 for n in nodes if n["online"])
+        return {"ts": now, "status": f"{online}/{len(nodes)} nodes online", "cards": cards, "leds": led_views,
+                "buzzer": buzzer_views, "alerts": alerts, "series": series,
+                "sig": view.signature(cards), "alerts_sig": view.alerts_signature(alerts)}
+
+    def update(self) -> dict[str, Any]:
+        """The page's live update: the same model, flattened to what changes between refreshes."""
+        m = self.model()
+        values = {r["key"]: {k: r[k] for k in ("text", "cls", "title", "bar", "tag")}
+                  for c in m["cards"] for s in c["sections"] for r in s["rows"]}
+        values.update({f"alert/{a['id']}/since": {"text": a["since"]} for a in m["alerts"]})
+        nodes = {c["name"]: {"online": c["online"], "status": c["status"], "clock": c["clock"]} for c in m["cards"]}
+        return {"ts": m["ts"], "status": m["status"], "sig": m["sig"], "alerts_sig": m["alerts_sig"],
+                "alert_count": len(m["alerts"]), "nodes": nodes, "values": values, "leds": m["leds"],
+                "buzzer": m["buzzer"], "series": m["series"]}
+
+    def actuators(self) -> dict[str, Any]:
+        """GET /api/actuators: every LED strip and buzzer the fleet has, as last polled (raw states)."""
+        nodes = self.hub.snapshot()["nodes"]
+        leds, buzzer, _ = self._polled(nodes)
+        out: dict[str, Any] = {}
+        for n in nodes:
+            actors = self.actors_of(n)
+            entry = {}
+            for actor, polled in (("leds", leds), ("buzzer", buzzer)):
+                if actor in actors:
+                    r = polled.get(n["name"]) if n["online"] else {"ok": False, "error": "node offline"}
+                    entry[actor] = {"ok": bool(r and r["ok"]), "state": r["value"] if r and r["ok"] else None,
+                                    "error": None if r and r["ok"] else (r or {}).get("error", "no answer yet")}
+            if entry:
+                out[n["name"]] = entry
+        return {"ts": self._clock(), "nodes": out}

@@ -1,0 +1,124 @@
+"""HTTP plumbing shared by every route: JSON responses, typed errors, strict bodies, query parameters."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import bottle
+
+from actors.errors import BadRequest
+
+MAX_BODY = 1024 * 1024  # bytes; larger pushes get 413
+MAX_CONTROL_BODY = 16 * 1024  # a control command is a few dozen bytes
+
+
+class ApiError(Exception):
+    """An HTTP error with a JSON body: status code, a message saying what is wrong, extra headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def as_json(body: Any, status: int = 200) -> str:
+    """Serialise `body` as the response, strict JSON (no NaN), never cached."""
+    bottle.response.status = status
+    bottle.response.content_type = "application/json"
+    bottle.response.set_header("Cache-Control", "no-store")
+    return json.dumps(body, allow_nan=False, ensure_ascii=False)
+
+
+def error_response(exc: ApiError) -> str:
+    """The JSON body and headers of an ApiError."""
+    for name, value in exc.headers.items():
+        bottle.response.set_header(name, value)
+    if exc.status == 401:
+        bottle.response.set_header("WWW-Authenticate", 'Bearer realm="harvester"')
+    return as_json({"error": exc.message}, exc.status)
+
+
+def api(fn: Callable[..., Any]) -> Callable[..., str]:
+    """A JSON route: the return value becomes the body; ApiError and BadRequest become 4xx/5xx JSON."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> str:
+        try:
+            return as_json(fn(*args, **kwargs))
+        except ApiError as exc:
+            return error_response(exc)
+        except BadRequest as exc:
+            return as_json({"error": str(exc)}, 400)
+
+    return wrapper
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json_body(max_bytes: int = MAX_BODY) -> Any:
+    """The request body as JSON, size-limited and strict (no NaN/Infinity); ApiError otherwise."""
+    length = bottle.request.content_length
+    if length > max_bytes:
+        raise ApiError(413, f"body of {length} bytes exceeds the {max_bytes}-byte limit")
+    raw = bottle.request.body.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ApiError(413, f"body exceeds the {max_bytes}-byte limit")
+    if not raw:
+        raise ApiError(400, "empty body; expected JSON")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"body is not UTF-8: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, f"malformed JSON: {exc}") from None
+
+
+def read_json_object(allowed: set[str], max_bytes: int = MAX_CONTROL_BODY) -> dict[str, Any]:
+    """A JSON object body with only `allowed` keys; ApiError 400 naming what is wrong."""
+    body = read_json_body(max_bytes)
+    if not isinstance(body, dict):
+        raise ApiError(400, f"body must be a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    return body
+
+
+def bearer_token() -> str | None:
+    """The token from `Authorization: Bearer ...`, or None."""
+    header = bottle.request.get_header("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def float_param(name: str, default: float) -> float:
+    """A finite number from the query string, or `default` when absent; 400 otherwise."""
+    raw = bottle.request.query.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name!r} must be a number (epoch seconds), got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ApiError(400, f"query parameter {name!r} must be finite")
+    return value
+
+
+def int_field(body: dict[str, Any], name: str, low: int, high: int, default: int | None = None) -> int:
+    """An integer field of a JSON body within [low, high]; 400 naming the field otherwise."""
+    value = body.get(name, default)
+    if value is None:
+        raise ApiError(400, f"{name!r} is required")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ApiError(400, f"{name!r} must be an integer in {low}..{high}, got {value!r}")
+    return value

@@ -1,0 +1,89 @@
+"""Cached reads of many spokes' actors for the page and /metrics: LED strips, buzzers, pings, plugins.
+
+A request never waits on a dead spoke: it gets the last answers at once and, when they are
+older than `ttl`, starts one background refresh (only one at a time). Only the very first
+request waits, and only for the bounded poll timeout."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from web.http import ApiError
+from web.upstream import MARGIN, Upstream
+
+log = logging.getLogger(__name__)
+Result = dict[str, Any]  # {"ok": True, "value": ..., "seconds": rtt} or {"ok": False, "error": "..."}
+
+
+class StatePoller:
+    """One read-only method (e.g. `leds.state`) on many nodes, answered from a cache at most `ttl` s old."""
+
+    def __init__(self, upstream: Upstream, actor: str, method: str, ttl: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.upstream, self.actor, self.method, self.ttl = upstream, actor, method, ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, Result] = {}
+        self._at: float | None = None
+        self._nodes: frozenset[str] = frozenset()
+        self._refreshing = False
+        self._done = threading.Event()
+        self._put_at: dict[str, float] = {}
+
+    def get(self, nodes: list[str] | set[str]) -> dict[str, Result]:
+        """The latest answer of every node in `nodes` (missing ones only on the very first call)."""
+        wanted = frozenset(nodes)
+        if not wanted:
+            return {}
+        with self._lock:
+            stale = self._at is None or self._clock() - self._at >= self.ttl or not wanted <= self._nodes
+            first = not (wanted & set(self._cache))
+            start = stale and not self._refreshing
+            if start:
+                self._refreshing = True
+                self._done.clear()
+            done = self._done
+        if start:
+            threading.Thread(target=self._refresh, args=(wanted, self._clock()), name=f"poll-{self.actor}",
+                             daemon=True).start()
+        if first:
+            done.wait(self.upstream.poll_timeout + 2 * MARGIN)
+        with self._lock:
+            return {n: self._cache[n] for n in wanted if n in self._cache}
+
+    def put(self, node: str, value: Any) -> None:
+        """A command's answer is the freshest state there is."""
+        with self._lock:
+            self._cache[node] = {"ok": True, "value": value, "seconds": None}
+            self._put_at[node] = self._clock()
+
+    def _refresh(self, nodes: frozenset[str], started: float) -> None:
+        """Ask every node in parallel; only the nodes asked for now stay cached (a removed node is dropped)."""
+        results: dict[str, Result] = {}
+        try:
+            futures = {}
+            for node in sorted(nodes):
+                try:
+                    futures[node] = self.upstream.submit(node, self.actor, self.method, poll=True, timed=True)
+                except ApiError as exc:
+                    results[node] = {"ok": False, "error": exc.message}
+                except RuntimeError as exc:  # the pool is shut down: the app is stopping
+                    results[node] = {"ok": False, "error": str(exc)}
+            for node, future in futures.items():
+                try:
+                    value, seconds = self.upstream.result(future, node, self.actor, poll=True)
+                    results[node] = {"ok": True, "value": value, "seconds": seconds}
+                except ApiError as exc:
+                    results[node] = {"ok": False, "error": exc.message}
+        finally:
+            with self._lock:
+                # a command answered after this refresh started knows better than the refresh
+                fresh = {n: r for n, r in results.items() if self._put_at.get(n, float("-inf")) < started}
+                self._cache = {**{n: r for n, r in self._cache.items() if n in nodes}, **fresh}
+                self._at, self._nodes = self._clock(), nodes
+                self._refreshing = False
+                self._done.set()

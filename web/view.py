@@ -1,0 +1,238 @@
+"""The dashboard's view model: every value formatted once, here, for the server-rendered page and
+for the page's live updates alike (the JavaScript only copies text and classes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from hal.iaq import band_of
+
+SYSTEM_QUANTITIES = frozenset({"cpu_temperature", "cpu_load", "memory_used", "memory_total", "memory_percent",
+                               "uptime"})
+NETWORK_QUANTITIES = frozenset({"rtt", "packet_loss"})
+LABELS = {"temperature": "Temperature", "humidity": "Humidity", "pressure": "Pressure",
+          "gas_resistance": "Gas resistance", "iaq": "Air quality (IAQ)", "cpu_temperature": "CPU temperature",
+          "cpu_load": "CPU load", "memory_percent": "Memory", "uptime": "Uptime", "rtt": "RTT",
+          "packet_loss": "Packet loss"}
+WARM_C, HOT_C = 60.0, 75.0  # CPU temperature bands: cool below 60 °C, warm below 75 °C, hot from 75 °C
+Row = dict[str, Any]
+
+
+def cpu_band(celsius: float) -> str:
+    """cool / warm / hot for a CPU temperature."""
+    return "cool" if celsius < WARM_C else "warm" if celsius < HOT_C else "hot"
+
+
+def iaq_class(band: str) -> str:
+    """A CSS class for an IAQ band name ("unhealthy for sensitive groups" -> iaq-sensitive)."""
+    return "iaq-" + {"unhealthy for sensitive groups": "sensitive", "very unhealthy": "very-unhealthy"}.get(band, band)
+
+
+def number(value: float, unit: str = "") -> str:
+    """A reading value with sensible precision and its unit."""
+    text = f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+    return f"{text} {unit}".strip()
+
+
+def ms_text(ms: float) -> str:
+    """A round trip in ms: two decimals below 1 ms (loopback), one below 100, none above."""
+    return f"{ms:.2f} ms" if ms < 1 else f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
+
+
+def age_text(seconds: float | None) -> str:
+    """`3 s ago`, `5 min ago`, `2 h ago`, or `never`."""
+    if seconds is None:
+        return "never"
+    s = max(0.0, seconds)
+    if s < 90:
+        return f"{s:.0f} s ago"
+    if s < 5400:
+        return f"{s / 60:.0f} min ago"
+    if s < 172800:
+        return f"{s / 3600:.0f} h ago"
+    return f"{s / 86400:.0f} d ago"
+
+
+def duration_text(seconds: float) -> str:
+    """An uptime: `4 d 3 h`, `3 h 12 min` or `12 min`."""
+    m = int(seconds // 60)
+    d, h, m = m // 1440, (m % 1440) // 60, m % 60
+    return f"{d} d {h} h" if d else f"{h} h {m} min" if h else f"{m} min"
+
+
+def _row(key: str, label: str, text: str, cls: str = "", title: str = "", series: str | None = None,
+         bar: float | None = None, tag: str = "") -> Row:
+    return {"key": key, "label": label, "text": text, "cls": cls, "title": title, "series": series,
+            "bar": None if bar is None else round(max(0.0, min(1.0, bar)), 3), "tag": tag}
+
+
+def _unavailable(key: str, label: str, r: dict[str, Any]) -> Row:
+    return _row(key, label, "unavailable", "unavailable", r.get("reason") or "no value")
+
+
+def _reading_row(key: str, quantity: str, r: dict[str, Any], series: str) -> Row:
+    label = LABELS.get(quantity, quantity.replace("_", " ").capitalize())
+    if r["value"] is None:
+        return _unavailable(key, label, r)
+    v, cls, tag = r["value"], ["stale"] if r["stale"] else [], ""
+    if quantity == "gas_resistance":
+        text = f"{v / 1000:.1f} kΩ"
+    elif quantity == "uptime":
+        text = duration_text(v)
+    elif quantity == "iaq":
+        band = band_of(v)
+        text, tag = f"{v:.0f} · {band}", "calibrating" if r["quality"] == "calibrating" else ""
+        cls.append(iaq_class(band))
+    else:
+        text = number(v, r["unit"])
+    if quantity == "cpu_temperature":
+        cls.append(cpu_band(v))
+    bar = v / 100 if quantity == "cpu_load" else None
+    title = "stale: no fresh reading" if r["stale"] else ""
+    return _row(key, label, text, " ".join(cls), title, series, bar, tag)
+
+
+def _system_rows(node: str, sensor: str, q: dict[str, Any]) -> list[Row]:
+    rows = []
+    base = f"{node}/{sensor}"
+    for quantity in ("cpu_temperature", "cpu_load"):
+        if quantity in q:
+            rows.append(_reading_row(f"{base}/{quantity}", quantity, q[quantity], f"{base}/{quantity}"))
+    used, total, pct = q.get("memory_used"), q.get("memory_total"), q.get("memory_percent")
+    if used or total or pct:
+        key = f"{base}/memory"
+        series = f"{base}/memory_percent" if pct else f"{base}/memory_used"
+        if used is None or used["value"] is None:
+            rows.append(_unavailable(key, "Memory", used or pct or total or {}))
+        else:
+            text = f"{used['value']:,.0f}".replace(",", " ")
+            if total and total["value"]:
+                text += f" / {total['value']:,.0f}".replace(",", " ")
+            text += " MB"
+            share = pct["value"] if pct and pct["value"] is not None else None
+            if share is not None:
+                text += f" · {share:.0f} %"
+            rows.append(_row(key, "Memory", text, "stale" if used["stale"] else "", "", series,
+                             None if share is None else share / 100))
+    if "uptime" in q:
+        rows.append(_reading_row(f"{base}/uptime", "uptime", q["uptime"], f"{base}/uptime"))
+    return rows
+
+
+def _network_row(node: str, sensor: str, q: dict[str, Any]) -> Row:
+    """One network target: 🟢/🔴 with its RTT and loss, as measured by the node itself."""
+    target = sensor.split("-", 1)[1] if "-" in sensor else sensor
+    rtt, loss = q.get("rtt"), q.get("packet_loss")
+    key = f"{node}/{sensor}/link"
+    ok = rtt is not None and rtt["value"] is not None and not rtt["stale"] and \
+        (loss is None or loss["value"] is None or loss["value"] < 100)
+    if ok:
+        text = f"🟢 {ms_text(rtt['value'])}"
+        if loss is not None and loss["value"]:
+            text += f" · {loss['value']:.0f} % loss"
+    else:
+        why = "stale" if rtt is not None and rtt["stale"] else (rtt or {}).get("reason") or "no answer"
+        text = f"🔴 {why}"
+    return _row(key, f"→ {target}", text, "ok" if ok else "bad", "round trip measured by the node",
+                f"{node}/{sensor}/rtt" if rtt else None)
+
+
+def _sections(node: dict[str, Any], ping: dict[str, Any] | None) -> list[dict[str, Any]]:
+    name, sections, network = node["name"], [], []
+    for sensor, q in node["sensors"].items():
+        if SYSTEM_QUANTITIES & set(q):
+            sections.insert(0, {"title": "System", "rows": _system_rows(name, sensor, q)})
+        elif set(q) <= NETWORK_QUANTITIES:
+            network.append(_network_row(name, sensor, q))
+        else:
+            order = ("iaq", "temperature", "humidity", "pressure", "gas_resistance")
+            quantities = sorted(q, key=lambda x: (order.index(x) if x in order else len(order), x))
+            rows = [_reading_row(f"{name}/{sensor}/{x}", x, q[x], f"{name}/{sensor}/{x}") for x in quantities]
+            sections.append({"title": sensor.upper() if len(sensor) <= 8 else sensor, "rows": rows})
+    if node["role"] != "hub":
+        network.insert(0, link_row(node, ping))
+    if network:
+        sections.append({"title": "Network", "rows": network})
+    return sections
+
+
+def link_row(node: dict[str, Any], ping: dict[str, Any] | None) -> Row:
+    """The hub's view of a spoke's link: its probe verdict, with the web app's own ping RTT."""
+    key, label, title = f"{node['name']}/link/hub", "Hub link", "the hub's ping of the node's agent"
+    if node.get("reachable") is False or (ping is not None and not ping["ok"]):
+        why = ping["error"] if ping is not None and not ping["ok"] else "probe failed"
+        return _row(key, label, "🔴 not answering", "bad", why)
+    if ping is not None and ping["ok"]:
+        return _row(key, label, f"🟢 {ms_text(ping['seconds'] * 1000)}", "ok", title)
+    if node.get("reachable"):
+        return _row(key, label, "🟢 answering", "ok", title)
+    return _row(key, label, "⚪ not checked yet", "unknown", title)
+
+
+def leds_view(result: dict[str, Any] | None, count: int = 11) -> dict[str, Any]:
+    """The strip as colour dots: `#rrggbb` per pixel, or unknown when the spoke did not answer."""
+    if result is None or not result["ok"]:
+        why = "no answer yet" if result is None else result["error"]
+        return {"known": False, "pixels": [None] * count, "text": f"unknown: {why}", "brightness": None}
+    state = result["value"]
+    pixels = ["#{:02x}{:02x}{:02x}".format(*p) for p in state["pixels"]]
+    lit = sum(1 for p in state["pixels"] if any(p))
+    return {"known": True, "pixels": pixels, "brightness": state["brightness"],
+            "text": f"{lit} of {len(pixels)} lit · brightness {state['brightness'] * 100:.0f} %"}
+
+
+def buzzer_view(result: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    """The buzzer's state in words: sounding / idle / muted, beep count and the last command."""
+    if result is None or not result["ok"]:
+        why = "no answer yet" if result is None else result["error"]
+        return {"known": False, "state": "unknown", "text": f"unknown: {why}", "detail": ""}
+    s = result["value"]
+    state = "muted" if s.get("muted") else "sounding" if s.get("active") else "idle"
+    text = f"sounding ({s['pattern']})" if state == "sounding" and s.get("pattern") else state
+    detail = f"{s.get('beeps', 0)} beeps"
+    if s.get("suppressed"):
+        detail += f" · {s['suppressed']} muted"
+    last = s.get("last_command")
+    if isinstance(last, dict) and last.get("command"):
+        detail += f" · last: {last['command']} {age_text(now - last['ts'])}"
+    return {"known": True, "state": state, "text": text, "detail": detail}
+
+
+def node_card(node: dict[str, Any], now: float, actors: set[str], ping: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One node's card: badges, liveness and its sections of formatted rows."""
+    return {"name": node["name"], "role": node["role"], "profile": node["profile"],
+            "role_label": "Hub" if node["role"] == "hub" else "Spoke",
+            "profile_label": "WASM" if node["profile"] == "wasm" else "Native",
+            "online": node["online"], "status": status_text(node, now),
+            "clock": "" if node.get("clock_ok", True) else f"clock off by {node['clock_offset']:+.0f} s",
+            "sections": _sections(node, ping), "leds": "leds" in actors, "buzzer": "buzzer" in actors}
+
+
+def status_text(node: dict[str, Any], now: float) -> str:
+    """`online · seen 2 s ago` / `offline · seen 5 min ago`."""
+    seen = age_text(now - node["last_seen"]) if node.get("last_seen") else "never"
+    return f"{'online' if node['online'] else 'offline'} · last seen {seen}"
+
+
+def signature(cards: list[dict[str, Any]]) -> str:
+    """A short hash of the cards' structure: when it changes the page fetches freshly rendered cards."""
+    shape = [(c["name"], c["role"], c["profile"], c["leds"], c["buzzer"],
+              [(s["title"], [(r["key"], r["bar"] is None) for r in s["rows"]]) for s in c["sections"]])
+             for c in cards]
+    return hashlib.sha1(json.dumps(shape).encode()).hexdigest()[:12]
+
+
+def alert_view(alert: dict[str, Any], now: float) -> dict[str, Any]:
+    """An active alert as the page lists it."""
+    where = "/".join(x for x in (alert["node"], alert.get("sensor"), alert.get("quantity")) if x)
+    return {"id": alert["id"], "severity": alert["severity"], "message": alert["message"] or alert["alert"],
+            "where": where, "plugin": alert["plugin"], "raised_by": alert["raised_by"],
+            "since": age_text(now - alert["since"]), "acknowledged": alert["acknowledged"],
+            "acked_by": alert.get("acked_by") or ""}
+
+
+def alerts_signature(alerts: list[dict[str, Any]]) -> str:
+    """Changes when an alert appears, clears or is acknowledged."""
+    return hashlib.sha1(json.dumps([(a["id"], a["acknowledged"]) for a in alerts]).encode()).hexdigest()[:12]
