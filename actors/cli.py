@@ -155,6 +155,18 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from actors.tokens import TokenFileError, Tokens
+
+    try:
+        tokens = Tokens(Path(args.file))
+        print(tokens.data()["operator"] if args.operator else tokens.ensure_node(args.node))
+    except (TokenFileError, ValueError, OSError) as exc:
+        print(f"harvester token: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from actors.client import connect
 
@@ -261,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--node")
     s.add_argument("--ns", type=_endpoint, default=("127.0.0.1", 9090), help=ns_help)
     s.set_defaults(func=cmd_ls)
+
+    s = sub.add_parser("token", help="print a node's HTTP push token (created if new), or the operator token")
+    s.add_argument("node", nargs="?", default="")
+    s.add_argument("--operator", action="store_true", help="print the operator token instead")
+    s.add_argument("--file", required=True, help="the hub's tokens.json")
+    s.set_defaults(func=cmd_token)
 
     s = sub.add_parser("jobs", help="scheduled jobs: list them or run one now")
     jsub = s.add_subparsers(dest="jobs_command", required=True)
