@@ -20,6 +20,7 @@ from Pyro5.api import Daemon, Proxy, expose
 
 from actors.base import Actor
 from actors.config import NodeConfig, SensorConfig
+from actors.errors import StoreFull
 from actors.hub import AggregatorActor, Hub
 from actors.jobs import JobContext, JobRunner, JobsActor, actor_caller
 from actors.jobspec import JobSpec
@@ -94,6 +95,7 @@ class NodeAgent:
         self._pending_alerts: list[dict[str, Any]] = []
         self._pushed: list[tuple[str, list[Any]]] = []
         self._pushed_dropped = 0
+        self._store_full = False
         self._hello_done = False
         self._push_failing = False
         self._probes: dict[str, Proxy] = {}  # only the probe job's thread uses these
@@ -108,7 +110,7 @@ class NodeAgent:
     def _build_actors(self) -> None:
         cfg = self.config
         if cfg.is_hub:
-            self.hub = Hub(Store(cfg.state_dir / "hub.sqlite3"))
+            self.hub = Hub(Store(cfg.state_dir / "hub.sqlite3", cfg.store.max_mb))
             tokens_file = (cfg.web.tokens_file if cfg.web else None) or cfg.state_dir / "tokens.json"
             self.tokens = Tokens(tokens_file)
             self.hub.hello(self.hello_info(), time.time())
@@ -260,7 +262,16 @@ class NodeAgent:
     def _store(self, readings: list[Any]) -> None:
         """Hand readings (and any alert events they caused) to the hub or the outbox."""
         if self.hub is not None:
-            self.hub.ingest_local(self.config.name, readings)
+            try:
+                self.hub.ingest_local(self.config.name, readings)
+            except StoreFull as exc:  # the hub's own readings are lost while its disk is full; say so once
+                if not self._store_full:
+                    log.error("%s; the hub's own readings are dropped until space returns", exc)
+                self._store_full = True
+                return
+            if self._store_full:
+                log.info("hub store accepts writes again")
+            self._store_full = False
         elif self.outbox is not None:
             self.outbox.append(readings, self._take_alerts())
 

@@ -72,6 +72,7 @@ class StoreConfig:
 
     raw_days: float = 30
     rollup_days: float = 400
+    max_mb: float = 0  # 0 = until the disk is full
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, Any]]] = {
     "plugins": {"dir": (str, REQUIRED, None)},
     "web": {"host": (str, "127.0.0.1", _host), "port": (int, 8080, _PORT), "tokens_file": (str, "", None),
             "public_read": (bool, True, None)},
-    "store": {"raw_days": (_NUM, 30, _range(0.01, 3650)), "rollup_days": (_NUM, 400, _range(1, 36500))},
+    "store": {"raw_days": (_NUM, 30, _range(0.01, 3650)), "rollup_days": (_NUM, 400, _range(1, 36500)),
+              "max_mb": (_NUM, 0, _range(0, 10_000_000))},
     "mock": {
         "room_seed": (int, 1, None),
         "bus_error_rate": (_NUM, 0.0, _range(0, 0.5)),
@@ -314,7 +316,8 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
         web=WebConfig(t["web"]["host"], t["web"]["port"],
                       resolve(t["web"]["tokens_file"]) if t["web"]["tokens_file"] else None,
                       public_read=t["web"]["public_read"]) if is_hub else None,
-        store=StoreConfig(float(t["store"]["raw_days"]), float(t["store"]["rollup_days"])),
+        store=StoreConfig(float(t["store"]["raw_days"]), float(t["store"]["rollup_days"]),
+                          float(t["store"]["max_mb"])),
         mock=mock, security=security,
     )
 

@@ -7,7 +7,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ class StoreSchemaError(RuntimeError):
 class Store:
     """Thread-safe access to the hub database (one connection, serialized by a lock)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, max_mb: float = 0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -91,6 +92,10 @@ class Store:
                                    "move the file away to start a new store")
         self._db.executescript(SCHEMA)
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if max_mb:
+            # a size cap behaves exactly like a full disk (SQLITE_FULL), by the operator's choice
+            (page,) = self._db.execute("PRAGMA page_size").fetchone()
+            self._db.execute(f"PRAGMA max_page_count = {max(16, int(max_mb * 1024 * 1024 / page))}")
         self._series: dict[tuple[str, str, str], int] = {
             (n, s, q): i for i, n, s, q in self._db.execute("SELECT id, node, sensor, quantity FROM series")}
 
@@ -149,6 +154,17 @@ class Store:
                 raise
             return new
 
+    @contextmanager
+    def _full_is_store_full(self) -> Iterator[None]:
+        """SQLITE_FULL (disk full or the size cap) as StoreFull, so every caller can refuse clearly."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc).lower():
+                self._rollback()
+                raise StoreFull(f"hub store {self.path} is full ({exc}); push refused, keep the outbox") from None
+            raise
+
     def _rollback(self) -> None:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
@@ -180,7 +196,7 @@ class Store:
 
     def record_alerts(self, events: list[dict[str, Any]], received: float) -> None:
         """Alert events that did not come in a batch (the hub's own plugins)."""
-        with self._lock:
+        with self._lock, self._full_is_store_full():
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 for event in events:
@@ -211,7 +227,7 @@ class Store:
 
     def acknowledge(self, alert_id: int, by: str, ts: float) -> dict[str, Any] | None:
         """Mark an active alert acknowledged at the hub; returns it, or None if no such active alert."""
-        with self._lock:
+        with self._lock, self._full_is_store_full():
             cur = self._db.execute("UPDATE alerts SET acknowledged=1, acked_by=?, acked_ts=? WHERE id=? AND active=1",
                                    (by, ts, alert_id))
             if cur.rowcount == 0:
@@ -225,6 +241,11 @@ class Store:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(INSERT_SAMPLE, self._rows(node, rows, 0, received))
                 self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._rollback()
+                if "full" in str(exc).lower():
+                    raise StoreFull(f"hub store {self.path} is full ({exc})") from None
+                raise
             except BaseException:
                 self._rollback()
                 raise
@@ -232,7 +253,7 @@ class Store:
     def upsert_node(self, name: str, role: str, profile: str, push_interval: float, last_seen: float | None,
                     clock_offset: float | None, info: dict[str, Any]) -> None:
         """Create or update a node registry row."""
-        with self._lock:
+        with self._lock, self._full_is_store_full():
             self._db.execute(
                 "INSERT INTO nodes VALUES (?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET role=excluded.role, "
                 "profile=excluded.profile, push_interval=excluded.push_interval, last_seen=excluded.last_seen, "
