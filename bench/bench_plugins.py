@@ -134,8 +134,8 @@ def rss(profile: str, count: int) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the figures, one block per backend, and the targets."""
+def main(argv: list[str] | None = None) -> Any:
+    """Print the figures, one block per backend, and the targets; return them per backend."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iterations", type=int, default=3000)
     p.add_argument("--plugins", type=int, default=8)
@@ -147,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     from plugins.sandbox.build import ensure_built
 
     ensure_built()
+    results: dict[str, Any] = {}
     for profile in ("wasm", "native"):
         lat = latency(profile, args.iterations)
         mem = rss(profile, args.plugins)
+        results[profile] = {**lat, **mem}
         print(f"{profile}:")
         print(f"  evaluate (one plugin)   p50 {lat['evaluate_p50_us']:7.0f} us   p99 {lat['evaluate_p99_us']:7.0f} us")
         print(f"  host evaluate (3 plugins, 1 concerned)  p50 {lat['host_evaluate_p50_us']:7.0f} us   "
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                       ("reload <= 10 ms (p50)", lat["reload_p50_ms"] <= 10),
                       ("<= 10 MB per additional plugin", mem["rss_per_additional_mb"] <= 10)]
             print("  targets: " + ", ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks))
-    return 0
+    return results
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def start_hub(tmp: Path) -> tuple[subprocess.Popen, int, int]:
     cfg.write_text(f"""[node]\nname = "hub"\nrole = "hub"\nhal = "mock"\nstate_dir = "{tmp / 'hub'}"
 [hub]\nhost = "127.0.0.1"\nnameserver_port = {ns}\n[web]\nhost = "127.0.0.1"\nport = {web}
 [[sensors]]\nname = "monitor"\nkind = "monitor"\ninterval = 5.0\n""")
-    proc = subprocess.Popen([sys.executable, "-m", "actors.cli", "--log-level", "WARNING", "node", "--config",
-                             str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / "hub.log", "wb"))
+    with open(tmp / "hub.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "actors.cli", "--log-level", "WARNING", "node", "--config",
+                                 str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         c = http.client.HTTPConnection("127.0.0.1", web, timeout=1)
@@ -158,8 +159,9 @@ def run_step(ns: int, web: int, n_spokes: int, sensors: int, seconds: float, thr
 
 def hub_usage(pid: int) -> tuple[float, float]:
     """RSS (MB) and total CPU seconds of a process."""
-    rss = int([ln for ln in open(f"/proc/{pid}/status") if ln.startswith("VmRSS")][0].split()[1]) / 1024
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int([ln for ln in status.splitlines() if ln.startswith("VmRSS")][0].split()[1]) / 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return rss, cpu
 

@@ -1,0 +1,99 @@
+"""`make bench`: every benchmark in bench/, one table, and bench/results.json.
+
+Each benchmark is bounded in time and talks to loopback only. Figures are from this
+machine and are relative: compare them with each other and with their baselines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_all(quick: bool) -> dict[str, Any]:
+    """Run each benchmark with bounded settings; a failing one is recorded, not fatal."""
+    from bench import bench_dashboard, bench_ingest, bench_latency, bench_nodes, bench_plugins, loadgen
+
+    plan = [
+        ("ingest", bench_ingest.main, ["--seconds", "3" if quick else "5"]),
+        ("plugins", bench_plugins.main, ["--iterations", "1000" if quick else "3000"]),
+        ("dashboard", bench_dashboard.main, ["--seconds", "5" if quick else "10"]),
+        ("latency", bench_latency.main, ["--calls", "300" if quick else "1000"]),
+        ("nodes", bench_nodes.main, ["--seconds", "60" if quick else "600", "--warmup", "20" if quick else "60"]),
+        ("load", loadgen.main, ["--seconds", "10" if quick else "20", "--max-spokes", "800" if quick else "1600"]),
+    ]
+    results: dict[str, Any] = {"machine": platform.platform(), "python": platform.python_version(),
+                               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    for name, fn, args in plan:
+        print(f"\n=== {name} ===", flush=True)
+        t0 = time.monotonic()
+        try:
+            results[name] = fn(args)
+        except Exception as exc:  # one broken benchmark must not hide the others' figures
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"{name} failed: {exc}")
+        print(f"({name}: {time.monotonic() - t0:.0f} s)", flush=True)
+    return results
+
+
+def table(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """The headline figures as (what, value) rows."""
+    def g(*keys: str) -> Any:
+        cur: Any = r
+        for k in keys:
+            if not isinstance(cur, dict) or k not in cur:
+                return None
+            cur = cur[k]
+        return cur
+
+    rows = [
+        ("ingest, Pyro5 batched (readings/s; ratio to bare Pyro5)",
+         f"{g('ingest', 'ingest_pyro_readings_per_s')} ; {g('ingest', 'ingest_pyro_ratio')}"),
+        ("ingest, HTTP /push (readings/s; ratio to bare Bottle)",
+         f"{g('ingest', 'ingest_http_readings_per_s')} ; {g('ingest', 'ingest_http_ratio')}"),
+        ("plugin evaluate p50/p99, WASM (us)",
+         f"{g('plugins', 'wasm', 'evaluate_p50_us')} / {g('plugins', 'wasm', 'evaluate_p99_us')}"),
+        ("plugin evaluate p50/p99, native (us)",
+         f"{g('plugins', 'native', 'evaluate_p50_us')} / {g('plugins', 'native', 'evaluate_p99_us')}"),
+        ("plugin reload p50, WASM (ms)", f"{g('plugins', 'wasm', 'reload_p50_ms')}"),
+        ("RSS per extra WASM plugin (MB)", f"{g('plugins', 'wasm', 'rss_per_additional_mb')}"),
+        ("sensor latest() p50/p99 (ms)",
+         f"{g('latency', 'sensor_latest', 'p50_ms')} / {g('latency', 'sensor_latest', 'p99_ms')}"),
+        ("sensor read() p50/p99 (ms)",
+         f"{g('latency', 'sensor_read', 'p50_ms')} / {g('latency', 'sensor_read', 'p99_ms')}"),
+    ]
+    dash = r.get("dashboard") or {}
+    if isinstance(dash, dict):
+        p50 = next((v for k, v in dash.items() if "p50" in k), None)
+        p99 = next((v for k, v in dash.items() if "p99" in k), None)
+        rows.append(("/api/readings under push load p50/p99 (ms)", f"{p50} / {p99}"))
+    for node in ("hub", "pi4", "pizero"):
+        n = g("nodes", node) or {}
+        rows.append((f"{node}: RSS MB (budget), slope MB/h, CPU %",
+                     f"{n.get('rss_mb')} ({n.get('budget_mb')}), {n.get('rss_slope_mb_per_h')}, {n.get('cpu_percent')}"))
+    rows.append(("largest fleet sustained (spokes x 10 sensors at 1 Hz)", f"{g('load', 'largest_sustained_spokes')}"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run everything, print the table, write bench/results.json."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true", help="shorter runs (minutes, not a quarter of an hour)")
+    args = p.parse_args(argv)
+    results = run_all(args.quick)
+    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
+    rows = table(results)
+    width = max(len(w) for w, _ in rows)
+    print("\n" + "=" * (width + 30))
+    for what, value in rows:
+        print(f"{what:<{width}}  {value}")
+    print(f"\nall figures: {ROOT / 'bench' / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
