@@ -89,7 +89,7 @@ def _start(kind: str) -> tuple[mp.Process, str]:
     return proc, ready.get(timeout=60)
 
 
-def run_pyro(kind: str, seconds: float, max_calls: int) -> float:
+def run_pyro(kind: str, seconds: float, max_calls: int, serializer: str = "msgpack") -> float:
     from Pyro5.api import Proxy
 
     from actors.pyro import configure
@@ -99,6 +99,7 @@ def run_pyro(kind: str, seconds: float, max_calls: int) -> float:
     try:
         with Proxy(uri) as agg:
             agg._pyroTimeout = 30
+            agg._pyroSerializer = serializer
             seq, readings, t0 = 1, 0, time.perf_counter()
             while time.perf_counter() - t0 < seconds and seq < max_calls * BATCHES_PER_CALL:
                 answer = agg.push(make_batches("bench", seq), time.time())
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     p.add_argument("--max-calls", type=int, default=20_000, help="upper bound of calls per measurement")
+    p.add_argument("--serpent", action="store_true", help="also measure with Pyro5's default serializer")
     args = p.parse_args(argv)
     r = {
         "pyro_push": run_pyro("pyro", args.seconds, args.max_calls),
@@ -159,6 +161,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{result['ingest_pyro_bare_readings_per_s']:>12,} {result['ingest_pyro_ratio']:>7.2f}")
     print(f"{'http':<10} {result['ingest_http_readings_per_s']:>12,} "
           f"{result['ingest_http_bare_readings_per_s']:>12,} {result['ingest_http_ratio']:>7.2f}")
+    if args.serpent:
+        ours = run_pyro("pyro", args.seconds, args.max_calls, "serpent")
+        bare = run_pyro("pyro-bare", args.seconds, args.max_calls, "serpent")
+        result.update({"ingest_pyro_serpent_readings_per_s": round(ours),
+                       "ingest_pyro_serpent_bare_readings_per_s": round(bare),
+                       "ingest_pyro_serpent_ratio": round(ours / bare, 3)})
+        print(f"{'pyro5/serpent':<10} {round(ours):>12,} {round(bare):>12,} {ours / bare:>7.2f}")
     return result
 
 
