@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench setup clean sandbox test-debs
+.PHONY: demo test lint bench setup clean sandbox test-debs web-debs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,12 @@ demo: setup
 test-debs:
 	@bash tests/cluster/install-debs.sh
 
-test: setup test-debs
+# As root, the Debian packages the dashboard tests need (chromium, promtool, an emoji font),
+# installed only when missing; without root it does nothing and those tests skip.
+web-debs:
+	@bash tests/e2e/install-debs.sh
+
+test: setup test-debs web-debs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup

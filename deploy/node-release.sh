@@ -30,6 +30,7 @@ NODE="" WITH="" PREFIX="" ETC="" SERVICE="" UNIT="" PYTHON="python3" HEALTH_TIME
 EXTRAS="" SYS_SITE=0 RUN_AS_ROOT=0
 KEEP_RELEASES=3
 SERVICE_USER=harvester
+SYSTEMD_DIR=${HARVESTER_SYSTEMD_DIR:-/etc/systemd/system}
 
 say() {
     printf '%s %s\n' "$(date '+%F %T')" "$*" >>"$PREFIX/deploy.log" 2>/dev/null || true
@@ -160,8 +161,8 @@ check_config() {  # check_config RELEASE FILE
     fi
 }
 
-unit_path() { echo "/etc/systemd/system/$UNIT"; }
-dropin_path() { echo "/etc/systemd/system/$UNIT.d/10-run-as-root.conf"; }
+unit_path() { echo "$SYSTEMD_DIR/$UNIT"; }
+dropin_path() { echo "$SYSTEMD_DIR/$UNIT.d/10-run-as-root.conf"; }
 
 render_unit() {  # the shipped unit with this node's prefix and etc directories
     sed -e "s#/opt/harvester#$PREFIX#g" -e "s#/etc/harvester#$ETC#g" "$STAGING/systemd/$UNIT"
@@ -424,4 +425,5 @@ main() {
     die 5 "rolled back to release $cur but $NODE is still not healthy: look at it now"
 }
 
-main "$@"
+# Run unless sourced (the tests source this file to call single steps).
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi

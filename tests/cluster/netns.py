@@ -1,10 +1,10 @@
 """Test hosts in network namespaces (root only): a private /24 behind a bridge.
 
-Layout: bridge `hvb<tag>` in the root namespace holds 10.X.Y.1/24; each host is a namespace
-`hv<tag>-<name>` with one end of a veth pair on the bridge and its own address 10.X.Y.N. The
-subnet is chosen among 10.X.*.0/24 (X = `net` when given, else random in 200-254) and skipped
-when any local address or route overlaps it, so only addresses this lab created (and loopback)
-are ever contacted. `cut(name)` / `mend(name)` take a host's link down and up. close() kills
+Layout: bridge `hvb<tag>` in the root namespace holds 198.1x.Y.1/24; each host is a namespace
+`hv<tag>-<name>` with one end of a veth pair on the bridge and its own address 198.1x.Y.N. The
+subnet comes from 198.18.0.0/15 (RFC 2544's range for test networks: no LAN uses it, nothing
+routes it) and is skipped when any local address or route overlaps it, so only addresses this
+lab created (and loopback) are ever contacted. `cut(name)` / `mend(name)` take a host's link down and up. close() kills
 every process in the namespaces, then removes them, the veths and the bridge.
 
 Note: this file was rebuilt from the API that tests/cluster/test_outages.py uses (lab(net=...),
@@ -51,15 +51,15 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
 
 
 def pick_subnet(net: int | None = None) -> ipaddress.IPv4Network:
-    """A 10.X.Y.0/24 that overlaps nothing configured on this machine."""
+    """A 198.18.0.0/15 /24 (`net` picks the third octet) that overlaps nothing on this machine."""
     used = _used_networks()
     rng = random.Random(secrets.randbits(32))
     for _ in range(300):
-        second = net if net is not None else rng.randint(200, 254)
-        candidate = ipaddress.ip_network(f"10.{second}.{rng.randint(0, 255)}.0/24")
+        third = net if net is not None else rng.randint(0, 255)
+        candidate = ipaddress.ip_network(f"198.{rng.choice((18, 19))}.{third % 256}.0/24")
         if not any(candidate.overlaps(u) for u in used):
             return candidate
-    raise RuntimeError("no free 10.x.y.0/24 for the test network")
+    raise RuntimeError("no free /24 in 198.18.0.0/15 for the test network")
 
 
 def wait_tcp(host: str, port: int, timeout: float = 10.0) -> None:

@@ -309,13 +309,14 @@ def test_update_plugins_syncs_the_wasm_nodes_without_a_restart(fleet):
 
 def test_an_unreachable_node_is_reported_and_does_not_stop_the_others(fleet):
     ghost = fleet.root / "configs" / "ghost.toml"
-    ghost.write_text((fleet.root / "configs" / "pi4.toml").read_text().replace('name = "pi4"', 'name = "ghost"')
-                     .replace(str(fleet.etc("pi4")), str(fleet.root / "ghost-etc")))
+    ghost.write_text((fleet.root / "configs" / "pi4.toml").read_text().replace("pi4", "ghost"))
     (fleet.root / "plugins" / "ghost").mkdir(exist_ok=True)
+    subprocess.run([sys.executable, "-m", "actors.cli", "certs", "add-node", "--dir", str(fleet.root / "pki"),
+                    f"ghost={fleet.addresses['hub']}"], check=True, capture_output=True, cwd=ROOT)
     # The hub's own address on a port nothing listens on: refused at once, and inside the lab.
     row = "\n".join(["[[nodes]]", 'name = "ghost"', f'host = "{fleet.addresses["hub"]}"', "port = 2",
                      'role = "spoke"', 'profile = "wasm"', 'config = "configs/ghost.toml"', 'plugins = "plugins/ghost"',
-                     f'prefix = "{fleet.root / "ghost"}"', f'etc = "{fleet.root / "ghost-etc"}"', ""])
+                     f'prefix = "{fleet.prefix("ghost")}"', f'etc = "{fleet.etc("ghost")}"', ""])
     inventory = write_inventory(fleet, fleet.root / "with-ghost.toml", extra_rows=row)
 
     keep_going = fleet.run("update-plugins.sh", inventory=inventory)

@@ -246,3 +246,22 @@ def test_node_release_refuses_bad_arguments(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 2
     assert "missing --node, --with, --prefix, --etc or --unit" in res.stdout
+
+
+def test_pki_ships_the_nodes_certificate_and_key(fake_bin, tmp_path):
+    pki = tmp_path / "pki"
+    (pki / "nodes").mkdir(parents=True)
+    for name in ("ca.crt", "nodes/pi4.crt", "nodes/pi4.key"):
+        (pki / name).write_text("x")
+    inv = tmp_path / "inventory.toml"
+    inv.write_text(f'[[nodes]]\nname = "pi4"\nhost = "192.0.2.21"\nuser = "pi"\nrole = "spoke"\nprofile = "wasm"\n'
+                   f'config = "{DEPLOY / "examples" / "pi4.toml"}"\npki = "{pki}"\n')
+    res = run("update-all-nodes.sh", "--dry-run", "--inventory", str(inv), fake_bin=fake_bin)
+    assert res.returncode == 0, res.stderr
+    assert f"tls/ (ca.crt, pi4.crt, pi4.key from {pki})" in res.stdout
+    assert "install /etc/harvester/tls (key 0600, readable by the service user only)" in res.stdout
+
+    (pki / "nodes" / "pi4.key").unlink()
+    res = run("update-all-nodes.sh", "--dry-run", "--inventory", str(inv), fake_bin=fake_bin)
+    assert res.returncode == 2
+    assert f"nodes[0].pki: {pki}/nodes/pi4.key not found" in res.stderr
