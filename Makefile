@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench setup clean sandbox test-debs web-debs
+.PHONY: demo test lint bench setup clean sandbox test-debs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,17 +26,13 @@ sandbox: $(STAMP)
 demo: setup
 	$(PY) -m actors.cli demo
 
-# As root, the Debian packages the namespace deploy tests need (sshd, rsync, ip, shellcheck),
-# installed only when missing; without root it does nothing and those tests skip.
+# As root, the Debian packages the suite needs (sshd, rsync, ip, shellcheck for the deploy
+# tests; chromium, promtool, an emoji font for the dashboard tests), installed only when
+# missing; without root it does nothing and those tests skip.
 test-debs:
-	@bash tests/cluster/install-debs.sh
+	@bash tests/install-debs.sh
 
-# As root, the Debian packages the dashboard tests need (chromium, promtool, an emoji font),
-# installed only when missing; without root it does nothing and those tests skip.
-web-debs:
-	@bash tests/e2e/install-debs.sh
-
-test: setup test-debs web-debs
+test: setup test-debs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -22,6 +22,7 @@ from nameserver.registry import PREFIX, ns_uri
 IDEMPOTENT = frozenset({"ping", "health", "describe", "info", "read", "latest", "state", "readings",
                         "nodes", "fleet_health", "list", "status"})
 RETRYABLE = (pyro_errors.CommunicationError, pyro_errors.NamingError)
+IDLE_RECONNECT_S = 10.0  # well under the daemons' COMMTIMEOUT (actors/pyro.py)
 
 
 class ActorHandle:
@@ -37,10 +38,17 @@ class ActorHandle:
 
     def _proxy(self) -> Proxy:
         proxy = getattr(self._local, "proxy", None)
+        idle = time.monotonic() - getattr(self._local, "used", 0.0)
+        if proxy is not None and idle > IDLE_RECONNECT_S:
+            # the daemon drops a connection silent for COMMTIMEOUT; a command on it would fail
+            # and is never retried, so reconnect before the daemon's limit, not after
+            self._drop()
+            proxy = None
         if proxy is None:
             proxy = Proxy(self._uri)
             proxy._pyroTimeout = self._timeout
             self._local.proxy = proxy
+        self._local.used = time.monotonic()
         return proxy
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:

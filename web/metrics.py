@@ -94,11 +94,11 @@ def _readings(out: Exposition, nodes: Iterable[dict[str, Any]]) -> None:
             for quantity, r in quantities.items():
                 labels = {"node": node["name"], "sensor": sensor}
                 out.add("harvester_reading_available", "gauge", "1 when the sensor's last reading has a value.",
-                        r["value"] is not None, quantity=quantity, **labels)
+                        r["value"] is not None, **labels, quantity=quantity)
                 out.add("harvester_reading_stale", "gauge", "1 when the last reading is older than its limit.",
-                        r["stale"], quantity=quantity, **labels)
+                        r["stale"], **labels, quantity=quantity)
                 out.add("harvester_reading_timestamp_seconds", "gauge", "When the last reading was measured.",
-                        r["ts"], quantity=quantity, **labels)
+                        r["ts"], **labels, quantity=quantity)
                 if quantity == "iaq":
                     out.add("harvester_iaq_calibrating", "gauge", "1 while the IAQ baseline is burning in.",
                             r["quality"] == "calibrating", **labels)

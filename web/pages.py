@@ -25,7 +25,7 @@ FRAGMENTS = {"nodes": ("cards.tpl", "sig"), "alerts": ("alerts.tpl", "alerts_sig
 def default_series(series: list[dict[str, Any]]) -> str:
     """The series the chart opens on: a room temperature if there is one."""
     ids = [s["id"] for s in series]
-    for suffix in ("/temperature", "/cpu_temperature"):
+    for suffix in ("/dht22/temperature", "/temperature", "/cpu_temperature"):
         for sid in ids:
             if sid.endswith(suffix) and not sid.startswith("hub/"):
                 return sid

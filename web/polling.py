@@ -1,8 +1,8 @@
 """Cached reads of many spokes' actors for the page and /metrics: LED strips, buzzers, pings, plugins.
 
-A request never waits on a dead spoke: it gets the last answers at once and, when they are
-older than `ttl`, starts one background refresh (only one at a time). Only the very first
-request waits, and only for the bounded poll timeout."""
+A request never waits long on a dead spoke: when the answers are older than `ttl` it starts
+one background refresh (only one at a time) and waits at most FRESH_WAIT for it, else it
+gets the previous answers. Only the very first request waits for the bounded poll timeout."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from web.http import ApiError
 from web.upstream import MARGIN, Upstream
 
 log = logging.getLogger(__name__)
+FRESH_WAIT = 0.25  # seconds a request waits for a refresh it started (a dead spoke costs no more)
 Result = dict[str, Any]  # {"ok": True, "value": ..., "seconds": rtt} or {"ok": False, "error": "..."}
 
 
@@ -52,6 +53,8 @@ class StatePoller:
                              daemon=True).start()
         if first:
             done.wait(self.upstream.poll_timeout + 2 * MARGIN)
+        elif start:
+            done.wait(FRESH_WAIT)  # live spokes answer in a few ms: then this answer is fresh, not one round late
         with self._lock:
             return {n: self._cache[n] for n in wanted if n in self._cache}
 

@@ -191,7 +191,8 @@ def buzzer_view(result: dict[str, Any] | None, now: float) -> dict[str, Any]:
     s = result["value"]
     state = "muted" if s.get("muted") else "sounding" if s.get("active") else "idle"
     text = f"sounding ({s['pattern']})" if state == "sounding" and s.get("pattern") else state
-    detail = f"{s.get('beeps', 0)} beeps"
+    n = s.get("beeps", 0)
+    detail = f"{n} beep{'' if n == 1 else 's'}"
     if s.get("suppressed"):
         detail += f" · {s['suppressed']} muted"
     last = s.get("last_command")

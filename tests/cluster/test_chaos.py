@@ -93,7 +93,7 @@ def test_chaos_plugin_crash_storm_loses_nothing(proc_cluster, tmp_path):
 
     fleet = connect(HOST, c.ns_port)
     for round_, (_, want) in enumerate(CRASHES):
-        wait_for(lambda: crashed(fleet, want), timeout=60, interval=0.5, what=f"storm {want} (round {round_})")
+        wait_for(lambda want=want: crashed(fleet, want), timeout=60, interval=0.5, what=f"storm {want} (round {round_})")
         if round_ + 1 < len(CRASHES):
             (plugins / "storm.py").write_text(STORM.format(key=f"n{round_ + 1}", crash=CRASHES[round_ + 1][0]))
             wait_for(lambda: fleet["s1"]["plugins"].status("storm")["state"] == "ok", timeout=30, interval=0.2,

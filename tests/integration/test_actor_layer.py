@@ -143,3 +143,16 @@ def test_actor_layer_unavailable_actuator_raises_typed_error(cluster, monkeypatc
     leds.slot.failed(OSError(5, "strip unplugged"))
     with pytest.raises(ActorUnavailable, match="strip unplugged"):
         connect(HOST, cluster.ns_port)["pi4"]["leds"].state()
+
+
+def test_actor_layer_command_after_a_long_idle_reconnects_first(cluster, monkeypatch):
+    import actors.client as client
+
+    cluster.start_node("pi4", sensors=SENSORS, buzzer=True)
+    buzzer = connect(HOST, cluster.ns_port)["pi4"]["buzzer"]
+    assert buzzer.state()["muted"] in (True, False)
+    proxy = buzzer._local.proxy
+    # as if the REPL sat idle past the reconnect limit: the daemon would have closed it by now
+    monkeypatch.setattr(client, "IDLE_RECONNECT_S", 0.0)
+    assert buzzer.beep(1, 50)["last_command"]["command"] == "beep"
+    assert buzzer._local.proxy is not proxy

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -49,7 +49,7 @@ def clock(monkeypatch):
     class FakeDatetime(datetime):
         @classmethod
         def now(cls, tz=None):
-            return datetime.fromtimestamp(c.t, tz or timezone.utc)
+            return datetime.fromtimestamp(c.t, tz or UTC)
 
     import apscheduler.executors.base as executors_base
     import apscheduler.schedulers.base as schedulers_base

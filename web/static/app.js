@@ -113,6 +113,7 @@ async function reloadFragment(part) {
   el.innerHTML = await res.text();
   el.dataset.sig = res.headers.get("X-Harvester-Sig") || "";
   setOperator(state.operator);
+  for (const s of $$("[data-colour]", el)) s.setAttribute("aria-pressed", String(s.dataset.colour === state.paint));
 }
 
 function setRow(el, v) {
@@ -290,7 +291,8 @@ async function drawChart() {
     const unit = select.selectedOptions[0] ? select.selectedOptions[0].dataset.unit : "";
     HarvesterChart.draw(box, data, {unit, since: until - state.range, until});
     const kind = data.step === "raw" ? "raw readings" : `${data.step} min/mean/max`;
-    note.textContent = `${data.points.length} points · ${kind}${data.truncated ? " (truncated)" : ""}`;
+    const n = data.points.length;
+    note.textContent = `${n} point${n === 1 ? "" : "s"} · ${kind}${data.truncated ? " (truncated)" : ""}`;
   } catch (err) {
     note.textContent = "history unavailable: " + err.message;
   }

@@ -26,7 +26,7 @@ const HarvesterChart = (() => {
 
   function timeTicks(since, until, maxTicks) {
     const span = until - since;
-    const steps = [300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800];
+    const steps = [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800];
     const step = steps.find((s) => span / s <= maxTicks) || 172800;
     const offset = new Date().getTimezoneOffset() * 60;  // align to local wall-clock boundaries
     const out = [];
@@ -52,7 +52,11 @@ const HarvesterChart = (() => {
       "aria-label": `${data.node}/${data.sensor} ${data.quantity}`});
     const raw = data.step === "raw";
     const pts = data.points.filter((p) => p[1] !== null);
-    const {since, until} = opts;
+    const {until} = opts;
+    // A series that began well inside the window (a new node) is drawn from its first point,
+    // over at least two minutes so a few points do not collapse the axis.
+    const first = pts.length ? Math.min(pts[0][0], until - 120) : opts.since;
+    const since = first > opts.since + 0.1 * (until - opts.since) ? first : opts.since;
     const x = (t) => M.left + (t - since) / (until - since) * (width - M.left - M.right);
     if (!pts.length) {
       svg.append(node("text", {x: width / 2, y: height / 2, class: "chart-empty", "text-anchor": "middle"},

@@ -16,6 +16,7 @@
   <button id="operator-toggle" class="op-toggle" type="button" aria-expanded="false" aria-controls="operator-form">🔒 Operator</button>
 </header>
 <form id="operator-form" class="operator-form" hidden>
+  <input type="text" name="username" autocomplete="username" value="operator" hidden>
   <label for="token">Operator token</label>
   <input id="token" name="token" type="password" autocomplete="current-password" spellcheck="false"
          placeholder="printed by harvester demo; in tokens.json">
