@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import bottle
@@ -72,6 +73,23 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         if state not in ("active", "all"):
             raise ApiError(400, f"state must be active or all, got {state!r}")
         return {"ts": ctx.clock(), "alerts": hub.store.alerts(active_only=state == "active", limit=MAX_ALERTS)}
+
+    @app.get("/api/jobs")
+    @api
+    def jobs() -> dict[str, Any]:
+        auth.require_reader()
+        polled = ctx.dashboard.jobs_raw()
+        return {"ts": ctx.clock(), "nodes": {n: r["value"] if r["ok"] else {"error": r["error"]}
+                                             for n, r in sorted(polled.items())}}
+
+    @app.get("/api/summaries")
+    @api
+    def summaries() -> dict[str, Any]:
+        auth.require_reader()
+        day = bottle.request.query.get("day") or None
+        if day is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+            raise ApiError(400, f"day must be YYYY-MM-DD, got {day!r}")
+        return {"day": day, "summaries": hub.store.summaries(day)}
 
     @app.get("/api/actuators")
     @api

@@ -23,6 +23,7 @@ class Dashboard:
         self.leds = StatePoller(upstream, "leds", "state", ttl=1.0)
         self.buzzer = StatePoller(upstream, "buzzer", "state", ttl=1.0)
         self.pings = StatePoller(upstream, "agent", "ping", ttl=2.0)
+        self.jobs = StatePoller(upstream, "jobs", "list", ttl=10.0)
 
     def actors_of(self, node: dict[str, Any]) -> set[str]:
         """The actor names a node runs, as the hub's probes last saw them (the hub's own: from its agent)."""
@@ -55,9 +56,28 @@ class Dashboard:
                    "unit": r["unit"]}
                   for n in nodes for s, qs in n["sensors"].items() for q, r in qs.items()]
         online = sum(1 for n in nodes if n["online"])
+        jobs, day, summary = self._jobs(nodes, now)
         return {"ts": now, "status": f"{online}/{len(nodes)} nodes online", "cards": cards, "leds": led_views,
-                "buzzer": buzzer_views, "alerts": alerts, "series": series,
-                "sig": view.signature(cards), "alerts_sig": view.alerts_signature(alerts)}
+                "buzzer": buzzer_views, "alerts": alerts, "series": series, "jobs": jobs, "summary_day": day,
+                "summary": summary, "sig": view.signature(cards), "alerts_sig": view.alerts_signature(alerts),
+                "jobs_sig": view.jobs_signature(jobs, day)}
+
+    def jobs_raw(self, nodes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Every online node's jobs as its jobs actor lists them (cached ~10 s)."""
+        nodes = self.hub.snapshot()["nodes"] if nodes is None else nodes
+        if not self.upstream.available:
+            return {}
+        names = [n["name"] for n in nodes if n["online"] and "jobs" in self.actors_of(n)]
+        return self.jobs.get(names)
+
+    def _jobs(self, nodes: list[dict[str, Any]], now: float) -> tuple[list[dict[str, Any]], str | None, list]:
+        polled = self.jobs_raw(nodes)
+        jobs = [view.job_view(node, job, now) for node in sorted(polled) if polled[node]["ok"]
+                for job in polled[node]["value"]]
+        latest = self.hub.store.summaries(limit=1)
+        day = latest[0]["day"] if latest else None
+        summary = [view.summary_view(r) for r in self.hub.store.summaries(day)] if day else []
+        return jobs, day, summary
 
     def update(self) -> dict[str, Any]:
         """The page's live update: the same model, flattened to what changes between refreshes."""
@@ -67,6 +87,7 @@ class Dashboard:
         values.update({f"alert/{a['id']}/since": {"text": a["since"]} for a in m["alerts"]})
         nodes = {c["name"]: {"online": c["online"], "status": c["status"], "clock": c["clock"]} for c in m["cards"]}
         return {"ts": m["ts"], "status": m["status"], "sig": m["sig"], "alerts_sig": m["alerts_sig"],
+                "jobs_sig": m["jobs_sig"],
                 "alert_count": len(m["alerts"]), "nodes": nodes, "values": values, "leds": m["leds"],
                 "buzzer": m["buzzer"], "series": m["series"]}
 

@@ -237,3 +237,35 @@ def alert_view(alert: dict[str, Any], now: float) -> dict[str, Any]:
 def alerts_signature(alerts: list[dict[str, Any]]) -> str:
     """Changes when an alert appears, clears or is acknowledged."""
     return hashlib.sha1(json.dumps([(a["id"], a["acknowledged"]) for a in alerts]).encode()).hexdigest()[:12]
+
+
+def job_view(node: str, job: dict[str, Any], now: float) -> dict[str, Any]:
+    """One scheduled job as the jobs panel shows it."""
+    nxt, last = job.get("next_run"), job.get("last_run")
+    if not job.get("enabled", True):
+        next_text = "disabled"
+    elif nxt is None:
+        next_text = "-"
+    else:
+        wait = max(0.0, nxt - now)
+        next_text = f"in {wait:.0f} s" if wait < 60 else "in " + duration_text(wait)
+    outcome = f"error: {job['last_error']}" if job.get("last_error") else (job.get("last_result") or "")
+    took = job.get("duration_ms")
+    return {"node": node, "name": job["name"], "trigger": job.get("trigger", ""), "next": next_text,
+            "last": age_text(now - last) if last else "never", "outcome": outcome,
+            "failed": bool(job.get("last_error")), "took": f"{took:.0f} ms" if took is not None else "",
+            "last_ts": last, "next_ts": nxt}
+
+
+def summary_view(row: dict[str, Any]) -> dict[str, Any]:
+    """One series of a daily summary: min / mean / max with the unit, and the alert count."""
+    unit = row.get("unit", "")
+    return {"where": f"{row['node']} · {row['sensor']} · {LABELS.get(row['quantity'], row['quantity'])}",
+            "min": number(row["min"], unit), "mean": number(row["mean"], unit), "max": number(row["max"], unit),
+            "n": row["n"], "alerts": row["alerts"]}
+
+
+def jobs_signature(jobs: list[dict[str, Any]], day: str | None) -> str:
+    """Changes when a job ran, failed or was rescheduled, or a new daily summary arrived."""
+    key = [(j["node"], j["name"], j["last_ts"], j["outcome"], j["next_ts"]) for j in jobs]
+    return hashlib.sha1(json.dumps([key, day]).encode()).hexdigest()[:16]

@@ -191,6 +191,7 @@ async function refresh() {
     const d = await getJSON("/api/dashboard");
     if (d.sig !== $("#nodes").dataset.sig) await reloadFragment("nodes");
     if (d.alerts_sig !== $("#alerts").dataset.sig) await reloadFragment("alerts");
+    if (d.jobs_sig !== $("#jobs").dataset.sig) await reloadFragment("jobs");
     apply(d);
     if (Date.now() - state.lastChart > CHART_REFRESH_MS && !document.hidden) drawChart();
   } catch (err) {

@@ -48,6 +48,9 @@
     <div id="chart" class="chart"></div>
     <p id="chart-note" class="muted chart-note"></p>
   </section>
+  <section id="jobs" class="panel" aria-label="Scheduled jobs and daily summary" data-sig="{{jobs_sig}}">
+% include("jobs.tpl", jobs=jobs, summary=summary, summary_day=summary_day)
+  </section>
 </main>
 <footer class="foot muted">
   hub <strong>{{hub}}</strong> · <a href="/api/readings">JSON</a> · <a href="/metrics">metrics</a> · tap a value to chart it
