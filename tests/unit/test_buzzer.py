@@ -33,14 +33,6 @@ class FrequencyRecordingPin(MockPWMPin):
 
 
 @pytest.fixture
-def factory() -> Iterator[MockFactory]:
-    pin_factory = MockFactory(pin_class=MockPWMPin)
-    yield pin_factory
-    pin_factory.reset()
-    pin_factory.close()
-
-
-@pytest.fixture
 def buzzer(factory: MockFactory) -> Iterator[BuzzerDevice]:
     device = BuzzerDevice(PIN, factory, clock=lambda: 1234.5)
     yield device

@@ -59,14 +59,6 @@ class Rig:
 
 
 @pytest.fixture
-def factory() -> Iterator[MockFactory]:
-    pin_factory = MockFactory(pin_class=MockPWMPin)
-    yield pin_factory
-    pin_factory.reset()
-    pin_factory.close()
-
-
-@pytest.fixture
 def rig(tmp_path: Path, factory: MockFactory) -> Iterator[Rig]:
     r = Rig(tmp_path, factory, {"leds": [1, 2], "buzzer": True, "i2c": [{"bus": 1, "address": 0x77, "mode": "r"}],
                                 "nodes": {"pi5": {"leds": [4]}}})
