@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent import futures
 from datetime import UTC
 from typing import Any
 
@@ -43,6 +44,7 @@ PROBE_INTERVAL = 2.0
 STOP_TIMEOUT = 5.0
 PUSHED_QUEUE = 1000  # batches waiting for hub plugins; beyond it they are counted, not evaluated
 PROBE_TIMEOUT = 1.0
+PROBE_THREADS = 16
 
 
 class AgentActor(Actor):
@@ -98,7 +100,8 @@ class NodeAgent:
         self._store_full = False
         self._hello_done = False
         self._push_failing = False
-        self._probes: dict[str, Proxy] = {}  # only the probe job's thread uses these
+        self._probes: dict[str, Proxy] = {}  # one per spoke; a probe run uses each from one thread
+        self._probe_pool: futures.ThreadPoolExecutor | None = None
         self.registrar = Registrar(config.hub_host, config.nameserver_port)
         self.scheduler = BackgroundScheduler(
             timezone="UTC", executors={"default": ThreadPoolExecutor(max_workers=4)},
@@ -380,28 +383,34 @@ class NodeAgent:
     def probe_spokes(self) -> None:
         """Ping every spoke's agent: a crashed node shows offline at once, not after 3 push intervals.
 
-        Only a refused or failed connection marks a node unreachable; a node that never
+        Probes run side by side (a partitioned fleet costs one timeout per run, not one per
+        node). Only a refused or failed connection marks a node unreachable; a node that never
         registered (an HTTP-only sender) keeps its push-based liveness."""
         assert self.hub is not None
+        if self._probe_pool is None:
+            self._probe_pool = futures.ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe")
+        list(self._probe_pool.map(self._probe_one, self.hub.spokes()))
+
+    def _probe_one(self, node: str) -> None:
+        assert self.hub is not None
         cfg = self.config
-        for node in self.hub.spokes():
-            proxy = self._probes.get(node)
-            if proxy is None:
-                proxy = Proxy(f"PYRONAME:{object_name(node, 'agent')}@{cfg.hub_host}:{cfg.nameserver_port}")
-                proxy._pyroTimeout = PROBE_TIMEOUT
-                self._probes[node] = proxy
-            proxy._pyroClaimOwnership()  # APScheduler may run this job on another pool thread
-            try:
-                health = proxy.fleet_health()
-            except pyro_errors.NamingError:
-                proxy._pyroRelease()
-                continue
-            except (pyro_errors.CommunicationError, OSError):
-                proxy._pyroRelease()
-                self._probes.pop(node, None)  # re-resolve: a restarted agent has a new port
-                self.hub.set_reachable(node, False)
-                continue
-            self.hub.set_reachable(node, True, health)
+        proxy = self._probes.get(node)
+        if proxy is None:
+            proxy = Proxy(f"PYRONAME:{object_name(node, 'agent')}@{cfg.hub_host}:{cfg.nameserver_port}")
+            proxy._pyroTimeout = PROBE_TIMEOUT
+            self._probes[node] = proxy
+        proxy._pyroClaimOwnership()  # each run may probe this node from another pool thread
+        try:
+            health = proxy.fleet_health()
+        except pyro_errors.NamingError:
+            proxy._pyroRelease()
+            return
+        except (pyro_errors.CommunicationError, OSError):
+            proxy._pyroRelease()
+            self._probes.pop(node, None)  # re-resolve: a restarted agent has a new port
+            self.hub.set_reachable(node, False)
+            return
+        self.hub.set_reachable(node, True, health)
 
     def run_forever(self) -> None:
         """Start, then block until SIGTERM/SIGINT, then stop cleanly."""
@@ -426,6 +435,8 @@ class NodeAgent:
             waiter.join(STOP_TIMEOUT)
             if waiter.is_alive():
                 log.warning("a scheduled job did not finish within %ss; stopping anyway", STOP_TIMEOUT)
+        if self._probe_pool is not None:
+            self._probe_pool.shutdown(wait=True, cancel_futures=True)
         if self.web is not None:
             self.web.stop()
         self.registrar.unregister_all()
