@@ -6,6 +6,7 @@ import ipaddress
 import logging
 
 from Pyro5 import config
+from Pyro5.serializers import MsgpackSerializer
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,10 @@ MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 
 def configure() -> None:
     """Apply Harvester's Pyro5 settings (idempotent)."""
+    # The name server keeps an entry registered without metadata as frozenset(), which
+    # Pyro5's msgpack serializer cannot encode: one such entry (any foreign client may add
+    # it) made every listing answer a protocol error to msgpack callers.
+    MsgpackSerializer.register_type_replacement(frozenset, set)  # default() turns a set into a list
     config.SERIALIZER = CLIENT_SERIALIZER
     config.SERVERTYPE = "thread"
     # One worker thread per open connection; past the pool, connections are refused. Spokes

@@ -118,3 +118,10 @@ def test_harvester_call_prints_json(cluster, pi4):
         [sys.executable, "-m", "actors.cli", "call", "harvester.pi4.nothing", "read", "--ns",
          f"{HOST}:{cluster.ns_port}"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 3 and "no actor 'harvester.pi4.nothing'" in bad.stderr
+
+
+def test_listing_survives_an_entry_registered_without_metadata(cluster, pi4):
+    with Proxy(f"PYRO:Pyro.NameServer@{HOST}:{cluster.ns_port}") as ns:
+        ns.register("harvester.foreign.thing", f"PYRO:thing@{HOST}:1")  # a plain Pyro5 client, no metadata
+    listing = connect(HOST, cluster.ns_port).listing()
+    assert listing["harvester.foreign.thing"][1] == [] and "harvester.pi4.dht22" in listing
