@@ -44,17 +44,21 @@ def start_hub(tmp: Path) -> tuple[subprocess.Popen, int, int]:
     with open(tmp / "hub.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "actors.cli", "--log-level", "WARNING", "node", "--config",
                                  str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        c = http.client.HTTPConnection("127.0.0.1", web, timeout=1)
-        try:
-            c.request("GET", "/healthz")
-            if c.getresponse().status == 200:
-                return proc, ns, web
-        except OSError:
-            time.sleep(0.2)
-        finally:
-            c.close()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            c = http.client.HTTPConnection("127.0.0.1", web, timeout=1)
+            try:
+                c.request("GET", "/healthz")
+                if c.getresponse().status == 200:
+                    return proc, ns, web
+            except OSError:
+                time.sleep(0.2)
+            finally:
+                c.close()
+    except BaseException:
+        proc.kill()  # never leave a hub behind when the benchmark itself fails
+        raise
     proc.kill()
     raise SystemExit("hub did not start; see " + str(tmp / "hub.log"))
 
