@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from hal.availability import FailureLog
 from hal.bme680 import Bme680, Bme680Measurement
 from hal.errors import DeviceUnavailable, HalConfigError, HalError, ImplausibleValue, ReadingError
 from hal.readings import Reading
@@ -75,9 +76,8 @@ class Bme680Sensor:
         self._claim_timeout = claim_timeout
         self._claim: _ClaimLine | None = None
         self._iaq: Any = None
-        self._iaq_failing: str | None = None
         self._previous: tuple[Bme680Measurement, float] | None = None
-        self._failing: str | None = None
+        self._availability = FailureLog(log, name)
         self._closed = False
         self.stats = {"reads": 0, "failures": 0, "jumps_rejected": 0, "jumps_confirmed": 0}
 
@@ -100,9 +100,7 @@ class Bme680Sensor:
             except Exception as exc:  # read() never raises; an unknown error still gets logged
                 log.exception("%s: unexpected error reading the BME680", self.name)
                 return self._failed(f"unexpected {type(exc).__name__}: {exc}")
-            if self._failing is not None:
-                log.info("%s: BME680 readings recovered", self.name)
-                self._failing = None
+            self._availability.recovered("BME680")
             return readings
 
     def close(self) -> None:
@@ -197,22 +195,14 @@ class Bme680Sensor:
             reading = Reading.measured(node, self.name, "iaq", result.score, ts, quality=quality)
         except (ImportError, HalError, OSError, ValueError) as exc:
             reason = f"IAQ estimate failed: {type(exc).__name__}: {exc}"
-            if self._iaq_failing != reason:
-                log.warning("%s: %s", self.name, reason)
-            self._iaq_failing = reason
+            self._availability.failed("IAQ", reason)
             return Reading.failed(node, self.name, "iaq", ts, reason)
-        if self._iaq_failing is not None:
-            log.info("%s: IAQ estimates recovered", self.name)
-            self._iaq_failing = None
+        self._availability.recovered("IAQ")
         return reading
 
     def _failed(self, reason: str) -> list[Reading]:
         self.stats["failures"] += 1
-        if self._failing is None:
-            log.warning("%s: BME680 unavailable: %s", self.name, reason)
-        elif reason != self._failing:
-            log.debug("%s: still unavailable: %s", self.name, reason)
-        self._failing = reason
+        self._availability.failed("BME680", reason)
         ts = self._clock()
         try:
             return [Reading.failed(self._ctx.node, self.name, q, ts, reason) for q in self.quantities]

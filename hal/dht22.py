@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from hal.availability import FailureLog
 from hal.errors import DeviceUnavailable, HalConfigError, ImplausibleValue
 from hal.readings import Reading
 
@@ -75,7 +76,7 @@ class Dht22Sensor:
         self._last_attempt: float | None = None
         self._last_attempt_ok = False
         self._samples: deque[tuple[float, float, float]] = deque(maxlen=WINDOW)
-        self._failing: str | None = None
+        self._availability = FailureLog(log, name)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -98,9 +99,7 @@ class Dht22Sensor:
             except Exception as exc:  # read() never raises; an unknown error still gets logged
                 log.exception("%s: unexpected error reading the DHT22", self.name)
                 return self._failed(f"unexpected {type(exc).__name__}: {exc}")
-            if self._failing is not None:
-                log.info("%s: DHT22 readings recovered", self.name)
-                self._failing = None
+            self._availability.recovered("DHT22")
             ts = self._clock()
             node = self._ctx.node
             return [
@@ -116,11 +115,7 @@ class Dht22Sensor:
     # -- internals -------------------------------------------------------------------
 
     def _failed(self, reason: str) -> list[Reading]:
-        if self._failing is None:
-            log.warning("%s: DHT22 unavailable: %s", self.name, reason)
-        elif reason != self._failing:
-            log.debug("%s: still unavailable: %s", self.name, reason)
-        self._failing = reason
+        self._availability.failed("DHT22", reason)
         ts = self._clock()
         return [Reading.failed(self._ctx.node, self.name, q, ts, reason) for q in self.quantities]
 

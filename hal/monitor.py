@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from hal.availability import FailureLog
 from hal.errors import DeviceUnavailable, HalConfigError, ImplausibleValue
 from hal.readings import Reading
 
@@ -43,7 +44,7 @@ class SystemMonitor:
         self._sysfs = ctx.sysfs()
         self._lock = threading.Lock()
         self._zone: str | None = None
-        self._failing: dict[str, str] = {}
+        self._availability = FailureLog(log, name)
         self._closed = False
         # A baseline now, so the first read already has an interval to measure load over.
         self._prev_cpu: tuple[int, int] | None = None
@@ -81,12 +82,9 @@ class SystemMonitor:
             values = measure()
         except (OSError, ValueError, DeviceUnavailable) as exc:
             reason = str(exc) or type(exc).__name__
-            if group not in self._failing:
-                log.warning("%s: %s unavailable: %s", self.name, group, reason)
-            self._failing[group] = reason
+            self._availability.failed(group, reason)
             return [self._failed(q, ts, reason) for q in quantities]
-        if self._failing.pop(group, None) is not None:
-            log.info("%s: %s recovered", self.name, group)
+        self._availability.recovered(group)
         return [Reading.measured(self._ctx.node, self.name, q, v, ts) for q, v in zip(quantities, values, strict=True)]
 
     def _failed(self, quantity: str, ts: float, reason: str) -> Reading:

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hal.availability import FailureLog
 from hal.errors import HalConfigError
 from hal.readings import Reading
 
@@ -114,7 +115,7 @@ class NetworkHealth:
         self._ctx = ctx
         self._timer = timer
         self._lock = threading.Lock()
-        self._failing: dict[str, str] = {}
+        self._availability = FailureLog(log, name, down="unreachable", up="reachable again")
         self._closed = False
         if method == "auto":
             method = "icmp" if icmp_allowed() else "tcp"
@@ -176,12 +177,9 @@ class NetworkHealth:
     def _note(self, label: str, reason: str | None) -> None:
         """Log a target going unreachable once, and its recovery once."""
         if reason is None:
-            if self._failing.pop(label, None) is not None:
-                log.info("%s: %s reachable again", self.name, label)
+            self._availability.recovered(label)
         else:
-            if label not in self._failing:
-                log.warning("%s: %s unreachable: %s", self.name, label, reason)
-            self._failing[label] = reason
+            self._availability.failed(label, reason)
 
     # -- probes ------------------------------------------------------------------------
 
