@@ -12,7 +12,7 @@ import threading
 import time
 from concurrent import futures
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -22,21 +22,22 @@ from Pyro5.api import Daemon, Proxy, expose
 from actors.base import Actor
 from actors.config import NodeConfig, SensorConfig
 from actors.errors import StoreFull
-from actors.hub import AggregatorActor, Hub
 from actors.jobs import JobContext, JobRunner, JobsActor, actor_caller
 from actors.jobspec import JobSpec
 from actors.outbox import Outbox
 from actors.pyro import CALL_TIMEOUT, check_bind, configure
 from actors.security import HarvesterDaemon, apply_node_tls
 from actors.sensor import SensorActor
-from actors.store import Store
 from actors.systemd import announce_started, announce_stopping
-from actors.tokens import Tokens
 from actors.version import package_version
 from hal.context import HalContext, resolve_mode
 from hal.readings import Reading
 from hal.sensor import SENSOR_KINDS
 from nameserver.registry import Registrar, object_name
+
+if TYPE_CHECKING:  # hub-only modules: a spoke never imports them (each costs RSS on a Pi Zero)
+    from actors.hub import Hub
+    from actors.tokens import Tokens
 
 log = logging.getLogger(__name__)
 PUSH_CALLS_PER_RUN = 20  # bounds one push run; a backlog drains over consecutive runs
@@ -113,6 +114,10 @@ class NodeAgent:
     def _build_actors(self) -> None:
         cfg = self.config
         if cfg.is_hub:
+            from actors.hub import AggregatorActor, Hub
+            from actors.store import Store
+            from actors.tokens import Tokens
+
             self.hub = Hub(Store(cfg.state_dir / "hub.sqlite3", cfg.store.max_mb))
             tokens_file = (cfg.web.tokens_file if cfg.web else None) or cfg.state_dir / "tokens.json"
             self.tokens = Tokens(tokens_file)
@@ -454,6 +459,28 @@ class NodeAgent:
         if self.hub is not None:
             self.hub.store.close()
         self.hal.close()
+
+
+M_ARENA_MAX = -8  # glibc's mallopt() parameter
+
+
+def cap_malloc_arenas(profile: str) -> bool:
+    """On a native (Pi Zero) node, make every thread share glibc's main malloc arena.
+
+    glibc gives each thread that allocates concurrently its own arena and keeps the freed
+    memory of each; on the demo's Pi Zero node that is 4 MB of RSS for a dozen mostly idle
+    threads (40.6 MB against 36.7 MB with one arena). Called before any thread starts,
+    because arenas already handed out stay. A node's threads allocate under the GIL, so
+    one arena costs no measurable throughput. Returns whether the cap took effect (it
+    cannot on a libc without mallopt, such as musl)."""
+    if profile != "native":
+        return False
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1))
+    except (AttributeError, OSError):
+        return False
 
 
 def time_now() -> Any:

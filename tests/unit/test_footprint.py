@@ -1,0 +1,52 @@
+"""What keeps a Pi Zero node small: the modules a spoke imports and its malloc arena cap.
+
+RSS itself is measured by bench/bench_nodes.py (tests never assert on memory figures);
+these tests guard the two cuts that bench found, so a later import cannot undo them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HUB_ONLY = ("actors.hub", "actors.store", "actors.tokens", "web", "hmac", "secrets")
+
+
+def run_python(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def build_and_list(config: str, state_dir: Path, names: tuple[str, ...]) -> str:
+    """Builds a node's actors the way `harvester node` does; lists which of names got imported."""
+    return run_python(f"""
+        import sys
+        from actors.agent import NodeAgent
+        from actors.config import load_config
+        agent = NodeAgent(load_config({config!r}, ["node.state_dir={state_dir}"]))
+        agent._build_actors()
+        print(" ".join(sorted(m for m in {names!r} if m in sys.modules)))
+    """)
+
+
+def test_a_spoke_agent_never_imports_hub_modules(tmp_path):
+    assert build_and_list("actors/demo_configs/pizero.toml", tmp_path, HUB_ONLY) == ""
+
+
+def test_a_hub_agent_does_import_them(tmp_path):
+    """The same probe sees the hub's modules on a hub, so the spoke test above can fail."""
+    assert build_and_list("actors/demo_configs/hub.toml", tmp_path, HUB_ONLY[:3]) == \
+        "actors.hub actors.store actors.tokens"
+
+
+def test_malloc_arenas_are_capped_only_on_native_nodes():
+    result = run_python("""
+        from actors.agent import cap_malloc_arenas
+        print(cap_malloc_arenas("wasm"), cap_malloc_arenas("native"))
+    """)
+    glibc = run_python("import platform; print(platform.libc_ver()[0])") == "glibc"
+    assert result == ("False True" if glibc else "False False")
