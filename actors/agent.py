@@ -46,6 +46,11 @@ STOP_TIMEOUT = 5.0
 PUSHED_QUEUE = 1000  # batches waiting for hub plugins; beyond it they are counted, not evaluated
 PROBE_TIMEOUT = 1.0
 PROBE_THREADS = 16
+# A spoke that pushes but never had an agent the hub could reach (an HTTP-only sender) is looked
+# up again only this often: each failed lookup costs the hub's name server a formatted traceback,
+# 100 of them a second for 200 such senders. A node that was reachable once is probed every
+# PROBE_INTERVAL whatever happens, so a restarted one shows online as soon as it registers.
+NAMELESS_RECHECK = 30.0
 
 
 class AgentActor(Actor):
@@ -102,6 +107,7 @@ class NodeAgent:
         self._hello_done = False
         self._push_failing = False
         self._probes: dict[str, Proxy] = {}  # one per spoke; a probe run uses each from one thread
+        self._nameless: dict[str, float] = {}  # spoke -> when its agent's name was found missing
         self._probe_pool: futures.ThreadPoolExecutor | None = None
         self.registrar = Registrar(config.hub_host, config.nameserver_port)
         self.scheduler = BackgroundScheduler(
@@ -399,6 +405,10 @@ class NodeAgent:
     def _probe_one(self, node: str) -> None:
         assert self.hub is not None
         cfg = self.config
+        missing_since = self._nameless.get(node)
+        if missing_since is not None and time.monotonic() - missing_since < NAMELESS_RECHECK \
+                and self.hub.reachability(node) is None:
+            return
         proxy = self._probes.get(node)
         if proxy is None:
             proxy = Proxy(f"PYRONAME:{object_name(node, 'agent')}@{cfg.hub_host}:{cfg.nameserver_port}")
@@ -409,12 +419,14 @@ class NodeAgent:
             health = proxy.fleet_health()
         except pyro_errors.NamingError:
             proxy._pyroRelease()
+            self._nameless[node] = time.monotonic()
             return
         except (pyro_errors.CommunicationError, OSError):
             proxy._pyroRelease()
             self._probes.pop(node, None)  # re-resolve: a restarted agent has a new port
             self.hub.set_reachable(node, False)
             return
+        self._nameless.pop(node, None)
         self.hub.set_reachable(node, True, health)
 
     def run_forever(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -24,6 +25,9 @@ MAX_READINGS_PER_BATCH = 1000
 ONLINE_INTERVALS = 3  # a node is online if it pushed within this many push intervals
 MAX_FUTURE_S = 86400.0  # a reading stamped further ahead than this is rejected
 CLOCK_SKEW_LIMIT = 30.0  # a node whose clock differs more than this is flagged
+# A cached view is dropped this long before a flag of it would turn: far more than the rounding
+# of `now - ts > limit` (about 1e-7 s at today's epoch), so a reused part never disagrees with a new one.
+FLIP_MARGIN = 1e-3
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +46,7 @@ class NodeState:
     reachable: bool | None = None  # from the hub's pings of the node's agent; None = not probed yet
     health: dict[str, Any] = field(default_factory=dict)  # actor -> {state, last_error}, from probes
     outbox: dict[str, Any] | None = None  # the spoke's {pending_batches, dropped_batches}, from probes
+    version: int = 0  # bumped by every change (under the hub's lock): keys the JSON view's cache
 
 
 READING_KEYS = frozenset({"node", "sensor", "quantity", "value", "unit", "ts", "quality", "reason"})
@@ -110,6 +115,7 @@ class Hub:
         self._lock = threading.Lock()
         self._nodes: dict[str, NodeState] = {}
         self._latest: dict[str, dict[str, dict[str, Row]]] = {}
+        self._view_cache: dict[str, list[Any]] = {}  # see _views
         self.readings_stored = 0
         self.duplicates = 0
         self.rejected = 0
@@ -148,6 +154,7 @@ class Hub:
             st = st or self._nodes.setdefault(name, NodeState(name))
             st.role, st.profile, st.push_interval, st.info = role, profile, float(interval), clean
             st.last_seen = now
+            st.version += 1
             self._observe_clock(st, sent_at, now)
             snapshot = (st.role, st.profile, st.push_interval, st.last_seen, st.clock_offset, dict(st.info))
             last_seq = st.last_seq
@@ -182,6 +189,7 @@ class Hub:
             for node, seq, readings, _ in checked:
                 st = self._nodes[node]
                 st.last_seen = now
+                st.version += 1
                 self._observe_clock(st, sent_at, now)
                 if (node, seq) in new:
                     st.last_seq = max(st.last_seq, seq)
@@ -223,6 +231,7 @@ class Hub:
                 st = self._nodes[node] = NodeState(node, role="hub", last_seen=now)
                 self.store.upsert_node(node, "hub", st.profile, st.push_interval, now, None, {})
             st.last_seen = now
+            st.version += 1
             self._remember(node, rows)
 
     def _remember(self, node: str, rows: list[Row]) -> None:
@@ -246,6 +255,8 @@ class Hub:
         """Record the outcome of the hub's last probe of the node's agent (and its actors' health)."""
         with self._lock:
             st = self._nodes.get(node)
+            if st is not None:
+                st.version += 1
             if st is not None and isinstance(health, dict):
                 st.health = {k.rsplit(".", 1)[-1]: {"state": v.get("state"), "last_error": v.get("last_error")}
                              for k, v in health.items() if isinstance(v, dict) and "state" in v}
@@ -257,36 +268,81 @@ class Hub:
                     log.info("node %s %s", node, "answers again" if reachable else "stopped answering")
                 st.reachable = reachable
 
+    def reachability(self, node: str) -> bool | None:
+        """The outcome of the last probe of the node's agent; None if it was never reached or refused."""
+        with self._lock:
+            st = self._nodes.get(node)
+            return None if st is None else st.reachable
+
     def spokes(self) -> list[str]:
         """Nodes other than the hub, to probe."""
         with self._lock:
             return sorted(n for n, st in self._nodes.items() if st.role != "hub")
 
     def snapshot(self) -> dict[str, Any]:
-        """Every node with liveness and each sensor's latest quantities (the /api/readings body)."""
+        """Every node with liveness and each sensor's latest quantities (the /api/readings body).
+
+        The node dicts are shared with other callers and the cache: read them, never change them."""
         now = self._clock()
-        nodes = []
         with self._lock:
-            for name in sorted(self._nodes):
-                st = self._nodes[name]
-                sensors: dict[str, dict[str, Any]] = {}
-                limits = st.info.get("stale_after") or {}
-                for sensor, quantities in sorted(self._latest.get(name, {}).items()):
-                    # A sensor's own limit (sent in hello); otherwise a push cycle's worth of slack.
-                    limit = _limit_for(limits, sensor, ONLINE_INTERVALS * st.push_interval)
-                    sensors[sensor] = {
-                        q: {"value": r[2], "unit": r[3], "ts": r[4], "quality": r[5], "reason": r[6],
-                            "stale": now - r[4] > limit}
-                        for q, r in sorted(quantities.items())
-                    }
-                nodes.append({"name": name, "role": st.role, "profile": st.profile,
-                              "online": self.is_online(st, now), "last_seen": st.last_seen,
-                              "reachable": st.reachable, "actors": dict(st.health), "outbox": st.outbox,
-                              "last_seq": st.last_seq, "push_interval": st.push_interval,
-                              "clock_offset": st.clock_offset,
-                              "clock_ok": st.clock_offset is None or abs(st.clock_offset) <= CLOCK_SKEW_LIMIT,
-                              "sensors": sensors})
-        return {"ts": now, "nodes": nodes}
+            entries = self._views(now)
+        return {"ts": now, "nodes": [e[3] for e in entries]}
+
+    def snapshot_json(self) -> str:
+        """json.dumps(snapshot()), character for character, encoding only the nodes that changed."""
+        now = self._clock()
+        with self._lock:
+            entries = self._views(now)
+        parts = []
+        for e in entries:  # encoding needs no lock: a cached entry is replaced, never changed
+            if e[4] is None:
+                e[4] = json.dumps(e[3], allow_nan=False, ensure_ascii=False)
+            parts.append(e[4])
+        return '{"ts": %s, "nodes": [%s]}' % (json.dumps(now), ", ".join(parts))
+
+    def _views(self, now: float) -> list[list[Any]]:
+        """Each node's [version, built at, valid until, view, JSON text or None], rebuilt if it changed.
+
+        A node's view depends on its state and on the time (online and stale flags turn as
+        it passes), so each cached view carries the node's version and the interval in which
+        its flags hold. Pages and API clients poll every second or two while each node pushes
+        every few seconds: most views are reused. Building and encoding every node on every
+        request cost 33 ms at 800 spokes x 10 sensors, under the lock the pushes need."""
+        entries = []
+        for name in sorted(self._nodes):
+            st = self._nodes[name]
+            e = self._view_cache.get(name)
+            if e is None or e[0] != st.version or not e[1] <= now <= e[2]:
+                view, until = self._node_view(st, now)
+                e = self._view_cache[name] = [st.version, now, until, view, None]
+            entries.append(e)
+        return entries
+
+    def _node_view(self, st: NodeState, now: float) -> tuple[dict[str, Any], float]:
+        """One node of the snapshot, and until when (at the latest) its time-dependent flags hold."""
+        until = math.inf
+        sensors: dict[str, dict[str, Any]] = {}
+        limits = st.info.get("stale_after") or {}
+        for sensor, quantities in sorted(self._latest.get(st.name, {}).items()):
+            # A sensor's own limit (sent in hello); otherwise a push cycle's worth of slack.
+            limit = _limit_for(limits, sensor, ONLINE_INTERVALS * st.push_interval)
+            view = {}
+            for q, r in sorted(quantities.items()):
+                stale = now - r[4] > limit
+                if not stale:  # turns stale once now passes ts + limit (kept short of it by FLIP_MARGIN)
+                    until = min(until, r[4] + limit - FLIP_MARGIN)
+                view[q] = {"value": r[2], "unit": r[3], "ts": r[4], "quality": r[5], "reason": r[6], "stale": stale}
+            sensors[sensor] = view
+        online = self.is_online(st, now)
+        if st.last_seen is not None and now - st.last_seen <= ONLINE_INTERVALS * st.push_interval:
+            until = min(until, st.last_seen + ONLINE_INTERVALS * st.push_interval - FLIP_MARGIN)
+        return ({"name": st.name, "role": st.role, "profile": st.profile,
+                 "online": online, "last_seen": st.last_seen,
+                 "reachable": st.reachable, "actors": dict(st.health), "outbox": st.outbox,
+                 "last_seq": st.last_seq, "push_interval": st.push_interval,
+                 "clock_offset": st.clock_offset,
+                 "clock_ok": st.clock_offset is None or abs(st.clock_offset) <= CLOCK_SKEW_LIMIT,
+                 "sensors": sensors}, until)
 
     def node_names(self) -> list[str]:
         """Known nodes."""

@@ -8,7 +8,7 @@ from typing import Any
 import bottle
 
 from web.context import WebContext
-from web.http import ApiError, api, float_param
+from web.http import ApiError, RawJson, api, float_param
 
 MAX_POINTS = 10_000
 MAX_ALERTS = 1000
@@ -30,9 +30,9 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
 
     @app.get("/api/readings")
     @api
-    def readings() -> dict[str, Any]:
+    def readings() -> RawJson:
         auth.require_reader()
-        return hub.snapshot()
+        return RawJson(hub.snapshot_json())
 
     @app.get("/api/nodes")
     @api

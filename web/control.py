@@ -111,6 +111,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         method, args = buzzer_call(body)
         state = upstream.call(node, "buzzer", method, *args)
         dashboard.buzzer.put(node, {k: v for k, v in state.items() if k not in ("sounded", "reason")})
+        dashboard.live.changed()
         return {"node": node, "action": body["action"], "state": state}
 
     @app.post("/api/leds/control")
@@ -124,6 +125,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         if method == "brightness":  # answers the new brightness; the page wants the whole strip
             result = upstream.call(node, "leds", "state")
         dashboard.leds.put(node, result)
+        dashboard.live.changed()
         return {"node": node, "action": method, "state": result}
 
     @app.post("/api/alerts/<alert_id>/ack")
@@ -135,6 +137,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         alert = ctx.hub.acknowledge(int(alert_id), by="operator")
         if alert is None:
             raise ApiError(404, f"no active alert with id {alert_id}")
+        dashboard.live.changed()
         node = alert["raised_by"]
         # The hub has recorded it; now tell the node that raised it, so its plugin stops
         # re-alerting and its buzzer stops. Each is best effort and reported, never fatal.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 from actors.hub import Hub
 from web import view
+from web.live import LiveView
 from web.polling import StatePoller
 from web.upstream import Upstream
 
@@ -16,7 +18,8 @@ class Dashboard:
     """Builds the page's view model; spokes' actuator states come from cached, bounded polls."""
 
     def __init__(self, hub: Hub, upstream: Upstream, local_node: str = "hub",
-                 local_actors: frozenset[str] = frozenset(), clock: Callable[[], float] = time.time) -> None:
+                 local_actors: frozenset[str] = frozenset(), clock: Callable[[], float] = time.time,
+                 live_max_age: float = 1.0) -> None:
         self.hub, self.upstream = hub, upstream
         self.local_node, self.local_actors = local_node, local_actors
         self._clock = clock
@@ -24,6 +27,8 @@ class Dashboard:
         self.buzzer = StatePoller(upstream, "buzzer", "state", ttl=1.0)
         self.pings = StatePoller(upstream, "agent", "ping", ttl=2.0)
         self.jobs = StatePoller(upstream, "jobs", "list", ttl=10.0)
+        # GET /api/dashboard: one build per second shared by every open page (see web/live.py)
+        self.live = LiveView(lambda: json.dumps(self.update(), allow_nan=False, ensure_ascii=False), live_max_age)
 
     def actors_of(self, node: dict[str, Any]) -> set[str]:
         """The actor names a node runs, as the hub's probes last saw them (the hub's own: from its agent)."""

@@ -34,6 +34,10 @@ def as_json(body: Any, status: int = 200) -> str:
     return json.dumps(body, allow_nan=False, ensure_ascii=False)
 
 
+class RawJson(str):
+    """A body an `api` route already serialised (by as_json's rules): sent as it is."""
+
+
 def error_response(exc: ApiError) -> str:
     """The JSON body and headers of an ApiError."""
     for name, value in exc.headers.items():
@@ -49,7 +53,12 @@ def api(fn: Callable[..., Any]) -> Callable[..., str]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> str:
         try:
-            return as_json(fn(*args, **kwargs))
+            body = fn(*args, **kwargs)
+            if isinstance(body, RawJson):
+                bottle.response.content_type = "application/json"
+                bottle.response.set_header("Cache-Control", "no-store")
+                return str(body)
+            return as_json(body)
         except ApiError as exc:
             return error_response(exc)
         except BadRequest as exc:

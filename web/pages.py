@@ -11,7 +11,7 @@ from typing import Any
 import bottle
 
 from web.context import WebContext
-from web.http import ApiError, api, error_response
+from web.http import ApiError, RawJson, api, error_response
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -69,9 +69,9 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
 
     @app.get("/api/dashboard")
     @api
-    def dashboard() -> dict[str, Any]:
+    def dashboard() -> RawJson:
         ctx.auth.require_reader()
-        return ctx.dashboard.update()
+        return RawJson(ctx.dashboard.live.get())
 
     @app.get("/static/<path:path>")
     def static(path: str) -> Any:

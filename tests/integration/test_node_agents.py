@@ -125,3 +125,32 @@ def test_listing_survives_an_entry_registered_without_metadata(cluster, pi4):
         ns.register("harvester.foreign.thing", f"PYRO:thing@{HOST}:1")  # a plain Pyro5 client, no metadata
     listing = connect(HOST, cluster.ns_port).listing()
     assert listing["harvester.foreign.thing"][1] == [] and "harvester.pi4.dht22" in listing
+
+
+def test_probes_back_off_a_sender_with_no_agent_but_never_a_node_seen_before(cluster, monkeypatch):
+    """An HTTP-only sender has no agent to ping: after one failed lookup it is looked up every
+    NAMELESS_RECHECK, not every probe run. A node once reached (now refused) keeps being probed,
+    so a restarted spoke shows online as soon as it registers again."""
+    import actors.agent as agent_mod
+
+    lookups: list[str] = []
+
+    class CountingProxy(agent_mod.Proxy):
+        def fleet_health(self):  # the probe's only call: count it, then let Pyro5 resolve and fail
+            lookups.append(str(self._pyroUri))
+            return agent_mod.Proxy.__getattr__(self, "fleet_health")()
+
+    monkeypatch.setattr(agent_mod, "Proxy", CountingProxy)
+    agg = connect(HOST, cluster.ns_port)["hub"]["aggregator"]
+    reading = {"sensor": "probe", "quantity": "temperature", "value": 20.5, "unit": "°C", "ts": 1000.0}
+    for node in ("rover", "lander"):
+        agg.push([{"node": node, "seq": 1, "readings": [reading]}])
+    cluster.hub.hub.set_reachable("lander", False)  # lander answered once and was then refused
+    hub = cluster.hub
+    for _ in range(3):
+        hub.probe_spokes()
+    rover = [u for u in lookups if ".rover." in u]
+    lander = [u for u in lookups if ".lander." in u]
+    assert len(rover) == 1, lookups
+    assert len(lander) == 3, lookups
+    assert cluster.node_snapshot("rover")["reachable"] is None  # push-based liveness, untouched

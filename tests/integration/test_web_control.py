@@ -245,8 +245,8 @@ def test_web_acknowledge_forwards_to_the_raising_node(cluster, hot_pi4, operator
 def test_web_plugin_reload(cluster, hot_pi4, operator):
     status, body = operator.post("/api/plugins/pi4/room_temperature/reload", {})
     # the node's own report comes back (a reload on a loaded machine may fail its time limit: then it says so)
-    report = body["report"]
     assert status == 200 and body["plugin"] == "room_temperature", body
+    report = body["report"]
     assert "room_temperature" in report["reloaded"] or "room_temperature" in report["failed"], report
     status, body = operator.post("/api/plugins/pi4/no_such/reload", {})
     assert status == 404 and "has no plugin 'no_such'; known: " in body["error"]

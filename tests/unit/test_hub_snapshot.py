@@ -1,0 +1,110 @@
+"""Hub.snapshot and snapshot_json reuse each node's view while it holds; they must always equal
+a view built from scratch (the /api/readings body, character for character)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from actors.hub import ONLINE_INTERVALS, Hub
+from actors.store import Store
+
+QUANTITIES = [("temperature", "°C", 21.0), ("humidity", "%", 45.0), ("cpu_load", "%", 10.0)]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_790_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def expected(hub: Hub) -> str:
+    """The body built from scratch, with no cache."""
+    now = hub.test_clock()
+    fresh = {"ts": now, "nodes": [hub._node_view(hub._nodes[n], now)[0] for n in sorted(hub._nodes)]}
+    return json.dumps(fresh, allow_nan=False, ensure_ascii=False)
+
+
+def check(hub: Hub, what: str) -> None:
+    want = expected(hub)
+    assert hub.snapshot_json() == want, what
+    assert json.dumps(hub.snapshot(), allow_nan=False, ensure_ascii=False) == want, what
+
+
+@pytest.fixture
+def hub(tmp_path):
+    clock = Clock()
+    h = Hub(Store(tmp_path / "hub.sqlite3"), clock=clock)
+    h.test_clock = clock  # type: ignore[attr-defined]
+    yield h
+    h.store.close()
+
+
+def test_a_random_history_of_pushes_probes_and_time_never_shows_a_stale_part(hub):
+    """Pushes (some backfilled), hellos with per-sensor limits, probes, and time steps that land
+    just before, on and after the instants where online and stale flags turn."""
+    rng = random.Random(7)
+    clock = hub.test_clock
+    seqs = {f"n{i}": 0 for i in range(6)}
+    flips_checked = 0
+    for step in range(600):
+        node = rng.choice(sorted(seqs))
+        op = rng.random()
+        if op < 0.45:
+            seqs[node] += 1
+            q, unit, v = rng.choice(QUANTITIES)
+            ts = clock.now - rng.choice([0.0, 0.5, 3.0, 30.0])
+            hub.push([{"node": node, "seq": seqs[node], "readings": [
+                {"sensor": rng.choice(["dht22", "monitor", "network-hub"]), "quantity": q, "unit": unit,
+                 "value": v + rng.random(), "ts": ts}]}], clock.now)
+        elif op < 0.55:
+            hub.hello({"node": node, "role": "spoke", "profile": "native", "push_interval": rng.choice([1.0, 2.0]),
+                       "stale_after": {"dht22": rng.choice([2.0, 10.0])}}, clock.now + rng.choice([0.0, 40.0]))
+        elif op < 0.65:
+            hub.set_reachable(node, rng.random() < 0.7, {"dht22": {"state": rng.choice(["ok", "retrying"])}})
+        elif op < 0.8:
+            # step to just around the next instant a flag turns: ts + limit, or last_seen + 3 push intervals
+            marks = [st.last_seen + ONLINE_INTERVALS * st.push_interval for st in hub._nodes.values()
+                     if st.last_seen is not None]
+            future = [m for m in marks if m > clock.now]
+            if future:
+                clock.now = min(future) + rng.choice([-2e-3, -1e-9, 0.0, 1e-9, 2e-3])
+                flips_checked += 1
+        else:
+            clock.now += rng.choice([0.1, 0.7, 1.5, 4.0])
+        check(hub, f"step {step}")
+        if step % 5 == 0:  # and a second time, mostly from the cache
+            check(hub, f"step {step} (cached)")
+    assert flips_checked > 30
+    assert len(json.loads(hub.snapshot_json())["nodes"]) == 6
+
+
+def test_parts_are_reused_until_the_node_changes(hub):
+    clock = hub.test_clock
+    for node in ("a", "b"):
+        hub.push([{"node": node, "seq": 1, "readings": [
+            {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 20.0, "ts": clock.now}]}], clock.now)
+    first = hub.snapshot_json()
+    cached_a, cached_b = hub._view_cache["a"], hub._view_cache["b"]
+    clock.now += 0.5
+    hub.push([{"node": "a", "seq": 2, "readings": [
+        {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 21.0, "ts": clock.now}]}], clock.now)
+    second = hub.snapshot_json()
+    assert second != first and second == expected(hub)
+    assert hub._view_cache["b"] is cached_b  # b did not change: its view and text were reused
+    assert hub._view_cache["a"] is not cached_a
+
+
+def test_a_clock_stepping_back_rebuilds_rather_than_trusting_the_cache(hub):
+    clock = hub.test_clock
+    hub.push([{"node": "a", "seq": 1, "readings": [
+        {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 20.0, "ts": clock.now - 100}]}],
+        clock.now)
+    hub.snapshot_json()
+    clock.now -= 200  # NTP stepped the hub's clock back: the reading is fresh again
+    check(hub, "after the step back")
+    assert '"stale": false' in hub.snapshot_json()

@@ -1,0 +1,148 @@
+"""web/live.py: the dashboard's shared, background-refreshed update body."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from web.live import LiveView
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Builder:
+    """Counts builds; each returns a new text. `gate` (when set) holds a build until released."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.gate: threading.Event | None = None
+        self.fail: Exception | None = None
+        self.started = threading.Event()
+
+    def __call__(self) -> str:
+        self.calls += 1
+        self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        return f'{{"build": {self.calls}}}'
+
+
+def test_serves_one_build_while_fresh_and_rebuilds_when_stale():
+    clock, build = Clock(), Builder()
+    live = LiveView(build, max_age=1.0, clock=clock, refresh=False)
+    assert live.get() == '{"build": 1}'
+    clock.now += 1.0
+    assert live.get() == '{"build": 1}'  # exactly max_age old: still served
+    clock.now += 0.01
+    assert live.get() == '{"build": 2}'
+    assert build.calls == live.builds == 2
+
+
+def test_concurrent_requests_share_one_build():
+    build = Builder()
+    build.gate = threading.Event()
+    live = LiveView(build, max_age=60.0, refresh=False)
+    got: list[str] = []
+    threads = [threading.Thread(target=lambda: got.append(live.get())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    assert build.started.wait(10)
+    build.gate.set()
+    for t in threads:
+        t.join(10)
+    assert got == ['{"build": 1}'] * 8
+    assert build.calls == 1
+
+
+def test_an_operator_change_forces_the_next_request_to_rebuild():
+    clock, build = Clock(), Builder()
+    live = LiveView(build, max_age=60.0, clock=clock, refresh=False)
+    assert live.get() == '{"build": 1}'
+    live.changed()
+    assert live.get() == '{"build": 2}'
+    assert live.get() == '{"build": 2}'
+
+
+def test_a_build_overtaken_by_a_change_is_not_served_afterwards():
+    build = Builder()
+    build.gate = threading.Event()
+    live = LiveView(build, max_age=60.0, refresh=False)
+    first: list[str] = []
+    t = threading.Thread(target=lambda: first.append(live.get()))
+    t.start()
+    assert build.started.wait(10)
+    live.changed()  # the operator acted while build 1 was running: build 1 may predate it
+    build.gate.set()
+    t.join(10)
+    assert first == ['{"build": 1}']  # the request that started it still gets an answer
+    assert live.get() == '{"build": 2}'  # but nobody is served it as fresh afterwards
+
+
+def test_a_failing_build_reaches_the_request_and_the_next_one_retries():
+    build = Builder()
+    build.fail = RuntimeError("store is gone")
+    live = LiveView(build, max_age=60.0, refresh=False)
+    with pytest.raises(RuntimeError, match="store is gone"):
+        live.get()
+    build.fail = None
+    assert live.get() == '{"build": 2}'
+
+
+def test_the_refresher_keeps_the_body_fresh_while_watched_and_stops_when_nobody_is():
+    build = Builder()
+    live = LiveView(build, max_age=0.05, idle_after=0.3)
+    live.get()
+    deadline = time.monotonic() + 10
+    while build.calls < 4 and time.monotonic() < deadline:  # rebuilt with no further requests
+        time.sleep(0.01)
+    assert build.calls >= 4
+    refresher = live._refresher
+    assert refresher is not None
+    refresher.join(10)  # nobody asked for idle_after: it stops by itself
+    assert not refresher.is_alive()
+    calls = build.calls
+    time.sleep(0.2)
+    assert build.calls == calls
+    live.get()  # a new viewer starts it again
+    assert live._refresher is not None and live._refresher.is_alive()
+    live.close()
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError):
+        LiveView(Builder(), max_age=-1)
+    with pytest.raises(ValueError):
+        LiveView(Builder(), idle_after=0)
+
+
+def test_a_rebuild_under_way_does_not_hold_requests_while_the_last_body_is_recent():
+    clock, build = Clock(), Builder()
+    live = LiveView(build, max_age=1.0, clock=clock, refresh=False)
+    assert live.get() == '{"build": 1}'
+    build.gate = threading.Event()
+    build.started.clear()
+    clock.now += 1.5
+    slow = threading.Thread(target=live.get)  # finds the body stale and starts build 2
+    slow.start()
+    assert build.started.wait(10)
+    assert live.get() == '{"build": 1}'  # 1.5 s old, within twice max_age: served at once
+    clock.now += 1.0  # 2.5 s old: too old to serve; this request waits for build 2
+    waiter: list[str] = []
+    t = threading.Thread(target=lambda: waiter.append(live.get()))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive() and not waiter
+    build.gate.set()
+    t.join(10)
+    slow.join(10)
+    assert waiter == ['{"build": 2}']

@@ -1,0 +1,115 @@
+"""The dashboard's live update, built once per interval however many pages poll it.
+
+Building the page's update costs time in proportion to the fleet (every card of every node:
+about 25 ms for 200 nodes x 10 sensors on an idle x86-64 hub, several times that while the
+hub ingests), and every open page asks for it every 2 s. So the JSON body is built by one
+thread and served to every viewer until it is `max_age` old; while anyone is watching, a
+refresher rebuilds it in the background so that a request almost never waits for a build.
+A request never waits for a rebuild already under way while the last body is at most
+twice `max_age` old, so a slow build (a busy hub) delays freshness, not the page. A page
+therefore sees values at most twice `max_age` old, the same for every viewer. An operator's own command calls `changed()`, so its effect shows on the next poll.
+Nobody watching for `idle_after` seconds: the refresher stops and the hub does no work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class LiveView:
+    """A cached, single-flight, background-refreshed text built by `build`."""
+
+    def __init__(self, build: Callable[[], str], max_age: float = 1.0, idle_after: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic, refresh: bool = True) -> None:
+        if max_age < 0 or idle_after <= 0:
+            raise ValueError(f"max_age must be >= 0 and idle_after > 0, got {max_age}, {idle_after}")
+        self._build, self.max_age, self.idle_after, self._clock = build, max_age, idle_after, clock
+        self._cond = threading.Condition()
+        self._text: str | None = None
+        self._built_at = float("-inf")
+        self._generation = 0  # bumped by changed(): a build started before it is already stale
+        self._building = False
+        self._last_request = float("-inf")
+        self._refresher: threading.Thread | None = None
+        self._closed = not refresh  # without the refresher, requests alone rebuild (tests of the cache rules)
+        self.builds = 0
+
+    def get(self) -> str:
+        """The current text: cached while fresh, otherwise built by this call (or the one already building)."""
+        with self._cond:
+            self._last_request = self._clock()
+            self._start_refresher()
+            while True:
+                age = self._clock() - self._built_at
+                if self._text is not None and age <= self.max_age:
+                    return self._text
+                if not self._building:
+                    break
+                if self._text is not None and age <= 2 * self.max_age:
+                    return self._text  # a rebuild is under way: the last body, at most twice max_age old
+                self._cond.wait(5.0)  # nothing recent enough: share the result of the build under way
+        return self._rebuild(raise_errors=True)
+
+    def changed(self) -> None:
+        """Something the page shows changed at the operator's hand: the next request rebuilds."""
+        with self._cond:
+            self._generation += 1
+            self._built_at = float("-inf")
+
+    def close(self) -> None:
+        """Stop the refresher (it exits within one interval)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _rebuild(self, raise_errors: bool) -> str | None:
+        with self._cond:
+            self._building = True
+            generation = self._generation
+        try:
+            started = self._clock()
+            text = self._build()
+        except Exception:
+            with self._cond:
+                self._building = False
+                self._cond.notify_all()
+            if raise_errors:
+                raise
+            log.exception("dashboard refresh failed; the next request builds it and reports the error")
+            return None
+        with self._cond:
+            self._building = False
+            self.builds += 1
+            if generation == self._generation:  # not overtaken by changed() while building
+                self._text, self._built_at = text, started
+            self._cond.notify_all()
+        return text
+
+    def _start_refresher(self) -> None:
+        if self.max_age <= 0 or self._closed or (self._refresher is not None and self._refresher.is_alive()):
+            return
+        self._refresher = threading.Thread(target=self._refresh_loop, name="dashboard-refresh", daemon=True)
+        self._refresher.start()
+
+    def _refresh_loop(self) -> None:
+        while True:
+            with self._cond:
+                # rebuild as the cached text turns stale; requests meanwhile get it (see get)
+                due = self._built_at + self.max_age
+                while not self._closed and self._clock() < due:
+                    self._cond.wait(max(0.01, due - self._clock()))
+                    due = self._built_at + self.max_age
+                if self._closed or self._clock() - self._last_request > self.idle_after:
+                    self._refresher = None
+                    return
+                if self._building:
+                    self._cond.wait(5.0)
+                    continue
+            if self._rebuild(raise_errors=False) is None:
+                with self._cond:  # a failing build is retried once per interval, not in a tight loop
+                    self._cond.wait(max(self.max_age, 0.1))
