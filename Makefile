@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench setup clean sandbox test-debs
+.PHONY: demo test lint bench soak setup clean sandbox test-debs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench.run
+
+# The 30-minute memory soak: the demo's three nodes after 10 minutes, sampled every 30 s (about 41 min).
+soak: setup
+	$(PY) -m bench.bench_nodes --warmup 600 --seconds 1800 --interval 30 --output bench/results-soak.json
 
 clean:
 	rm -rf $(VENV) .state build dist *.egg-info plugins/sandbox/build

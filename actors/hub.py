@@ -298,7 +298,7 @@ class Hub:
             if e[4] is None:
                 e[4] = json.dumps(e[3], allow_nan=False, ensure_ascii=False)
             parts.append(e[4])
-        return '{"ts": %s, "nodes": [%s]}' % (json.dumps(now), ", ".join(parts))
+        return f'{{"ts": {json.dumps(now)}, "nodes": [{", ".join(parts)}]}}'
 
     def _views(self, now: float) -> list[list[Any]]:
         """Each node's [version, built at, valid until, view, JSON text or None], rebuilt if it changed.

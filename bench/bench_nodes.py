@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seconds", type=float, default=120.0)
     p.add_argument("--warmup", type=float, default=30.0)
     p.add_argument("--interval", type=float, default=5.0, help="sampling period")
+    p.add_argument("--output", type=Path, default=ROOT / "bench" / "results-nodes.json")
     args = p.parse_args(argv)
     web, ns = free_port(), free_port()
     state = Path(tempfile.mkdtemp(prefix="harvester-nodes-"))
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r = result[n]
         print(f"{n:<8} {r['rss_mb']:>8} {r['budget_mb']:>8} {r['rss_slope_mb_per_h']:>11} {r['cpu_percent']:>7} "
               f"{r['threads']:>8}")
-    (ROOT / "bench" / "results-nodes.json").write_text(json.dumps(result, indent=2))
+    args.output.write_text(json.dumps(result, indent=2))
     return result
 
 

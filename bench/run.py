@@ -25,7 +25,7 @@ def run_all(quick: bool) -> dict[str, Any]:
         ("dashboard", bench_dashboard.main, ["--seconds", "5" if quick else "10"]),
         ("latency", bench_latency.main, ["--calls", "300" if quick else "1000"]),
         ("nodes", bench_nodes.main, ["--seconds", "60" if quick else "600", "--warmup", "20" if quick else "60"]),
-        ("load", loadgen.main, ["--seconds", "10" if quick else "20", "--max-spokes", "800" if quick else "1600"]),
+        ("load", loadgen.main, ["--seconds", "10" if quick else "30", "--max-spokes", "800" if quick else "1600"]),
     ]
     results: dict[str, Any] = {"machine": platform.platform(), "python": platform.python_version(),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -76,6 +76,12 @@ def table(r: dict[str, Any]) -> list[tuple[str, str]]:
         n = g("nodes", node) or {}
         rows.append((f"{node}: RSS MB (budget), slope MB/h, CPU %",
                      f"{n.get('rss_mb')} ({n.get('budget_mb')}), {n.get('rss_slope_mb_per_h')}, {n.get('cpu_percent')}"))
+    for step in g("load", "steps") or []:
+        http = step.get("http", {})
+        rows.append((f"fleet of {step['spokes']} spokes x {step['sensors']} sensors: /api/readings, /api/dashboard "
+                     "p99 (ms), hub CPU %",
+                     f"{http.get('/api/readings', {}).get('p99_ms')}, {http.get('/api/dashboard', {}).get('p99_ms')}, "
+                     f"{step.get('hub_cpu_percent')}{'' if step.get('keeps_up') else ' (falls behind)'}"))
     rows.append(("largest fleet sustained (spokes x 10 sensors at 1 Hz)", f"{g('load', 'largest_sustained_spokes')}"))
     return rows
 
