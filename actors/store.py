@@ -14,7 +14,12 @@ from typing import Any
 
 from actors.errors import StoreFull
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Schema upgrades in place, from the version on the left; each runs after SCHEMA.
+MIGRATIONS = {
+    # 3: events that came in a batch keep its seq, so an alert-only batch is accounted for
+    2: "ALTER TABLE alert_events ADD COLUMN seq INTEGER",
+}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY, node TEXT NOT NULL, sensor TEXT NOT NULL, quantity TEXT NOT NULL,
@@ -45,7 +50,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS alert_events (
     id INTEGER PRIMARY KEY, raised_by TEXT NOT NULL, plugin TEXT NOT NULL, alert TEXT NOT NULL,
     state TEXT NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL, node TEXT NOT NULL,
-    sensor TEXT, quantity TEXT, value REAL, ts REAL NOT NULL, since REAL NOT NULL, received REAL NOT NULL
+    sensor TEXT, quantity TEXT, value REAL, ts REAL NOT NULL, since REAL NOT NULL, received REAL NOT NULL,
+    seq INTEGER  -- the batch (from `raised_by`) that carried it; NULL for the hub's own plugins
 );
 CREATE INDEX IF NOT EXISTS alert_events_ts ON alert_events (ts);
 CREATE TABLE IF NOT EXISTS alerts (
@@ -86,11 +92,13 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=5000")
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if version not in (0, SCHEMA_VERSION) or (version == 0 and tables):
+        if version not in (0, SCHEMA_VERSION, *MIGRATIONS) or (version == 0 and tables):
             self._db.close()
             raise StoreSchemaError(f"{self.path} has store schema {version}, this hub needs {SCHEMA_VERSION}; "
                                    "move the file away to start a new store")
         self._db.executescript(SCHEMA)
+        if version in MIGRATIONS:
+            self._db.execute(MIGRATIONS[version])
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         if max_mb:
             # a size cap behaves exactly like a full disk (SQLITE_FULL), by the operator's choice
@@ -127,22 +135,22 @@ class Store:
                 last = self._last_seqs({b[0] for b in batches})
                 rows: list[tuple[Any, ...]] = []
                 new: list[tuple[str, int]] = []
-                alerts: list[dict[str, Any]] = []
+                alerts: list[tuple[int, dict[str, Any]]] = []
                 for node, seq, readings, events in sorted(batches, key=lambda b: (b[0], b[1])):
                     if seq <= last.get(node, 0):
                         continue
                     last[node] = seq
                     new.append((node, seq))
                     rows.extend(self._rows(node, readings, seq, received))
-                    alerts.extend(events)
+                    alerts.extend((seq, e) for e in events)
                 self._db.executemany(INSERT_SAMPLE, rows)
                 self._db.executemany(
                     "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
                     list(last.items()))
                 self._db.executemany("UPDATE nodes SET last_seen = ? WHERE name = ?",
                                      [(ts, n) for n, ts in seen.items()])
-                for event in alerts:
-                    self._apply_alert(event, received)
+                for seq, event in alerts:
+                    self._apply_alert(event, received, seq)
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:  # "database or disk is full" and friends
                 self._rollback()
@@ -171,13 +179,13 @@ class Store:
         # a rolled-back transaction may have created series rows the cache now names
         self._series = {(n, s, q): i for i, n, s, q in self._db.execute("SELECT id, node, sensor, quantity FROM series")}
 
-    def _apply_alert(self, e: dict[str, Any], received: float) -> None:
+    def _apply_alert(self, e: dict[str, Any], received: float, seq: int | None = None) -> None:
         """Append an event to the history and update the alert's current row (in a transaction)."""
         self._db.execute(
             "INSERT INTO alert_events (raised_by, plugin, alert, state, severity, message, node, sensor, quantity, "
-            "value, ts, since, received) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "value, ts, since, received, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (e["raised_by"], e["plugin"], e["alert"], e["state"], e["severity"], e["message"], e["node"],
-             e["sensor"], e["quantity"], e["value"], e["ts"], e["since"], received))
+             e["sensor"], e["quantity"], e["value"], e["ts"], e["since"], received, seq))
         key = (e["raised_by"], e["plugin"], e["alert"])
         row = self._db.execute("SELECT id FROM alerts WHERE raised_by=? AND plugin=? AND alert=? AND active=1",
                                key).fetchone()

@@ -34,7 +34,16 @@ class WebServer:
                                      ident="harvester", clear_untrusted_proxy_headers=True)
         self.port = self._server.effective_port
         self.url = f"http://{host}:{self.port}/"
-        self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="web", daemon=True)
+
+    def _serve(self) -> None:
+        try:
+            self._server.run()
+        except OSError:
+            # stop() closes the sockets under the loop's select(): EBADF is how that ends
+            if not self._stopping.is_set():
+                raise
 
     def start(self) -> WebServer:
         """Serve in the background."""
@@ -44,6 +53,7 @@ class WebServer:
 
     def stop(self) -> None:
         """Close the listening socket and stop serving."""
+        self._stopping.set()
         self._server.close()
         self._thread.join(timeout=5)
         self.upstream.close()

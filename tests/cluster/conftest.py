@@ -106,13 +106,19 @@ def assert_exactly_once(cluster: ProcCluster, spoke: str) -> dict[str, int]:
     assert cluster.outbox_dropped(spoke) == 0, f"{spoke} dropped batches on overflow"
     pending, _ = cluster.outbox_seqs(spoke)
     with cluster.hub_db() as db:
-        seqs = [r[0] for r in db.execute("SELECT DISTINCT seq FROM readings WHERE node=? ORDER BY seq", (spoke,))]
+        # a batch carries readings, or only alert events (a quarantine, an acknowledge between polls)
+        seqs = [r[0] for r in db.execute("SELECT seq FROM readings WHERE node=? UNION "
+                                         "SELECT seq FROM alert_events WHERE raised_by=? AND seq IS NOT NULL "
+                                         "ORDER BY seq", (spoke, spoke))]
+        twice = db.execute("SELECT plugin, alert, state, ts, COUNT(*) FROM alert_events WHERE raised_by=? "
+                           "GROUP BY plugin, alert, state, ts HAVING COUNT(*) > 1", (spoke,)).fetchall()
         last = db.execute("SELECT last_seq FROM node_seq WHERE node=?", (spoke,)).fetchone()[0]
         dupes = db.execute("SELECT sensor, quantity, ts, COUNT(*) FROM readings WHERE node=? "
                            "GROUP BY sensor, quantity, ts HAVING COUNT(*) > 1", (spoke,)).fetchall()
         per_seq = dict(db.execute("SELECT seq, COUNT(*) FROM readings WHERE node=? GROUP BY seq", (spoke,)))
     assert seqs == list(range(1, last + 1)), f"{spoke}: missing batches {sorted(set(range(1, last + 1)) - set(seqs))}"
     assert not dupes, f"{spoke}: duplicated readings {dupes[:5]}"
+    assert not twice, f"{spoke}: duplicated alert events {twice[:5]}"
     assert all(p > last for p in pending), f"{spoke}: outbox holds batches the hub already acknowledged"
     assert pending == list(range(last + 1, last + 1 + len(pending))), f"{spoke}: gap in the outbox {pending[:10]}"
     return per_seq

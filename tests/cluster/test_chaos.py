@@ -101,6 +101,10 @@ def test_chaos_plugin_crash_storm_loses_nothing(proc_cluster, tmp_path):
     status = fleet["s1"]["plugins"].status("room_temperature")
     assert status["state"] == "ok" and status["calls"] > 0
     drain_and_check(c, ("s1",))
+    with c.hub_db() as db:  # the quarantine itself reached the hub, once, in a batch
+        events = db.execute("SELECT state, COUNT(*) FROM alert_events WHERE raised_by='s1' AND plugin='storm' "
+                            "AND alert='plugin.quarantined' AND seq IS NOT NULL GROUP BY state").fetchall()
+    assert ("raised", 1) in events
 
 
 @pytest.mark.slow

@@ -148,3 +148,39 @@ def test_store_bad_alert_event_rejects_the_whole_batch(hub):
     with pytest.raises(BadRequest, match="bad alert field 'raised_by'"):
         hub.push([{**batch("pi4", 1, hub.clock.t), "alerts": [alert_event("raised", hub.clock.t, raised_by="x")]}])
     assert hub.store.count() == 0 and hub.alerts() == []
+
+
+def test_store_alert_only_batch_is_accounted_for_by_its_seq(hub):
+    t = hub.clock.t
+    hub.push([batch("pi4", 1, t), {"node": "pi4", "seq": 2, "readings": [], "alerts": [alert_event("raised", t)]}])
+    with hub.store._lock:
+        assert hub.store._last_seqs({"pi4"}) == {"pi4": 2}
+        rows = hub.store._db.execute("SELECT raised_by, state, seq FROM alert_events").fetchall()
+    assert rows == [("pi4", "raised", 2)]
+
+
+def test_store_schema_2_file_is_upgraded_in_place_and_unknown_versions_refused(tmp_path):
+    import sqlite3
+
+    from actors import store as store_mod
+
+    path = tmp_path / "v2.sqlite3"
+    old = store_mod.SCHEMA.replace(",\n    seq INTEGER  -- the batch", "\n    -- the batch")
+    assert old != store_mod.SCHEMA
+    db = sqlite3.connect(path)
+    db.executescript(old)
+    db.execute("INSERT INTO alert_events (raised_by, plugin, alert, state, severity, message, node, ts, since, "
+               "received) VALUES ('pi4', 'p', 'a', 'raised', 'warning', 'm', 'pi4', 1, 1, 1)")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    s = Store(path)
+    assert s._db.execute("PRAGMA user_version").fetchone() == (store_mod.SCHEMA_VERSION,)
+    assert s._db.execute("SELECT raised_by, seq FROM alert_events").fetchall() == [("pi4", None)]
+    s.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    with pytest.raises(store_mod.StoreSchemaError, match="schema 99, this hub needs 3"):
+        Store(path)
