@@ -246,10 +246,14 @@ class Hub:
                 per_sensor[row[1]] = row
         self.readings_stored += len(rows)
 
+    @staticmethod
+    def _recent_until(st: NodeState) -> float:
+        """Until when the node counts as having pushed recently (-inf if it never pushed)."""
+        return -math.inf if st.last_seen is None else st.last_seen + ONLINE_INTERVALS * st.push_interval
+
     def is_online(self, st: NodeState, now: float) -> bool:
         """Pushed within ONLINE_INTERVALS push intervals, and its agent did not just refuse a ping."""
-        recent = st.last_seen is not None and now - st.last_seen <= ONLINE_INTERVALS * st.push_interval
-        return recent and st.reachable is not False
+        return now <= self._recent_until(st) and st.reachable is not False
 
     def set_reachable(self, node: str, reachable: bool, health: dict[str, Any] | None = None) -> None:
         """Record the outcome of the hub's last probe of the node's agent (and its actors' health)."""
@@ -334,8 +338,9 @@ class Hub:
                 view[q] = {"value": r[2], "unit": r[3], "ts": r[4], "quality": r[5], "reason": r[6], "stale": stale}
             sensors[sensor] = view
         online = self.is_online(st, now)
-        if st.last_seen is not None and now - st.last_seen <= ONLINE_INTERVALS * st.push_interval:
-            until = min(until, st.last_seen + ONLINE_INTERVALS * st.push_interval - FLIP_MARGIN)
+        recent_until = self._recent_until(st)
+        if now <= recent_until:  # the online flag turns when the node stops counting as recent
+            until = min(until, recent_until - FLIP_MARGIN)
         return ({"name": st.name, "role": st.role, "profile": st.profile,
                  "online": online, "last_seen": st.last_seen,
                  "reachable": st.reachable, "actors": dict(st.health), "outbox": st.outbox,

@@ -14,21 +14,14 @@ from typing import Any
 import pytest
 
 from hal.readings import Reading
+from tests.clocks import ManualClock
 
 
-class Clock:
+class Clock(ManualClock):
     """A settable clock for PluginHost(clock=...)."""
 
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        """Move time forward; returns the new time."""
-        self.now += seconds
-        return self.now
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        super().__init__(t)
 
 
 def manifest_toml(name: str, version: str = "1.0", leds: list[int] | None = None, buzzer: bool = False,

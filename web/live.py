@@ -7,7 +7,8 @@ thread and served to every viewer until it is `max_age` old; while anyone is wat
 refresher rebuilds it in the background so that a request almost never waits for a build.
 A request never waits for a rebuild already under way while the last body is at most
 twice `max_age` old, so a slow build (a busy hub) delays freshness, not the page. A page
-therefore sees values at most twice `max_age` old, the same for every viewer. An operator's own command calls `changed()`, so its effect shows on the next poll.
+therefore sees values at most twice `max_age` old, the same for every viewer. An operator's
+own command calls `changed()`, so its effect shows on the next poll.
 Nobody watching for `idle_after` seconds: the refresher stops and the hub does no work.
 """
 
@@ -36,7 +37,8 @@ class LiveView:
         self._building = False
         self._last_request = float("-inf")
         self._refresher: threading.Thread | None = None
-        self._closed = not refresh  # without the refresher, requests alone rebuild (tests of the cache rules)
+        self._refresh = refresh  # False: requests alone rebuild (tests of the cache rules)
+        self._closed = False
         self.builds = 0
 
     def get(self) -> str:
@@ -91,7 +93,7 @@ class LiveView:
         return text
 
     def _start_refresher(self) -> None:
-        if self.max_age <= 0 or self._closed or (self._refresher is not None and self._refresher.is_alive()):
+        if self.max_age <= 0 or not self._refresh or self._closed or (self._refresher is not None and self._refresher.is_alive()):
             return
         self._refresher = threading.Thread(target=self._refresh_loop, name="dashboard-refresh", daemon=True)
         self._refresher.start()

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from actors.agent import NodeAgent
 from actors.config import load_config
 from tests.helpers import free_port, wait_for, write_node_config
+
+BUNDLED = Path(__file__).resolve().parents[2] / "plugins" / "bundled"
+SPOKE_SENSORS = [{"name": "dht22", "kind": "dht22", "interval": 0.5},
+                 {"name": "monitor", "kind": "monitor", "interval": 0.5}]
 
 
 class Cluster:
@@ -78,3 +84,31 @@ def cluster(tmp_path) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture
+def pi4(cluster) -> NodeAgent:
+    """A spoke with a DHT22, a monitor, LEDs and a buzzer, online at the hub with readings and probed actors."""
+    agent = cluster.start_node("pi4", sensors=SPOKE_SENSORS, leds=True, buzzer=True)
+    wait_for(lambda: (n := cluster.node_snapshot("pi4")) and n["online"] and n["sensors"].get("dht22")
+             and n["sensors"].get("monitor") and n["actors"].get("buzzer") and n.get("outbox")
+             and cluster.node_snapshot("hub")["sensors"].get("monitor"),
+             what="pi4 online at the hub with readings and probed actors")
+    return agent
+
+
+def start_room_plugin_node(cluster: Cluster, plugins: Path, **kwargs) -> NodeAgent:
+    """pi4 with a DHT22, LEDs, a buzzer and the bundled room-temperature plugin, loaded.
+
+    The operator's copy of the manifest holds an alert for 1 s instead of 30 s, so a test
+    does not wait half a minute for it."""
+    plugins.mkdir()
+    shutil.copy(BUNDLED / "room_temperature.py", plugins)
+    manifest = (BUNDLED / "room_temperature.toml").read_text()
+    (plugins / "room_temperature.toml").write_text(manifest.replace("hold_s = 30.0", "hold_s = 1.0"))
+    agent = cluster.start_node("pi4", sensors=[{"name": "dht22", "kind": "dht22", "interval": 0.5}],
+                               leds=True, buzzer=True, extra=f'[plugins]\ndir = "{plugins}"\n', **kwargs)
+    runner = next(a for a in agent.actors if a.name == "plugins")
+    wait_for(lambda: any(p["name"] == "room_temperature" and p["state"] == "ok" for p in runner.list()),
+             timeout=60, what="the room-temperature plugin loaded")
+    return agent

@@ -15,18 +15,6 @@ from actors.errors import BadRequest
 from hal.errors import ActuatorArgumentError
 from tests.helpers import HOST, wait_for
 
-SPOKE_SENSORS = [{"name": "dht22", "kind": "dht22", "interval": 0.5},
-                 {"name": "monitor", "kind": "monitor", "interval": 0.5}]
-
-
-@pytest.fixture
-def pi4(cluster):
-    agent = cluster.start_node("pi4", sensors=SPOKE_SENSORS, leds=True, buzzer=True)
-    wait_for(lambda: (n := cluster.node_snapshot("pi4")) and n["online"] and n["sensors"].get("dht22")
-             and n["sensors"].get("monitor") and cluster.node_snapshot("hub")["sensors"].get("monitor"),
-             what="pi4 online at the hub with dht22 and monitor readings")
-    return agent
-
 
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as res:

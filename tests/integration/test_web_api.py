@@ -17,18 +17,6 @@ from tests.helpers import wait_for, write_node_config
 from tests.integration.web_client import Web, serve
 from web.app import create_app
 
-SPOKE_SENSORS = [{"name": "dht22", "kind": "dht22", "interval": 0.5},
-                 {"name": "monitor", "kind": "monitor", "interval": 0.5}]
-
-
-@pytest.fixture
-def pi4(cluster):
-    agent = cluster.start_node("pi4", sensors=SPOKE_SENSORS, leds=True, buzzer=True)
-    wait_for(lambda: (n := cluster.node_snapshot("pi4")) and n["online"] and n["sensors"].get("dht22")
-             and n["sensors"].get("monitor") and n["actors"].get("buzzer"),
-             what="pi4 online at the hub with readings and probed actors")
-    return agent
-
 
 @pytest.fixture
 def web(cluster):

@@ -4,11 +4,9 @@ clearly worded failures when a spoke is frozen, gone, down or busy."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from Pyro5.api import Daemon, Proxy, expose
@@ -17,11 +15,10 @@ from actors.client import Fleet
 from actors.errors import ActorUnavailable, Busy
 from nameserver.registry import ns_uri
 from tests.helpers import HOST, wait_for
+from tests.integration.conftest import start_room_plugin_node
 from tests.integration.web_client import Web
 from web.polling import FRESH_WAIT, StatePoller
 from web.upstream import MARGIN, Upstream
-
-BUNDLED = Path(__file__).resolve().parents[2] / "plugins" / "bundled"
 
 
 def actor(agent, name: str):
@@ -216,15 +213,7 @@ def test_web_state_poller_never_waits_long_on_a_frozen_spoke(cluster, broken_spo
 @pytest.fixture
 def hot_pi4(cluster, tmp_path):
     """pi4 with the bundled room-temperature plugin (native backend: no sandbox build) in a hot room."""
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    shutil.copy(BUNDLED / "room_temperature.py", plugins)
-    manifest = (BUNDLED / "room_temperature.toml").read_text()
-    (plugins / "room_temperature.toml").write_text(manifest.replace("hold_s = 30.0", "hold_s = 1.0"))
-    agent = cluster.start_node("pi4", sensors=[{"name": "dht22", "kind": "dht22", "interval": 0.5}], profile="native",
-                               leds=True, buzzer=True, extra=f'[plugins]\ndir = "{plugins}"\n')
-    wait_for(lambda: any(p["name"] == "room_temperature" and p["state"] == "ok"
-                         for p in actor(agent, "plugins").list()), timeout=60, what="plugin loaded")
+    agent = start_room_plugin_node(cluster, tmp_path / "plugins", profile="native")
     agent.hal.room.pin(temperature=35.0)
     return agent
 

@@ -44,16 +44,6 @@ def promtool_check(text: str) -> None:
     assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out.stdout + out.stderr
 
 
-@pytest.fixture
-def pi4(cluster):
-    agent = cluster.start_node("pi4", sensors=[{"name": "dht22", "kind": "dht22", "interval": 0.5},
-                                               {"name": "monitor", "kind": "monitor", "interval": 0.5}],
-                               leds=True, buzzer=True)
-    wait_for(lambda: (n := cluster.node_snapshot("pi4")) and n["online"] and n.get("outbox")
-             and n["sensors"].get("monitor"), what="pi4 online, probed, with readings")
-    return agent
-
-
 def scrape(web: Web) -> tuple[str, dict]:
     status, headers, text = web.request("GET", "/metrics")
     assert status == 200 and headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"

@@ -24,23 +24,11 @@ from hal.emulated.bme680_chip import (
 )
 from hal.emulated.bus import TRANSIENT_ERRNOS, EmulatedBus, SecondMaster
 from hal.emulated.environment import RoomSimulator
-
-
-class FakeClock:
-    """Time that moves only when told."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
+from tests.clocks import ManualClock
 
 
 def chip_on_bus(variant: int = 0, calib_seed: int | None = None, **bus_kwargs):
-    clock = FakeClock()
+    clock = ManualClock()
     room = RoomSimulator(seed=3)
     room.pin(temperature=22.5, humidity=41.0, pressure=1008.0, gas_resistance=8.2e4)
     chip = EmulatedBme680(room, variant=variant, clock=clock, calib_seed=calib_seed)

@@ -13,19 +13,10 @@ import pytest
 from hal.context import HalContext
 from hal.emulated.environment import RoomSimulator
 from hal.emulated.sysfs import EmulatedSysfs
+from tests.clocks import ManualClock
 
 DEV = "/sys/bus/iio/devices/iio:device0"
 T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    """A settable clock: tests move time, nothing sleeps."""
-
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -36,11 +27,11 @@ def room() -> RoomSimulator:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
-def test_emulated_sysfs_lists_one_dht11_device(room: RoomSimulator, clock: FakeClock) -> None:
+def test_emulated_sysfs_lists_one_dht11_device(room: RoomSimulator, clock: ManualClock) -> None:
     fs = EmulatedSysfs(room, clock=clock)
     assert fs.listdir("/sys/bus/iio/devices") == ["iio:device0"]
     assert fs.read_text(f"{DEV}/name") == "dht11\n"
@@ -49,7 +40,7 @@ def test_emulated_sysfs_lists_one_dht11_device(room: RoomSimulator, clock: FakeC
 
 
 def test_emulated_sysfs_dht_values_in_milli_units_with_dht22_resolution(
-        room: RoomSimulator, clock: FakeClock) -> None:
+        room: RoomSimulator, clock: ManualClock) -> None:
     fs = EmulatedSysfs(room, clock=clock)
     # The driver scales the DHT22's 0.1-unit steps by 100: 21.34 °C -> 21300.
     assert fs.read_text(f"{DEV}/in_temp_input") == "21300\n"
@@ -57,7 +48,7 @@ def test_emulated_sysfs_dht_values_in_milli_units_with_dht22_resolution(
 
 
 def test_emulated_sysfs_dht_caches_a_good_reading_for_two_seconds(
-        room: RoomSimulator, clock: FakeClock) -> None:
+        room: RoomSimulator, clock: ManualClock) -> None:
     fs = EmulatedSysfs(room, clock=clock)
     assert fs.read_text(f"{DEV}/in_temp_input") == "21300\n"
     room.pin(temperature=25.0)
@@ -69,7 +60,7 @@ def test_emulated_sysfs_dht_caches_a_good_reading_for_two_seconds(
 
 
 def test_emulated_sysfs_dht_faults_are_eio_or_etimedout_and_not_cached(
-        room: RoomSimulator, clock: FakeClock) -> None:
+        room: RoomSimulator, clock: ManualClock) -> None:
     fs = EmulatedSysfs(room, clock=clock, fault_rate=1.0, seed=7)
     codes = set()
     for _ in range(40):
@@ -83,7 +74,7 @@ def test_emulated_sysfs_dht_faults_are_eio_or_etimedout_and_not_cached(
     assert fs.read_text(f"{DEV}/in_temp_input") == "21300\n"
 
 
-def test_emulated_sysfs_fault_rate_is_roughly_honoured(room: RoomSimulator, clock: FakeClock) -> None:
+def test_emulated_sysfs_fault_rate_is_roughly_honoured(room: RoomSimulator, clock: ManualClock) -> None:
     fs = EmulatedSysfs(room, clock=clock, fault_rate=0.3, seed=11)
     for _ in range(1000):
         clock.t += 2.5
@@ -100,14 +91,14 @@ def test_emulated_sysfs_rejects_a_bad_fault_rate(room: RoomSimulator) -> None:
         EmulatedSysfs(room, fault_rate=1.5)
 
 
-def test_emulated_sysfs_thermal_zone_reads_room_cpu_temperature(room: RoomSimulator, clock: FakeClock) -> None:
+def test_emulated_sysfs_thermal_zone_reads_room_cpu_temperature(room: RoomSimulator, clock: ManualClock) -> None:
     fs = EmulatedSysfs(room, clock=clock)
     assert fs.glob("/sys/class/thermal/thermal_zone*") == ["/sys/class/thermal/thermal_zone0"]
     assert fs.read_text("/sys/class/thermal/thermal_zone0/type") == "cpu-thermal\n"
     assert fs.read_text("/sys/class/thermal/thermal_zone0/temp") == "51234\n"
 
 
-def test_emulated_sysfs_unpinned_room_moves_with_the_clock(clock: FakeClock) -> None:
+def test_emulated_sysfs_unpinned_room_moves_with_the_clock(clock: ManualClock) -> None:
     fs = EmulatedSysfs(RoomSimulator(seed=1), clock=clock)
     first = fs.read_text("/sys/class/thermal/thermal_zone0/temp")
     clock.t += 60.0
@@ -123,7 +114,7 @@ def test_emulated_sysfs_falls_through_to_the_real_proc(room: RoomSimulator) -> N
 
 
 def test_emulated_sysfs_overlay_tree_merges_ancestors_and_hides_virtual_dirs(
-        tmp_path: Path, room: RoomSimulator, clock: FakeClock) -> None:
+        tmp_path: Path, room: RoomSimulator, clock: ManualClock) -> None:
     (tmp_path / "sys/kernel").mkdir(parents=True)
     (tmp_path / "sys/kernel/hostname").write_text("pi4\n")
     real_zone = tmp_path / "sys/class/thermal/thermal_zone5"
@@ -142,7 +133,7 @@ def test_emulated_sysfs_overlay_tree_merges_ancestors_and_hides_virtual_dirs(
         fs.read_text("/proc/uptime")  # not in the overlay tree
 
 
-def test_emulated_sysfs_wrong_kind_of_path_errors(room: RoomSimulator, clock: FakeClock) -> None:
+def test_emulated_sysfs_wrong_kind_of_path_errors(room: RoomSimulator, clock: ManualClock) -> None:
     fs = EmulatedSysfs(room, clock=clock)
     with pytest.raises(IsADirectoryError):
         fs.read_text(DEV)
@@ -153,7 +144,7 @@ def test_emulated_sysfs_wrong_kind_of_path_errors(room: RoomSimulator, clock: Fa
     assert not fs.is_dir(f"{DEV}/name")
 
 
-def test_emulated_sysfs_rebind_moves_and_removes_the_device(room: RoomSimulator, clock: FakeClock) -> None:
+def test_emulated_sysfs_rebind_moves_and_removes_the_device(room: RoomSimulator, clock: ManualClock) -> None:
     fs = EmulatedSysfs(room, clock=clock)
     fs.rebind_dht(3)
     assert fs.glob("/sys/bus/iio/devices/*") == ["/sys/bus/iio/devices/iio:device3"]
@@ -174,7 +165,7 @@ def _in_thread(fn: Callable[[], Any], seconds: float = 5.0) -> Any:
     return out[0]
 
 
-def test_mock_context_hands_out_an_emulated_sysfs(tmp_path: Path, clock: FakeClock) -> None:
+def test_mock_context_hands_out_an_emulated_sysfs(tmp_path: Path, clock: ManualClock) -> None:
     ctx = HalContext("mock", node="pi4", state_dir=tmp_path, clock=clock)
     fs = _in_thread(ctx.sysfs)
     assert isinstance(fs, EmulatedSysfs)

@@ -10,16 +10,9 @@ import pytest
 
 from actors.hub import ONLINE_INTERVALS, Hub
 from actors.store import Store
+from tests.clocks import ManualClock
 
 QUANTITIES = [("temperature", "°C", 21.0), ("humidity", "%", 45.0), ("cpu_load", "%", 10.0)]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_790_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def expected(hub: Hub) -> str:
@@ -37,7 +30,7 @@ def check(hub: Hub, what: str) -> None:
 
 @pytest.fixture
 def hub(tmp_path):
-    clock = Clock()
+    clock = ManualClock(1_790_000_000.0)
     h = Hub(Store(tmp_path / "hub.sqlite3"), clock=clock)
     h.test_clock = clock  # type: ignore[attr-defined]
     yield h
@@ -57,25 +50,25 @@ def test_a_random_history_of_pushes_probes_and_time_never_shows_a_stale_part(hub
         if op < 0.45:
             seqs[node] += 1
             q, unit, v = rng.choice(QUANTITIES)
-            ts = clock.now - rng.choice([0.0, 0.5, 3.0, 30.0])
+            ts = clock.t - rng.choice([0.0, 0.5, 3.0, 30.0])
             hub.push([{"node": node, "seq": seqs[node], "readings": [
                 {"sensor": rng.choice(["dht22", "monitor", "network-hub"]), "quantity": q, "unit": unit,
-                 "value": v + rng.random(), "ts": ts}]}], clock.now)
+                 "value": v + rng.random(), "ts": ts}]}], clock.t)
         elif op < 0.55:
             hub.hello({"node": node, "role": "spoke", "profile": "native", "push_interval": rng.choice([1.0, 2.0]),
-                       "stale_after": {"dht22": rng.choice([2.0, 10.0])}}, clock.now + rng.choice([0.0, 40.0]))
+                       "stale_after": {"dht22": rng.choice([2.0, 10.0])}}, clock.t + rng.choice([0.0, 40.0]))
         elif op < 0.65:
             hub.set_reachable(node, rng.random() < 0.7, {"dht22": {"state": rng.choice(["ok", "retrying"])}})
         elif op < 0.8:
             # step to just around the next instant a flag turns: ts + limit, or last_seen + 3 push intervals
             marks = [st.last_seen + ONLINE_INTERVALS * st.push_interval for st in hub._nodes.values()
                      if st.last_seen is not None]
-            future = [m for m in marks if m > clock.now]
+            future = [m for m in marks if m > clock.t]
             if future:
-                clock.now = min(future) + rng.choice([-2e-3, -1e-9, 0.0, 1e-9, 2e-3])
+                clock.t = min(future) + rng.choice([-2e-3, -1e-9, 0.0, 1e-9, 2e-3])
                 flips_checked += 1
         else:
-            clock.now += rng.choice([0.1, 0.7, 1.5, 4.0])
+            clock.t += rng.choice([0.1, 0.7, 1.5, 4.0])
         check(hub, f"step {step}")
         if step % 5 == 0:  # and a second time, mostly from the cache
             check(hub, f"step {step} (cached)")
@@ -87,12 +80,12 @@ def test_parts_are_reused_until_the_node_changes(hub):
     clock = hub.test_clock
     for node in ("a", "b"):
         hub.push([{"node": node, "seq": 1, "readings": [
-            {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 20.0, "ts": clock.now}]}], clock.now)
+            {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 20.0, "ts": clock.t}]}], clock.t)
     first = hub.snapshot_json()
     cached_a, cached_b = hub._view_cache["a"], hub._view_cache["b"]
-    clock.now += 0.5
+    clock.t += 0.5
     hub.push([{"node": "a", "seq": 2, "readings": [
-        {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 21.0, "ts": clock.now}]}], clock.now)
+        {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 21.0, "ts": clock.t}]}], clock.t)
     second = hub.snapshot_json()
     assert second != first and second == expected(hub)
     assert hub._view_cache["b"] is cached_b  # b did not change: its view and text were reused
@@ -102,9 +95,9 @@ def test_parts_are_reused_until_the_node_changes(hub):
 def test_a_clock_stepping_back_rebuilds_rather_than_trusting_the_cache(hub):
     clock = hub.test_clock
     hub.push([{"node": "a", "seq": 1, "readings": [
-        {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 20.0, "ts": clock.now - 100}]}],
-        clock.now)
+        {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 20.0, "ts": clock.t - 100}]}],
+        clock.t)
     hub.snapshot_json()
-    clock.now -= 200  # NTP stepped the hub's clock back: the reading is fresh again
+    clock.t -= 200  # NTP stepped the hub's clock back: the reading is fresh again
     check(hub, "after the step back")
     assert '"stale": false' in hub.snapshot_json()

@@ -12,24 +12,15 @@ import pytest
 
 from hal.errors import ImplausibleValue
 from hal.iaq import IaqEstimator, IaqResult, air_quality_score, band_of, iaq_index
+from tests.clocks import ManualClock
 
 T0 = 1_700_000_000.0
 B = 200_000.0  # a typical clean-air gas resistance, Ω
 
 
-class FakeClock:
-    """A settable clock."""
-
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -37,7 +28,7 @@ def state(tmp_path: Path) -> Path:
     return tmp_path / "state" / "bme680-iaq.json"
 
 
-def burn_in(est: IaqEstimator, clock: FakeClock, gas: float = B, seconds: int = 300,
+def burn_in(est: IaqEstimator, clock: ManualClock, gas: float = B, seconds: int = 300,
             step: float = 1.0) -> IaqResult:
     """Feed one reading per step until the estimator calibrates; return the first 'ok' result."""
     for _ in range(int(seconds / step) + 100):
@@ -82,7 +73,7 @@ def test_iaq_index_maps_score_onto_0_to_500() -> None:
     assert (iaq_index(100.0), iaq_index(62.5), iaq_index(0.0)) == (0.0, 187.5, 500.0)
 
 
-def test_iaq_burn_in_is_calibrating_then_ok(state: Path, clock: FakeClock) -> None:
+def test_iaq_burn_in_is_calibrating_then_ok(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock)
     first = est.update(B, 40.0)
     assert first.quality == "calibrating" and first.baseline_gas is None and not est.calibrated
@@ -96,7 +87,7 @@ def test_iaq_burn_in_is_calibrating_then_ok(state: Path, clock: FakeClock) -> No
     assert done.quality == "ok" and done.baseline_gas == B and est.calibrated
 
 
-def test_iaq_baseline_is_mean_of_last_50_burn_in_readings(state: Path, clock: FakeClock) -> None:
+def test_iaq_baseline_is_mean_of_last_50_burn_in_readings(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock)
     gases = [100_000.0 + 1000.0 * i for i in range(301)]  # heater settling: resistance climbs
     for i, g in enumerate(gases):
@@ -106,7 +97,7 @@ def test_iaq_baseline_is_mean_of_last_50_burn_in_readings(state: Path, clock: Fa
     assert result.baseline_gas == pytest.approx(sum(gases[-50:]) / 50)
 
 
-def test_iaq_calibrating_score_uses_the_provisional_baseline(state: Path, clock: FakeClock) -> None:
+def test_iaq_calibrating_score_uses_the_provisional_baseline(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock)
     est.update(B, 40.0)
     clock.t += 1
@@ -116,7 +107,7 @@ def test_iaq_calibrating_score_uses_the_provisional_baseline(state: Path, clock:
     assert r.band == band_of(r.score)
 
 
-def test_iaq_sparse_readings_need_min_samples(state: Path, clock: FakeClock) -> None:
+def test_iaq_sparse_readings_need_min_samples(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock, min_burn_in_samples=10)
     results = []
     for _ in range(10):
@@ -125,7 +116,7 @@ def test_iaq_sparse_readings_need_min_samples(state: Path, clock: FakeClock) -> 
     assert results == ["calibrating"] * 9 + ["ok"]
 
 
-def test_iaq_scores_after_burn_in(state: Path, clock: FakeClock) -> None:
+def test_iaq_scores_after_burn_in(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock)
     burn_in(est, clock)
     clock.t += 1
@@ -135,7 +126,7 @@ def test_iaq_scores_after_burn_in(state: Path, clock: FakeClock) -> None:
     assert bad.score == pytest.approx(187.5, abs=0.1) and bad.band == "unhealthy"
 
 
-def test_iaq_state_survives_a_restart(state: Path, clock: FakeClock) -> None:
+def test_iaq_state_survives_a_restart(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock)
     burn_in(est, clock, gas=150_000.0)
     clock.t += 3600
@@ -145,7 +136,7 @@ def test_iaq_state_survives_a_restart(state: Path, clock: FakeClock) -> None:
     assert r.quality == "ok" and r.score == 0.0
 
 
-def test_iaq_interrupted_burn_in_resumes(state: Path, clock: FakeClock) -> None:
+def test_iaq_interrupted_burn_in_resumes(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock, save_interval_s=0)
     for _ in range(150):
         est.update(B, 40.0)
@@ -160,7 +151,7 @@ def test_iaq_interrupted_burn_in_resumes(state: Path, clock: FakeClock) -> None:
     assert results[-1] == "ok" and results.count("ok") == 1
 
 
-def test_iaq_stale_burn_in_starts_over(state: Path, clock: FakeClock) -> None:
+def test_iaq_stale_burn_in_starts_over(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock, save_interval_s=0)
     for _ in range(200):
         est.update(B, 40.0)
@@ -182,7 +173,7 @@ def test_iaq_stale_burn_in_starts_over(state: Path, clock: FakeClock) -> None:
                 "baseline_gas": None, "hourly": [], "anchor": None, "updated": None}),
 ])
 def test_iaq_corrupt_state_is_logged_kept_aside_and_burn_in_restarts(
-        state: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture, content: str) -> None:
+        state: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture, content: str) -> None:
     state.parent.mkdir(parents=True)
     state.write_text(content)
     with caplog.at_level(logging.ERROR, logger="hal.iaq"):
@@ -194,7 +185,7 @@ def test_iaq_corrupt_state_is_logged_kept_aside_and_burn_in_restarts(
     assert json.loads(state.read_text())["version"] == 1  # a fresh, valid state replaced it
 
 
-def test_iaq_save_is_atomic_and_leaves_no_temp_files(state: Path, clock: FakeClock) -> None:
+def test_iaq_save_is_atomic_and_leaves_no_temp_files(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock)
     burn_in(est, clock)
     assert sorted(p.name for p in state.parent.iterdir()) == [state.name]
@@ -203,7 +194,7 @@ def test_iaq_save_is_atomic_and_leaves_no_temp_files(state: Path, clock: FakeClo
 
 
 def test_iaq_save_failure_is_logged_once_and_recovers(
-        state: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+        state: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     est = IaqEstimator(state, clock=clock, save_interval_s=0)
     real_replace = os.replace
 
@@ -223,7 +214,7 @@ def test_iaq_save_failure_is_logged_once_and_recovers(
     assert sorted(p.name for p in state.parent.iterdir()) == [state.name]
 
 
-def test_iaq_saves_at_most_every_save_interval(state: Path, clock: FakeClock) -> None:
+def test_iaq_saves_at_most_every_save_interval(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock, save_interval_s=60)
     est.update(B, 40.0)
     first = json.loads(state.read_text())["updated"]
@@ -236,7 +227,7 @@ def test_iaq_saves_at_most_every_save_interval(state: Path, clock: FakeClock) ->
     assert json.loads(state.read_text())["updated"] == clock.t
 
 
-def test_iaq_baseline_rises_slowly_toward_cleaner_air(state: Path, clock: FakeClock) -> None:
+def test_iaq_baseline_rises_slowly_toward_cleaner_air(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock, save_interval_s=3600)
     burn_in(est, clock)
     for _ in range(60):  # one hour of clearly cleaner air, one reading a minute
@@ -250,7 +241,7 @@ def test_iaq_baseline_rises_slowly_toward_cleaner_air(state: Path, clock: FakeCl
     assert est.baseline_gas == pytest.approx(2 * B, rel=0.01)
 
 
-def test_iaq_baseline_follows_the_cleanest_hour_down_after_a_day(state: Path, clock: FakeClock) -> None:
+def test_iaq_baseline_follows_the_cleanest_hour_down_after_a_day(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock, save_interval_s=3600)
     burn_in(est, clock)
     for _ in range(60 * 12):  # 12 h of lower resistance (sensor drift) stays anchored to B
@@ -263,7 +254,7 @@ def test_iaq_baseline_follows_the_cleanest_hour_down_after_a_day(state: Path, cl
     assert est.baseline_gas == pytest.approx(B / 2, rel=0.05)
 
 
-def test_iaq_a_long_gap_does_not_jump_the_baseline(state: Path, clock: FakeClock) -> None:
+def test_iaq_a_long_gap_does_not_jump_the_baseline(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock)
     burn_in(est, clock)
     clock.t += 10 * 86400
@@ -273,12 +264,12 @@ def test_iaq_a_long_gap_does_not_jump_the_baseline(state: Path, clock: FakeClock
 
 @pytest.mark.parametrize(("gas", "hum"), [(0.0, 40.0), (-1.0, 40.0), (math.nan, 40.0), (B, 100.5),
                                           (B, -1.0), (B, math.inf)])
-def test_iaq_rejects_impossible_input(state: Path, clock: FakeClock, gas: float, hum: float) -> None:
+def test_iaq_rejects_impossible_input(state: Path, clock: ManualClock, gas: float, hum: float) -> None:
     with pytest.raises(ImplausibleValue):
         IaqEstimator(state, clock=clock).update(gas, hum)
 
 
-def test_iaq_score_stays_within_0_to_500(state: Path, clock: FakeClock) -> None:
+def test_iaq_score_stays_within_0_to_500(state: Path, clock: ManualClock) -> None:
     est = IaqEstimator(state, clock=clock, burn_in_s=0, min_burn_in_samples=1)
     for gas in (1.0, 1e3, 1e6, 1e9):
         for hum in (0.0, 40.0, 100.0):

@@ -4,14 +4,7 @@ from actors.errors import BadRequest
 from actors.hub import Hub
 from actors.store import Store
 from hal.readings import Reading
-
-
-class Clock:
-    def __init__(self, t: float = 1_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from tests.clocks import ManualClock
 
 
 def batch(node: str, seq: int, ts: float, value: float = 21.0, sensor: str = "dht22") -> dict:
@@ -22,7 +15,7 @@ def batch(node: str, seq: int, ts: float, value: float = 21.0, sensor: str = "dh
 
 @pytest.fixture
 def hub(tmp_path):
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     h = Hub(Store(tmp_path / "hub.sqlite3"), clock)
     h.clock = clock
     yield h
@@ -48,7 +41,7 @@ def test_store_rejected_call_stores_nothing(hub):
 
 
 def test_store_survives_restart_with_seq_and_latest(tmp_path):
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     hub = Hub(Store(tmp_path / "h.sqlite3"), clock)
     hub.hello({"node": "pi4", "role": "spoke", "profile": "native", "push_interval": 2.0})
     hub.push([batch("pi4", 1, 999_990.0, 20.0), batch("pi4", 2, 999_999.0, 22.5)])

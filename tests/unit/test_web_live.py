@@ -7,15 +7,8 @@ import time
 
 import pytest
 
+from tests.clocks import ManualClock
 from web.live import LiveView
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Builder:
@@ -38,12 +31,12 @@ class Builder:
 
 
 def test_serves_one_build_while_fresh_and_rebuilds_when_stale():
-    clock, build = Clock(), Builder()
+    clock, build = ManualClock(100.0), Builder()
     live = LiveView(build, max_age=1.0, clock=clock, refresh=False)
     assert live.get() == '{"build": 1}'
-    clock.now += 1.0
+    clock.t += 1.0
     assert live.get() == '{"build": 1}'  # exactly max_age old: still served
-    clock.now += 0.01
+    clock.t += 0.01
     assert live.get() == '{"build": 2}'
     assert build.calls == live.builds == 2
 
@@ -65,7 +58,7 @@ def test_concurrent_requests_share_one_build():
 
 
 def test_an_operator_change_forces_the_next_request_to_rebuild():
-    clock, build = Clock(), Builder()
+    clock, build = ManualClock(100.0), Builder()
     live = LiveView(build, max_age=60.0, clock=clock, refresh=False)
     assert live.get() == '{"build": 1}'
     live.changed()
@@ -126,17 +119,17 @@ def test_bad_settings_are_refused():
 
 
 def test_a_rebuild_under_way_does_not_hold_requests_while_the_last_body_is_recent():
-    clock, build = Clock(), Builder()
+    clock, build = ManualClock(100.0), Builder()
     live = LiveView(build, max_age=1.0, clock=clock, refresh=False)
     assert live.get() == '{"build": 1}'
     build.gate = threading.Event()
     build.started.clear()
-    clock.now += 1.5
+    clock.t += 1.5
     slow = threading.Thread(target=live.get)  # finds the body stale and starts build 2
     slow.start()
     assert build.started.wait(10)
     assert live.get() == '{"build": 1}'  # 1.5 s old, within twice max_age: served at once
-    clock.now += 1.0  # 2.5 s old: too old to serve; this request waits for build 2
+    clock.t += 1.0  # 2.5 s old: too old to serve; this request waits for build 2
     waiter: list[str] = []
     t = threading.Thread(target=lambda: waiter.append(live.get()))
     t.start()
