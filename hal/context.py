@@ -14,6 +14,7 @@ from hal.errors import HalConfigError
 
 MODES = ("mock", "real")
 ENV_VAR = "HARVESTER_HAL"
+NODE_BUS_RECORD = 256  # transactions an emulated bus of a running node remembers
 
 
 def resolve_mode(explicit: str | None = None, configured: str | None = None) -> str:
@@ -98,7 +99,10 @@ class HalContext:
         from hal.emulated.bme680_chip import EmulatedBme680
         from hal.emulated.bus import EmulatedBus
 
-        bus = EmulatedBus(error_rate=self.mock.bus_error_rate, seed=self.mock.room_seed)
+        # A node keeps only the last few hundred transactions (one BME680 read is about 20) for a
+        # look from the REPL; the 10,000 a test bus keeps cost a node about 2 MB once full.
+        bus = EmulatedBus(error_rate=self.mock.bus_error_rate, seed=self.mock.room_seed,
+                          record_limit=NODE_BUS_RECORD)
         for dev in self.mock.i2c_devices:
             if dev.bus == number:
                 variant = 1 if dev.chip == "bme688" else 0
