@@ -30,6 +30,45 @@ def agent_pids(ns_port: int) -> dict[str, int]:
     return {n: fleet[n]["agent"].info()["pid"] for n in ("hub", "pi4", "pizero")}
 
 
+PARTS = ("mapped files", "malloc heap", "malloc thread arenas", "other anonymous")
+ARENA_ALIGN = 64 << 20  # glibc's per-thread arenas (HEAP_MAX_SIZE on 64-bit) start at this alignment
+
+
+def rss_parts(pid: int) -> dict[str, float]:
+    """RSS (MB) by where it lives, from /proc/PID/smaps: which part grows tells a leak's kind.
+
+    Mapped files are libraries and compiled WASM modules. The malloc heap and the per-thread
+    arenas hold C allocations (SQLite, wasmtime, large Python objects) and their
+    fragmentation. Other anonymous memory is CPython's object arenas, WASM linear memory,
+    thread stacks and large mmap'd blocks (adjacent maps merge, so these cannot be told
+    apart). A map's kind is read from its name and address: a breakdown, not an audit."""
+    return split_smaps(Path(f"/proc/{pid}/smaps").read_text())
+
+
+def split_smaps(text: str) -> dict[str, float]:
+    """The parts of rss_parts() from the text of an smaps file."""
+    parts = dict.fromkeys(PARTS, 0.0)
+    kind = None
+    for line in text.splitlines():
+        head = line.split(None, 5)
+        if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            lo = int(head[0].split("-")[0], 16)
+            name = head[5].strip() if len(head) > 5 else ""
+            if name == "[heap]":
+                kind = "malloc heap"
+            elif name.startswith("/"):
+                kind = "mapped files"
+            elif name:
+                kind = None  # [stack], [vdso] and the like: a few pages
+            elif lo % ARENA_ALIGN == 0:
+                kind = "malloc thread arenas"
+            else:
+                kind = "other anonymous"
+        elif line.startswith("Rss:") and kind is not None:
+            parts[kind] += int(line.split()[1]) / 1024
+    return {k: round(v, 1) for k, v in parts.items()}
+
+
 def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float:
     """Least-squares slope of (seconds, MB) samples, in MB per hour."""
     n = len(samples)
@@ -66,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 time.sleep(1)
         time.sleep(args.warmup)
         start = {n: hub_usage(pid) for n, pid in pids.items()}
+        parts_start = {n: rss_parts(pid) for n, pid in pids.items()}
         t0 = time.monotonic()
         samples: dict[str, list[tuple[float, float]]] = {n: [] for n in pids}
         while time.monotonic() - t0 < args.seconds:
@@ -74,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             time.sleep(args.interval)
         elapsed = time.monotonic() - t0
         end = {n: hub_usage(pid) for n, pid in pids.items()}
+        parts_end = {n: rss_parts(pid) for n, pid in pids.items()}
         threads = {n: len(os.listdir(f"/proc/{pid}/task")) for n, pid in pids.items()}
     finally:
         demo.send_signal(signal.SIGTERM)
@@ -85,10 +126,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cpu = 100 * (end[n][1] - start[n][1]) / elapsed
         result[n] = {"rss_mb": round(end[n][0], 1), "budget_mb": BUDGETS_MB[n],
                      "rss_slope_mb_per_h": round(slope_mb_per_hour(samples[n]), 2),
-                     "cpu_percent": round(cpu, 2), "threads": threads[n]}
+                     "cpu_percent": round(cpu, 2), "threads": threads[n],
+                     "rss_parts_start_mb": parts_start[n], "rss_parts_end_mb": parts_end[n]}
         r = result[n]
         print(f"{n:<8} {r['rss_mb']:>8} {r['budget_mb']:>8} {r['rss_slope_mb_per_h']:>11} {r['cpu_percent']:>7} "
               f"{r['threads']:>8}")
+    print(f"\nwhere the RSS is, MB at the start of the run -> at its end ({elapsed / 60:.0f} min)")
+    print(f"{'part':<22}" + "".join(f"{n:>18}" for n in pids))
+    for part in PARTS:
+        print(f"{part:<22}" + "".join(f"{parts_start[n][part]:>8.1f} -> {parts_end[n][part]:<6.1f}" for n in pids))
     args.output.write_text(json.dumps(result, indent=2))
     return result
 

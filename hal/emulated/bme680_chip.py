@@ -14,6 +14,7 @@ import functools
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -28,6 +29,7 @@ from hal.bme680 import (
     heater_resistance_code,
     measurement_duration_us,
 )
+from hal.emulated import HISTORY
 from hal.emulated.environment import RoomConditions
 
 # A real chip's calibration dump (Pimoroni bme680-python issue #11, used in their tests).
@@ -152,7 +154,9 @@ class EmulatedBme680:
         self._regs[0xD0] = CHIP_ID
         self._regs[0xF0] = variant
         self._active: dict[str, Any] | None = None
-        self.measurements: list[ChipMeasurement] = []
+        # the most recent measurements, for tests and a look from the REPL; bounded, so a
+        # mock-mode node running for months does not keep every one
+        self.measurements: deque[ChipMeasurement] = deque(maxlen=HISTORY)
         self.resets: list[float] = []
         self.triggers = 0
         self._reset_registers()

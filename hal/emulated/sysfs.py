@@ -15,11 +15,13 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hal.emulated import HISTORY
 from hal.sysfs import SysfsRoot, glob_paths, kernel_path
 
 IIO_DEVICES = "/sys/bus/iio/devices"
@@ -54,7 +56,7 @@ class EmulatedSysfs:
         self._lock = threading.Lock()
         self._cached: DhtMeasurement | None = None
         # Every measurement the driver started, so tests can check how hard a reader polls.
-        self.history: list[DhtMeasurement] = []
+        self.history: deque[DhtMeasurement] = deque(maxlen=HISTORY)  # the most recent, bounded
         self._files: dict[str, Callable[[str], str]] = {}
         self._dirs: dict[str, list[str]] = {}
         self.rebind_dht(iio_index)

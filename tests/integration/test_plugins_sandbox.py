@@ -284,3 +284,24 @@ def test_compiled_code_is_cached_on_disk_by_hash_version_and_flags(wasm_backend:
     artifact = wasm_backend.cache_dir / rt.artifact_key(digest)
     assert artifact.exists()
     assert digest[:32] in artifact.name and f"wasmtime{rt.version}" in artifact.name and "epoch" in artifact.name
+
+
+def test_the_result_of_every_sandbox_call_is_freed(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C API's caller owns a call's result value; wasmtime-py 50 converted it and never
+    freed it, leaking on every call (see call_component_func)."""
+    from wasmtime import _ffi as ffi
+
+    node.host.scan()
+    freed: list[int] = []
+    real = ffi.wasmtime_component_val_delete
+
+    def recording(ref: Any) -> None:
+        value = ref._obj if hasattr(ref, "_obj") else ref.contents  # byref(...) or pointer(...)
+        freed.append(value.kind)
+        real(ref)
+
+    monkeypatch.setattr(ffi, "wasmtime_component_val_delete", recording)
+    steady_ok(node.evaluate(), 1)
+    # the request string (an argument) and the result<string, string> the plugin answered with
+    assert freed.count(ffi.WASMTIME_COMPONENT_STRING.value) >= 1
+    assert freed.count(ffi.WASMTIME_COMPONENT_RESULT.value) == 1, freed

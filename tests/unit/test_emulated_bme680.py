@@ -196,7 +196,7 @@ def test_reset_during_measurement_aborts_it() -> None:
     clock.advance(0.05)
     bus.write_byte_data(0x76, 0xE0, 0xB6)
     clock.advance(0.5)
-    assert field(bus)[0] & 0x80 == 0 and chip.measurements == []
+    assert field(bus)[0] & 0x80 == 0 and not chip.measurements
 
 
 # -- the bus ----------------------------------------------------------------------------

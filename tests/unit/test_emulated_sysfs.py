@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from hal.context import HalContext
+from hal.emulated import HISTORY
 from hal.emulated.environment import RoomSimulator
 from hal.emulated.sysfs import EmulatedSysfs
 from tests.clocks import ManualClock
@@ -74,15 +75,24 @@ def test_emulated_sysfs_dht_faults_are_eio_or_etimedout_and_not_cached(
     assert fs.read_text(f"{DEV}/in_temp_input") == "21300\n"
 
 
+def test_emulated_sysfs_keeps_only_recent_measurements(room: RoomSimulator, clock: ManualClock) -> None:
+    fs = EmulatedSysfs(room, clock=clock)
+    for _ in range(HISTORY + 20):
+        clock.t += 2.5
+        fs.read_text(f"{DEV}/in_temp_input")
+    assert len(fs.history) == HISTORY and fs.history[-1].t == clock.t
+
+
 def test_emulated_sysfs_fault_rate_is_roughly_honoured(room: RoomSimulator, clock: ManualClock) -> None:
     fs = EmulatedSysfs(room, clock=clock, fault_rate=0.3, seed=11)
-    for _ in range(1000):
+    failed = 0
+    for _ in range(1000):  # 2.5 s apart: every read is a new measurement
         clock.t += 2.5
         try:
             fs.read_text(f"{DEV}/in_humidityrelative_input")
         except OSError as exc:
             assert exc.errno in (errno.EIO, errno.ETIMEDOUT)
-    failed = sum(m.outcome != "ok" for m in fs.history)
+            failed += 1
     assert 240 <= failed <= 360
 
 
