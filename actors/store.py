@@ -14,11 +14,13 @@ from typing import Any
 
 from actors.errors import StoreFull
 
-SCHEMA_VERSION = 3
-# Schema upgrades in place, from the version on the left; each runs after SCHEMA.
-MIGRATIONS = {
-    # 3: events that came in a batch keep its seq, so an alert-only batch is accounted for
-    2: "ALTER TABLE alert_events ADD COLUMN seq INTEGER",
+SCHEMA_VERSION = 2
+# Columns added since the schema version last changed, added in place where missing. An
+# added column keeps the version, so the previous release still opens the file when a
+# deploy rolls back to it (its statements name their columns; the new one is left NULL).
+ADDED_COLUMNS = {
+    # events that came in a batch keep its seq, so an alert-only batch is accounted for
+    ("alert_events", "seq"): "INTEGER",
 }
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -92,13 +94,14 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=5000")
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if version not in (0, SCHEMA_VERSION, *MIGRATIONS) or (version == 0 and tables):
+        if version not in (0, SCHEMA_VERSION) or (version == 0 and tables):
             self._db.close()
             raise StoreSchemaError(f"{self.path} has store schema {version}, this hub needs {SCHEMA_VERSION}; "
                                    "move the file away to start a new store")
         self._db.executescript(SCHEMA)
-        if version in MIGRATIONS:
-            self._db.execute(MIGRATIONS[version])
+        for (table, column), decl in ADDED_COLUMNS.items():
+            if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         if max_mb:
             # a size cap behaves exactly like a full disk (SQLITE_FULL), by the operator's choice

@@ -152,28 +152,31 @@ def test_store_alert_only_batch_is_accounted_for_by_its_seq(hub):
     assert rows == [("pi4", "raised", 2)]
 
 
-def test_store_schema_2_file_is_upgraded_in_place_and_unknown_versions_refused(tmp_path):
+def test_store_adds_new_columns_in_place_and_refuses_unknown_versions(tmp_path):
+    """A file from before alert_events.seq gains the column and keeps its rows and its schema
+    version, so the previous release still opens it after a rollback."""
     import sqlite3
 
     from actors import store as store_mod
 
-    path = tmp_path / "v2.sqlite3"
+    path = tmp_path / "old.sqlite3"
     old = store_mod.SCHEMA.replace(",\n    seq INTEGER  -- the batch", "\n    -- the batch")
     assert old != store_mod.SCHEMA
     db = sqlite3.connect(path)
     db.executescript(old)
     db.execute("INSERT INTO alert_events (raised_by, plugin, alert, state, severity, message, node, ts, since, "
                "received) VALUES ('pi4', 'p', 'a', 'raised', 'warning', 'm', 'pi4', 1, 1, 1)")
-    db.execute("PRAGMA user_version = 2")
+    db.execute(f"PRAGMA user_version = {store_mod.SCHEMA_VERSION}")
     db.commit()
     db.close()
     s = Store(path)
     assert s._db.execute("PRAGMA user_version").fetchone() == (store_mod.SCHEMA_VERSION,)
     assert s._db.execute("SELECT raised_by, seq FROM alert_events").fetchall() == [("pi4", None)]
     s.close()
+    Store(path).close()  # opening it again changes nothing
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version = 99")
     db.commit()
     db.close()
-    with pytest.raises(store_mod.StoreSchemaError, match="schema 99, this hub needs 3"):
+    with pytest.raises(store_mod.StoreSchemaError, match=f"schema 99, this hub needs {store_mod.SCHEMA_VERSION}"):
         Store(path)
