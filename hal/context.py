@@ -14,7 +14,11 @@ from hal.errors import HalConfigError
 
 MODES = ("mock", "real")
 ENV_VAR = "HARVESTER_HAL"
-NODE_BUS_RECORD = 256  # transactions an emulated bus of a running node remembers
+# What the emulated devices of a running node remember, for a look from the REPL: tests
+# build their own devices with longer records. Filling the longer ones took a mock-mode
+# node about 2 MB and 40 minutes, which the soak showed as growth.
+NODE_BUS_RECORD = 256  # I2C transactions (one BME680 read is about 20)
+NODE_DEVICE_HISTORY = 32  # measurements per emulated chip or DHT22
 
 
 def resolve_mode(explicit: str | None = None, configured: str | None = None) -> str:
@@ -99,14 +103,13 @@ class HalContext:
         from hal.emulated.bme680_chip import EmulatedBme680
         from hal.emulated.bus import EmulatedBus
 
-        # A node keeps only the last few hundred transactions (one BME680 read is about 20) for a
-        # look from the REPL; the 10,000 a test bus keeps cost a node about 2 MB once full.
         bus = EmulatedBus(error_rate=self.mock.bus_error_rate, seed=self.mock.room_seed,
                           record_limit=NODE_BUS_RECORD)
         for dev in self.mock.i2c_devices:
             if dev.bus == number:
                 variant = 1 if dev.chip == "bme688" else 0
-                bus.attach(dev.address, EmulatedBme680(self.room, variant=variant, clock=self.clock))
+                bus.attach(dev.address, EmulatedBme680(self.room, variant=variant, clock=self.clock,
+                                                         history=NODE_DEVICE_HISTORY))
         return bus
 
     def sysfs(self) -> Any:
@@ -120,7 +123,7 @@ class HalContext:
                 else:
                     from hal.emulated.sysfs import EmulatedSysfs
 
-                    self._sysfs = EmulatedSysfs(self.room, clock=self.clock)
+                    self._sysfs = EmulatedSysfs(self.room, clock=self.clock, history=NODE_DEVICE_HISTORY)
             return self._sysfs
 
     def pin_factory(self) -> Any:

@@ -138,7 +138,7 @@ class EmulatedBme680:
     """Register model of a BME680 (variant 0) or BME688 (variant 1) in forced mode."""
 
     def __init__(self, room: Any, variant: int = 0, clock: Callable[[], float] = time.time,
-                 calib_seed: int | None = None, timing_scale: float = 1.0) -> None:
+                 calib_seed: int | None = None, timing_scale: float = 1.0, history: int = HISTORY) -> None:
         if variant not in (0, 1):
             raise ValueError(f"variant must be 0 (BME680) or 1 (BME688), got {variant!r}")
         self.room = room
@@ -156,7 +156,7 @@ class EmulatedBme680:
         self._active: dict[str, Any] | None = None
         # the most recent measurements, for tests and a look from the REPL; bounded, so a
         # mock-mode node running for months does not keep every one
-        self.measurements: deque[ChipMeasurement] = deque(maxlen=HISTORY)
+        self.measurements: deque[ChipMeasurement] = deque(maxlen=history)
         self.resets: list[float] = []
         self.triggers = 0
         self._reset_registers()

@@ -45,7 +45,7 @@ class EmulatedSysfs:
 
     def __init__(self, room: Any, clock: Callable[[], float] = time.time,
                  overlay_base: str | Path = "/", fault_rate: float = 0.0, seed: int = 1,
-                 iio_index: int | None = 0) -> None:
+                 iio_index: int | None = 0, history: int = HISTORY) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be within 0..1, got {fault_rate!r}")
         self.room = room
@@ -56,7 +56,7 @@ class EmulatedSysfs:
         self._lock = threading.Lock()
         self._cached: DhtMeasurement | None = None
         # Every measurement the driver started, so tests can check how hard a reader polls.
-        self.history: deque[DhtMeasurement] = deque(maxlen=HISTORY)  # the most recent, bounded
+        self.history: deque[DhtMeasurement] = deque(maxlen=history)  # the most recent, bounded
         self._files: dict[str, Callable[[str], str]] = {}
         self._dirs: dict[str, list[str]] = {}
         self.rebind_dht(iio_index)

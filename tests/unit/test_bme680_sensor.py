@@ -10,7 +10,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from hal.bme680_sensor import Bme680Sensor
-from hal.context import NODE_BUS_RECORD, EmulatedI2CDevice, HalContext, MockSettings
+from hal.context import NODE_BUS_RECORD, NODE_DEVICE_HISTORY, EmulatedI2CDevice, HalContext, MockSettings
 from hal.emulated.bme680_chip import EmulatedBme680
 from hal.emulated.bus import EmulatedBus
 from hal.emulated.environment import RoomSimulator
@@ -176,8 +176,11 @@ def test_works_with_the_real_mock_mode_context(tmp_path: Path) -> None:
     r = by_quantity(Bme680Sensor(ctx, "env", address=0x76, sleep=clock.sleep).read())
     assert r["temperature"].value == pytest.approx(ROOM["temperature"], abs=0.01)
     assert r["gas_resistance"].value == pytest.approx(ROOM["gas_resistance"], rel=0.005)
-    raw = ctx.i2c_bus(1).bus  # a node's emulated bus remembers only its last transactions
+    raw = ctx.i2c_bus(1).bus  # a node's emulated devices remember only their last few operations
     assert raw.transactions > 0 and raw.record.maxlen == NODE_BUS_RECORD
+    [chip] = raw._chips.values()
+    assert len(chip.measurements) == 1 and chip.measurements.maxlen == NODE_DEVICE_HISTORY
+    assert ctx.sysfs().history.maxlen == NODE_DEVICE_HISTORY
     ctx.close()
 
 
