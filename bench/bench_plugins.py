@@ -98,7 +98,7 @@ def latency(profile: str, iterations: int) -> dict[str, Any]:
     rp50, rp99 = _pct(reloads)
     return {"backend": profile, "evaluate_p50_us": p50, "evaluate_p99_us": p99, "host_evaluate_p50_us": hp50,
             "host_evaluate_p99_us": hp99, "instantiate_p50_ms": ip50 / 1000, "reload_p50_ms": rp50 / 1000,
-            "reload_p99_ms": rp99 / 1000, "heap_growth_kb_per_10k_calls": heap_growth_kb * 10_000 / LEAK_CALLS}
+            "reload_p99_ms": rp99 / 1000, "heap_growth_kb_per_10k_calls": round(heap_growth_kb * 10_000 / LEAK_CALLS)}
 
 
 def _rss_mb() -> float:

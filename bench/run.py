@@ -62,6 +62,9 @@ def table(r: dict[str, Any]) -> list[tuple[str, str]]:
          f"{g('plugins', 'native', 'evaluate_p50_us')} / {g('plugins', 'native', 'evaluate_p99_us')}"),
         ("plugin reload p50, WASM (ms)", f"{g('plugins', 'wasm', 'reload_p50_ms')}"),
         ("RSS per extra WASM plugin (MB)", f"{g('plugins', 'wasm', 'rss_per_additional_mb')}"),
+        ("C heap growth per 10,000 evaluates, WASM / native (KB)",
+         f"{g('plugins', 'wasm', 'heap_growth_kb_per_10k_calls')} / "
+         f"{g('plugins', 'native', 'heap_growth_kb_per_10k_calls')}"),
         ("sensor latest() p50/p99 (ms)",
          f"{g('latency', 'sensor_latest', 'p50_ms')} / {g('latency', 'sensor_latest', 'p99_ms')}"),
         ("sensor read() p50/p99 (ms)",
