@@ -18,7 +18,7 @@ ENV_VAR = "HARVESTER_HAL"
 # build their own devices with longer records. Filling the longer ones took a mock-mode
 # node about 2 MB and 40 minutes, which the soak showed as growth.
 NODE_BUS_RECORD = 256  # I2C transactions (one BME680 read is about 20)
-NODE_DEVICE_HISTORY = 32  # measurements per emulated chip or DHT22
+NODE_DEVICE_HISTORY = 32  # measurements per emulated chip or DHT22, frames of the mock LED strip
 
 
 def resolve_mode(explicit: str | None = None, configured: str | None = None) -> str:
@@ -150,7 +150,7 @@ class HalContext:
                                 channel=WS281X_GPIO_CHANNEL.get(gpio, 0))
         from hal.leds import MemoryPixels
 
-        return MemoryPixels(count=count, brightness=brightness, clock=self.clock)
+        return MemoryPixels(count=count, brightness=brightness, clock=self.clock, max_frames=NODE_DEVICE_HISTORY)
 
     def close(self) -> None:
         """Close buses and pin factory."""

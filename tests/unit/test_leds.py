@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import hal.leds as leds
-from hal.context import HalContext
+from hal.context import NODE_DEVICE_HISTORY, HalContext
 from hal.errors import ActuatorArgumentError, DeviceUnavailable, HalConfigError
 from hal.leds import COLOURS, OFF, LedStrip, MemoryPixels, Ws281xPixels, pack_rgb
 
@@ -268,6 +268,9 @@ def test_halcontext_mock_pixel_backend_is_memory(tmp_path: Path) -> None:
     strip.set_named(1, "red")
     assert backend.current().pixels[1] == (255, 0, 0)
     assert backend.current().brightness == 0.3
+    for i in range(NODE_DEVICE_HISTORY + 5):  # a node's mock strip keeps only its recent frames
+        strip.set_pixel(0, i, 0, 0)
+    assert len(backend.frames) == NODE_DEVICE_HISTORY and backend.shown == NODE_DEVICE_HISTORY + 7
     ctx.close()
 
 
