@@ -476,17 +476,17 @@ class NodeAgent:
 M_ARENA_MAX = -8  # glibc's mallopt() parameter
 
 
-def cap_malloc_arenas(profile: str) -> bool:
-    """On a native (Pi Zero) node, make every thread share glibc's main malloc arena.
+def cap_malloc_arenas() -> bool:
+    """Make every thread of a node share glibc's main malloc arena.
 
-    glibc gives each thread that allocates concurrently its own arena and keeps the freed
-    memory of each; on the demo's Pi Zero node that is 4 MB of RSS for a dozen mostly idle
-    threads (40.6 MB against 36.7 MB with one arena). Called before any thread starts,
-    because arenas already handed out stay. A node's threads allocate under the GIL, so
-    one arena costs no measurable throughput. Returns whether the cap took effect (it
-    cannot on a libc without mallopt, such as musl)."""
-    if profile != "native":
-        return False
+    glibc gives each thread that allocates concurrently its own arena (up to 8 per core)
+    and keeps the freed memory of each. On the demo's Pi Zero node that was 4 MB of RSS
+    for a dozen mostly idle threads (40.6 MB against 36.7 MB with one arena). On the hub,
+    whose Pyro5 threads serve every spoke's connections, the arenas grew by 4.6 MB in a
+    30-minute soak, and at 400 spokes x 10 sensors it held 140-142 MB against 116-117 MB
+    with one arena, for the same CPU (51-55 % against 53-54 %) and no worse latency.
+    Called before any thread starts, because arenas already handed out stay. Returns
+    whether the cap took effect (it cannot on a libc without mallopt, such as musl)."""
     import ctypes
 
     try:

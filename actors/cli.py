@@ -40,7 +40,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    cap_malloc_arenas(cfg.profile)
+    cap_malloc_arenas()
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s")
     # APScheduler logs every job run at INFO; a node polls every few seconds.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -43,10 +43,10 @@ def test_a_hub_agent_does_import_them(tmp_path):
         "actors.hub actors.store actors.tokens"
 
 
-def test_malloc_arenas_are_capped_only_on_native_nodes():
+def test_malloc_arenas_are_capped_where_glibc_allows():
     result = run_python("""
         from actors.agent import cap_malloc_arenas
-        print(cap_malloc_arenas("wasm"), cap_malloc_arenas("native"))
+        print(cap_malloc_arenas())
     """)
     glibc = run_python("import platform; print(platform.libc_ver()[0])") == "glibc"
-    assert result == ("False True" if glibc else "False False")
+    assert result == ("True" if glibc else "False")
