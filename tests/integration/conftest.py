@@ -111,4 +111,6 @@ def start_room_plugin_node(cluster: Cluster, plugins: Path, **kwargs) -> NodeAge
     runner = next(a for a in agent.actors if a.name == "plugins")
     wait_for(lambda: any(p["name"] == "room_temperature" and p["state"] == "ok" for p in runner.list()),
              timeout=60, what="the room-temperature plugin loaded")
+    # the hub must know the node too: the dashboard's commands to it are refused until then
+    wait_for(lambda: (n := cluster.node_snapshot("pi4")) and n["online"], what="pi4 online at the hub")
     return agent
