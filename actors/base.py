@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from Pyro5.api import expose
 
 from actors.errors import Busy
+from hal.names import object_name
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -108,7 +109,7 @@ class Actor:
     @property
     def object_name(self) -> str:
         """`harvester.<node>.<actor>`."""
-        return f"harvester.{self.node}.{self.name}"
+        return object_name(self.node, self.name)
 
     def metadata(self) -> set[str]:
         """Name-server tags used for discovery."""

@@ -14,9 +14,10 @@ from Pyro5 import errors as pyro_errors
 from Pyro5.api import Proxy
 
 from actors.errors import UnknownActor  # importing it also registers typed remote errors
-from actors.pyro import CALL_TIMEOUT, configure
-from actors.security import TlsFiles, use_client_tls
-from nameserver.registry import PREFIX, ns_uri
+from hal.names import PREFIX, object_name
+from nameserver.pyro import CALL_TIMEOUT, configure
+from nameserver.registry import ns_uri
+from nameserver.security import TlsFiles, use_client_tls
 
 # Methods safe to repeat: they only read.
 IDEMPOTENT = frozenset({"ping", "health", "describe", "info", "read", "latest", "state", "readings",
@@ -105,7 +106,7 @@ class NodeHandle:
         return sorted(n[len(prefix):] for n in self._fleet.names() if n.startswith(prefix))
 
     def __getitem__(self, actor: str) -> ActorHandle:
-        return self._fleet.actor(f"{PREFIX}.{self.node}.{actor}")
+        return self._fleet.actor(object_name(self.node, actor))
 
     def __getattr__(self, actor: str) -> ActorHandle:
         if actor.startswith("_"):

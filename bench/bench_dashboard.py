@@ -34,9 +34,9 @@ def _serve(state: str, ready: Any) -> None:
     """The hub's web app with NODES node tokens, in this (child) process, until terminated."""
     from waitress.server import create_server
 
-    from actors.hub import Hub
-    from actors.store import Store
-    from actors.tokens import Tokens
+    from actors.hub.state import Hub
+    from actors.hub.store import Store
+    from actors.hub.tokens import Tokens
     from web.app import create_app
 
     tokens = Tokens(Path(state) / "tokens.json")

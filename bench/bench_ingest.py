@@ -33,14 +33,15 @@ def make_batches(node: str, first_seq: int, n: int = BATCHES_PER_CALL) -> list[d
 
 def _serve(kind: str, state: str, ready: Any) -> None:
     """Run one server in this (child) process until terminated."""
-    from actors.pyro import configure
+    from nameserver.pyro import configure
 
     configure()
     if kind in ("pyro", "pyro-bare"):
         from Pyro5.api import Daemon, expose
 
-        from actors.hub import AggregatorActor, Hub
-        from actors.store import Store
+        from actors.hub.aggregator import AggregatorActor
+        from actors.hub.state import Hub
+        from actors.hub.store import Store
 
         class BareActor:
             @expose
@@ -57,9 +58,9 @@ def _serve(kind: str, state: str, ready: Any) -> None:
         from waitress.server import create_server
 
         if kind == "http":
-            from actors.hub import Hub
-            from actors.store import Store
-            from actors.tokens import Tokens
+            from actors.hub.state import Hub
+            from actors.hub.store import Store
+            from actors.hub.tokens import Tokens
             from web.app import create_app
 
             tokens = Tokens(Path(state) / "tokens.json")
@@ -92,7 +93,7 @@ def _start(kind: str) -> tuple[mp.Process, str]:
 def run_pyro(kind: str, seconds: float, max_calls: int, serializer: str = "msgpack") -> float:
     from Pyro5.api import Proxy
 
-    from actors.pyro import configure
+    from nameserver.pyro import configure
 
     configure()
     proc, uri = _start(kind)

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     from Pyro5.api import Proxy
 
-    from actors.pyro import configure
+    from nameserver.pyro import configure
 
     configure()
     hub, ns, _ = start_hub(Path(tempfile.mkdtemp(prefix="harvester-lat-")))

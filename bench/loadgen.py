@@ -90,7 +90,7 @@ def run_step(ns: int, web: int, n_spokes: int, sensors: int, seconds: float, thr
     from Pyro5 import errors
     from Pyro5.api import Proxy
 
-    from actors.pyro import configure
+    from nameserver.pyro import configure
 
     configure()
     with Proxy(f"PYRO:Pyro.NameServer@127.0.0.1:{ns}") as nsp:

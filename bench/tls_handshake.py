@@ -18,9 +18,9 @@ from pathlib import Path
 from Pyro5 import config
 from Pyro5.api import Proxy, expose
 
-from actors import certs
-from actors.pyro import configure
-from actors.security import HarvesterDaemon, apply_tls
+from actors.cli import certs
+from nameserver.pyro import configure
+from nameserver.security import HarvesterDaemon, apply_tls
 
 
 @expose

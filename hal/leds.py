@@ -267,7 +267,7 @@ class Ws281xPixels:
 
     def _discard_failed_strip(self) -> None:
         # rpi_ws281x 5.0.0 registers _cleanup with atexit, and _cleanup calls ws2811_fini
-        # even after a failed init, which segfaults at interpreter exit (FINDINGS.md).
+        # even after a failed init, which segfaults at interpreter exit on a non-Pi board.
         # Drop the hook and free the bare struct ourselves so the failure stays an error.
         strip = self._strip
         atexit.unregister(strip._cleanup)

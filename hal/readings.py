@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hal.errors import ReadingError
+from hal.names import NODE_NAME_RULE, is_node_name
 
+# Sensor names may carry a dot or a longer label (`network-<target>`); node names follow hal.names.
 NAME_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")
 
 # Quality flags: "ok" is a trustworthy value; "calibrating" is a value whose algorithm
@@ -60,6 +62,16 @@ _UNITS = {q.name: q.unit for q in QUANTITIES.values()}
 _RANGES = {q.name: (q.low, q.high) for q in QUANTITIES.values()}
 _QUALITIES = frozenset(QUALITIES)
 _GOOD_NAMES: set[str] = set()  # names already matched; the hub checks thousands per second
+_GOOD_NODES: set[str] = set()
+
+
+def _check_node(v: Any) -> None:
+    if type(v) is str and v in _GOOD_NODES:
+        return
+    if not is_node_name(v):
+        raise ReadingError(f"node must match {NODE_NAME_RULE}, got {v!r}")
+    if len(_GOOD_NODES) < 10_000:
+        _GOOD_NODES.add(v)
 
 
 def _check_name(field: str, v: Any) -> None:
@@ -81,7 +93,7 @@ def check_fields(node: Any, sensor: Any, quantity: Any, value: Any, unit: Any, t
     """Validate the fields of one reading against the quantity table; raise ReadingError.
 
     The one rule set for a Reading, also called directly by the hub's ingest fast path."""
-    _check_name("node", node)
+    _check_node(node)
     _check_name("sensor", sensor)
     if type(quantity) is not str:
         raise ReadingError(f"quantity must be a string, got {type(quantity).__name__}")

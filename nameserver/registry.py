@@ -10,13 +10,9 @@ from dataclasses import dataclass
 from Pyro5 import errors
 from Pyro5.api import Proxy
 
+from hal.names import PREFIX
+
 log = logging.getLogger(__name__)
-PREFIX = "harvester"
-
-
-def object_name(node: str, actor: str) -> str:
-    """`harvester.<node>.<actor>`."""
-    return f"{PREFIX}.{node}.{actor}"
 
 
 def ns_uri(host: str, port: int) -> str:

@@ -1,7 +1,7 @@
 """PluginHost: every plugin of one node — discovery, hot reload, evaluation, polling, status, alerts.
 
 A plain domain object (no Pyro5): the node agent feeds it readings and serves it through
-actors.plugins_actor.PluginsActor. Plugins live in one folder as NAME.py or NAME.wasm with
+actors.devices.plugin_runner.PluginsActor. Plugins live in one folder as NAME.py or NAME.wasm with
 NAME.toml beside it. `scan()` (the agent runs it every few seconds) loads new files,
 reloads changed ones beside the running version, and unloads removed ones.
 """

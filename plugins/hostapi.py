@@ -25,8 +25,9 @@ from typing import Any
 from hal.buzzer import MAX_COUNT, MAX_MS, MIN_MS, PATTERNS
 from hal.errors import HalConfigError, HalError, PermissionDenied
 from hal.i2c import I2CGrants
+from hal.names import NODE_NAME_RULE, is_node_name
 from plugins.alerts import AlertBook
-from plugins.manifest import NODE_RE, Manifest
+from plugins.manifest import Manifest
 from plugins.services import Services
 from plugins.state import PluginState, StateLimit, check_entry
 
@@ -281,8 +282,8 @@ class HostApi:
         if alert.get("severity") not in SEVERITIES:
             raise HostRefusal(f"severity must be one of {SEVERITIES}")
         node = alert.get("node")
-        if node is not None and not (isinstance(node, str) and NODE_RE.match(node)):
-            raise HostRefusal(f"alert node must match [a-z0-9_-]{{1,32}}, got {node!r}")
+        if node is not None and not is_node_name(node):
+            raise HostRefusal(f"alert node must match {NODE_NAME_RULE}, got {node!r}")
         for key in ("sensor", "quantity"):
             v = alert.get(key)
             if v is not None and not (isinstance(v, str) and 0 < len(v) <= 64):

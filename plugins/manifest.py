@@ -41,11 +41,11 @@ from typing import Any
 
 from hal.errors import HalConfigError
 from hal.i2c import I2CGrants
+from hal.names import NODE_NAME_RULE, is_node_name
 from hal.readings import QUANTITIES
 from plugins.errors import ManifestError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
-NODE_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 LIMITS = {"call_ms": (1, 10_000, 50), "memory_mb": (16, 1024, 32), "load_ms": (10, 60_000, 2_000)}
 MAX_LED_INDEX = 1023
 MAX_VERSION_CHARS = 32  # it travels in every alert event; the hub checks the same bound
@@ -229,15 +229,15 @@ def parse_manifest(data: dict[str, Any], where: str = "<manifest>", expected_nam
     quantities = _strings(p, "plugin.quantities", meta.get("quantities", []), QUANTITIES)
     judged = _strings(p, "plugin.nodes", meta.get("nodes", []))
     for node in judged:
-        if node != "*" and not NODE_RE.match(node):
-            p.add("plugin.nodes", f"{node!r} is not a node name ([a-z0-9_-]{{1,32}}) or \"*\"")
+        if node != "*" and not is_node_name(node):
+            p.add("plugin.nodes", f"{node!r} is not a node name ({NODE_NAME_RULE}) or \"*\"")
 
     perms = p.table("permissions", data.get("permissions", {}), {"leds", "buzzer", "i2c", "nodes"})
     local = _grant(p, "permissions", {k: v for k, v in perms.items() if k in ("leds", "buzzer")})
     nodes: dict[str, NodeGrant] = {}
     for node, grant in p.table("permissions.nodes", perms.get("nodes", {}), set(perms.get("nodes", {}))).items():
-        if not NODE_RE.match(node):
-            p.add(f"permissions.nodes.{node}", "node names match [a-z0-9_-]{1,32}")
+        if not is_node_name(node):
+            p.add(f"permissions.nodes.{node}", f"node names match {NODE_NAME_RULE}")
         nodes[node] = _grant(p, f"permissions.nodes.{node}", grant)
 
     lim = p.table("limits", data.get("limits", {}), set(LIMITS))

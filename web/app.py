@@ -13,8 +13,8 @@ from collections.abc import Callable
 import bottle
 
 from actors.client import Fleet
-from actors.hub import Hub
-from actors.tokens import Tokens
+from actors.hub.state import Hub
+from actors.hub.tokens import Tokens
 from web import api, control, metrics, pages, push
 from web.auth import Auth
 from web.context import WebContext

@@ -5,7 +5,7 @@ another site cannot make a browser send them (no CSRF to defend against)."""
 
 from __future__ import annotations
 
-from actors.tokens import Tokens
+from actors.hub.tokens import Tokens
 from web.http import ApiError, bearer_token
 
 

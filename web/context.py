@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from actors.hub import Hub
+from actors.hub.state import Hub
 from web.auth import Auth
 from web.dashboard import Dashboard
 from web.upstream import Upstream

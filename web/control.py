@@ -10,7 +10,7 @@ from typing import Any
 
 import bottle
 
-from actors.config import NAME_RE
+from hal.names import NODE_NAME_RULE, is_node_name
 from web.context import WebContext
 from web.http import ApiError, api, int_field, read_json_object
 
@@ -24,8 +24,8 @@ MAX_PIXEL = 1023  # the strip itself knows its length and rejects indexes past i
 def known_node(ctx: WebContext, body: dict[str, Any]) -> str:
     """The body's `node`, checked: 400 when malformed, 404 when the hub has never heard of it."""
     node = body.get("node")
-    if not isinstance(node, str) or not NAME_RE.match(node):
-        raise ApiError(400, f"'node' must be a node name ([a-z0-9_-]{{1,32}}), got {node!r}")
+    if not is_node_name(node):
+        raise ApiError(400, f"'node' must be a node name ({NODE_NAME_RULE}), got {node!r}")
     if node not in ctx.hub.node_names():
         raise ApiError(404, f"unknown node {node!r}; known: {', '.join(ctx.hub.node_names()) or 'none'}")
     return node

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from actors.hub import Hub
+from actors.hub.state import Hub
 from web import view
 from web.live import LiveView
 from web.polling import StatePoller

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 from waitress.server import create_server
 
 from actors.client import Fleet
+from actors.hub.state import Hub
+from actors.hub.tokens import Tokens
 from web.app import create_app
 from web.upstream import Upstream
 
@@ -18,18 +19,17 @@ log = logging.getLogger(__name__)
 class WebServer:
     """The hub's HTTP server, with a fleet client on the hub's own name server for operator commands."""
 
-    def __init__(self, agent: Any, host: str, port: int, threads: int = 8) -> None:
-        cfg = agent.config
+    def __init__(self, hub: Hub, tokens: Tokens, node: str, ns_host: str, ns_port: int, host: str, port: int,
+                 public_read: bool = True, local_actors: frozenset[str] = frozenset(), threads: int = 8) -> None:
         # The hub process already has its TLS settings (if any): the fleet client inherits them.
         try:
-            fleet: Fleet | None = Fleet(cfg.hub_host, cfg.nameserver_port)
+            fleet: Fleet | None = Fleet(ns_host, ns_port)
         except Exception as exc:  # e.g. HARVESTER_TLS_* naming a user cert in a node's environment
             log.error("dashboard controls disabled: cannot build the fleet client: %s: %s", type(exc).__name__, exc)
             fleet = None
         self.upstream = Upstream(fleet)
-        self.app = create_app(agent.hub, agent.tokens, node=cfg.name, upstream=self.upstream,
-                              public_read=cfg.web.public_read if cfg.web else True,
-                              local_actors=frozenset(a.name for a in agent.actors))
+        self.app = create_app(hub, tokens, node=node, upstream=self.upstream, public_read=public_read,
+                              local_actors=local_actors)
         self._server = create_server(self.app, host=host, port=port, threads=threads,
                                      ident="harvester", clear_untrusted_proxy_headers=True)
         self.port = self._server.effective_port

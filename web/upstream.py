@@ -20,9 +20,9 @@ from Pyro5.api import Proxy
 
 from actors.client import Fleet
 from actors.errors import ActorUnavailable, BadRequest, Busy
-from actors.pyro import configure
 from hal.errors import ActuatorArgumentError
-from nameserver.registry import object_name
+from hal.names import object_name
+from nameserver.pyro import configure
 from web.http import ApiError
 
 log = logging.getLogger(__name__)

@@ -119,7 +119,7 @@ def test_chaos_hub_disk_full_refuses_pushes_and_loses_nothing(proc_cluster):
         c.add("hub", "hub", sensors=HUB_SENSORS)
         c.add("s1", sensors=SENSORS, push_interval=1.0)
         wait_for(lambda: c.hub_last_seq("s1") > 3, timeout=60, what="pushing")
-        from actors.tokens import Tokens
+        from actors.hub.tokens import Tokens
 
         node_token = Tokens(state / "tokens.json").ensure_node("probe")  # before the disk fills
         filler = Path(state) / "filler"
@@ -148,8 +148,8 @@ def test_chaos_hub_disk_full_refuses_pushes_and_loses_nothing(proc_cluster):
 
 def test_chaos_store_cap_behaves_like_a_full_disk(tmp_path):
     from actors.errors import StoreFull
-    from actors.hub import Hub
-    from actors.store import Store
+    from actors.hub.state import Hub
+    from actors.hub.store import Store
 
     hub = Hub(Store(tmp_path / "hub.sqlite3", max_mb=0.1))
     now = time.time()

@@ -271,7 +271,7 @@ def test_upgrade_then_a_release_whose_agent_exits_at_start_is_rolled_back(fleet)
 
     # A release whose agent exits as soon as it starts.
     broken_src = snapshot(fleet.root / "broken-src")
-    with open(broken_src / "actors" / "agent.py", "a", encoding="utf-8") as f:
+    with open(broken_src / "actors" / "node" / "agent.py", "a", encoding="utf-8") as f:
         f.write("\n\ndef _broken_start(self) -> None:\n"
                 "    raise SystemExit('this release is broken on purpose: the agent exits at start')\n\n\n"
                 "NodeAgent.start = _broken_start  # type: ignore[method-assign]\n")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.agent import NodeAgent
-from actors.config import load_config
+from actors.cli.compose import build_node
+from actors.node.agent import NodeAgent
+from actors.node.config import load_config
 from tests.helpers import free_port, wait_for, write_node_config
 
 BUNDLED = Path(__file__).resolve().parents[2] / "plugins" / "bundled"
@@ -33,7 +34,7 @@ class Cluster:
             kwargs["extra"] = kwargs.get("extra", "")  # the [hub] table is written by the helper
             kwargs["embedded_nameserver"] = False
         path = write_node_config(self.tmp / f"{name}.toml", name, role, self.ns_port, web_port=web, **kwargs)
-        agent = NodeAgent(load_config(path))
+        agent = build_node(load_config(path))
         agent.start()
         self.agents[name] = agent
         return agent
@@ -49,7 +50,7 @@ class Cluster:
         return f"http://127.0.0.1:{self.web_port}{path}"
 
     def node_snapshot(self, name: str) -> dict | None:
-        for node in self.hub.hub.snapshot()["nodes"]:
+        for node in self.hub.role.hub.snapshot()["nodes"]:
             if node["name"] == name:
                 return node
         return None

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from actors.cli import main
-from actors.version import package_version
+from actors.cli.main import main
+from actors.node.version import package_version
 from tests.helpers import write_node_config
 
 SENSORS = [{"name": "monitor", "kind": "monitor", "interval": 0.5}]

@@ -78,20 +78,20 @@ def test_push_is_idempotent_and_rejects_bad_batches(cluster):
     reading = {"sensor": "probe", "quantity": "temperature", "value": 20.5, "unit": "°C", "ts": 1000.0}
     batch = {"node": "rover", "seq": 1, "readings": [reading]}
     first = agg.push([batch])
-    stored = cluster.hub.hub.readings_stored
+    stored = cluster.hub.role.hub.readings_stored
     again = agg.push([batch])
     assert first["acked"] == [1] and again["acked"] == [1] and again["duplicates"] == 1
-    assert cluster.hub.hub.readings_stored == stored
+    assert cluster.hub.role.hub.readings_stored == stored
     bad = {"node": "rover", "seq": 2, "readings": [{**reading, "value": float("nan")}]}
     good = {"node": "rover", "seq": 3, "readings": [reading]}
     with pytest.raises(BadRequest, match="finite"):
         agg.push([good, bad])
-    assert cluster.hub.hub.readings_stored == stored  # all or nothing
+    assert cluster.hub.role.hub.readings_stored == stored  # all or nothing
     assert cluster.node_snapshot("rover")["last_seq"] == 1
 
 
 def test_spoke_outbox_holds_readings_until_acknowledged(cluster, pi4):
-    outbox = pi4.outbox
+    outbox = pi4.role.outbox
     wait_for(lambda: outbox.stats()["pending_batches"] == 0, what="outbox drained")
     seq_before = cluster.node_snapshot("pi4")["last_seq"]
     wait_for(lambda: cluster.node_snapshot("pi4")["last_seq"] > seq_before + 2, what="more batches acknowledged")
@@ -119,7 +119,7 @@ def test_probes_back_off_a_sender_with_no_agent_but_never_a_node_seen_before(clu
     """An HTTP-only sender has no agent to ping: after one failed lookup it is looked up every
     NAMELESS_RECHECK, not every probe run. A node once reached (now refused) keeps being probed,
     so a restarted spoke shows online as soon as it registers again."""
-    import actors.agent as agent_mod
+    import actors.hub.prober as agent_mod
 
     lookups: list[str] = []
 
@@ -133,10 +133,10 @@ def test_probes_back_off_a_sender_with_no_agent_but_never_a_node_seen_before(clu
     reading = {"sensor": "probe", "quantity": "temperature", "value": 20.5, "unit": "°C", "ts": 1000.0}
     for node in ("rover", "lander"):
         agg.push([{"node": node, "seq": 1, "readings": [reading]}])
-    cluster.hub.hub.set_reachable("lander", False)  # lander answered once and was then refused
+    cluster.hub.role.hub.set_reachable("lander", False)  # lander answered once and was then refused
     hub = cluster.hub
     for _ in range(3):
-        hub.probe_spokes()
+        hub.role.prober.run()
     rover = [u for u in lookups if ".rover." in u]
     lander = [u for u in lookups if ".lander." in u]
     assert len(rover) == 1, lookups

@@ -11,12 +11,12 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from Pyro5.api import Daemon, Proxy
 
-from actors.actuators import BuzzerActor, LedsActor
+from actors.devices.actuators import BuzzerActor, LedsActor
+from actors.devices.plugin_runner import PluginsActor, remote_actuators
 from actors.errors import BadRequest
-from actors.plugins_actor import PluginsActor, remote_actuators
-from actors.pyro import configure
 from hal.buzzer import BuzzerDevice
 from hal.leds import COLOURS, LedStrip, MemoryPixels
+from nameserver.pyro import configure
 from plugins.host import PluginHost
 from plugins.services import NodeServices, RecordingServices
 from tests.helpers import wait_for

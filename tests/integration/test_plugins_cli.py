@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from actors.cli import main
+from actors.cli.main import main
 from plugins.host import BUNDLED_DIR
 from tests.plugins_fixtures import wasm_backend, write_plugin
 

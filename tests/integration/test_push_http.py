@@ -40,12 +40,12 @@ def batch(seq: int, node: str = "probe", **reading) -> dict:
 
 
 def test_push_http_accepts_batches_idempotently(cluster, conn):
-    token = cluster.hub.tokens.ensure_node("probe")
+    token = cluster.hub.role.tokens.ensure_node("probe")
     status, body = post(conn, json.dumps(batch(1)), token)
     assert (status, body) == (200, {"acked": [1], "duplicates": 0})
     status, body = post(conn, json.dumps([batch(1), batch(2)]), token, {"X-Sent-At": str(time.time())})
     assert (status, body) == (200, {"acked": [1, 2], "duplicates": 1})
-    assert cluster.hub.hub.store.count("probe") == 2
+    assert cluster.hub.role.hub.store.count("probe") == 2
     node = cluster.node_snapshot("probe")
     assert node["online"] and node["sensors"]["dht22"]["temperature"]["value"] == 21.5 and node["clock_ok"]
 
@@ -57,12 +57,12 @@ def test_push_http_accepts_batches_idempotently(cluster, conn):
 def test_push_http_needs_a_node_token(cluster, conn, token, status, message):
     got, body = post(conn, json.dumps(batch(1)), token)
     assert got == status and message in body["error"]
-    assert cluster.hub.hub.store.count("probe") == 0
+    assert cluster.hub.role.hub.store.count("probe") == 0
 
 
 def test_push_http_token_of_another_node_is_refused(cluster, conn):
-    cluster.hub.tokens.ensure_node("probe")
-    other = cluster.hub.tokens.ensure_node("other")
+    cluster.hub.role.tokens.ensure_node("probe")
+    other = cluster.hub.role.tokens.ensure_node("other")
     status, body = post(conn, json.dumps(batch(1)), other)
     assert status == 403 and "belongs to node 'other'" in body["error"]
 
@@ -83,10 +83,10 @@ def test_push_http_token_of_another_node_is_refused(cluster, conn):
     ("", 400, "empty body"),
 ])
 def test_push_http_bad_bodies_get_a_clear_4xx_and_store_nothing(cluster, conn, body, status, message):
-    token = cluster.hub.tokens.ensure_node("probe")
+    token = cluster.hub.role.tokens.ensure_node("probe")
     got, answer = post(conn, body, token)
     assert got == status and message in answer["error"]
-    assert cluster.hub.hub.store.count("probe") == 0
+    assert cluster.hub.role.hub.store.count("probe") == 0
 
 
 # --- property-based fuzzing ----------------------------------------------------------------
@@ -136,7 +136,7 @@ def bad_bodies(draw) -> bytes:
 
 
 def test_push_http_fuzz_only_4xx_and_nothing_stored(cluster):
-    token = cluster.hub.tokens.ensure_node("probe")
+    token = cluster.hub.role.tokens.ensure_node("probe")
     conn = http.client.HTTPConnection(HOST, cluster.web_port, timeout=10)
     statuses: dict[int, int] = {}
 
@@ -150,13 +150,13 @@ def test_push_http_fuzz_only_4xx_and_nothing_stored(cluster):
     check()
     conn.close()
     assert sum(statuses.values()) >= 1000
-    assert cluster.hub.hub.store.count("probe") == 0
+    assert cluster.hub.role.hub.store.count("probe") == 0
     assert post(http.client.HTTPConnection(HOST, cluster.web_port, timeout=10), json.dumps(batch(1)), token)[0] == 200
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_push_http_readme_curl_example_works(cluster):
-    token = cluster.hub.tokens.ensure_node("probe")
+    token = cluster.hub.role.tokens.ensure_node("probe")
     body = json.dumps(batch(1))
     out = subprocess.run(["curl", "-sS", "-X", "POST", f"http://{HOST}:{cluster.web_port}/push",
                           "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from actors.systemd import Heartbeat, agent_probe, notify, watchdog_interval
+from actors.node.systemd import Heartbeat, agent_probe, notify, watchdog_interval
 from tests.helpers import free_port, wait_for, write_node_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from actors import certs
-from actors.security import TlsFiles
+from actors.cli import certs
+from nameserver.security import TlsFiles
 from tests.helpers import HOST, free_port, wait_for, write_node_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,7 +240,7 @@ def closed_by_peer(sock: socket.socket) -> bool:
 
 
 def test_tls_stock_pyro5_daemon_stalls_on_an_idle_connection(fleet, tls_server):
-    """FINDINGS.md's stall, reproduced: the reason HarvesterDaemon exists. If Pyro5 fixes it, this fails."""
+    """Stock Pyro5's TLS accept-loop stall, reproduced: the reason HarvesterDaemon exists. If Pyro5 fixes it, this fails."""
     server = tls_server("stock")
     idle = idle_connection(server.port)
     try:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from actors.config import load_config
-from actors.hub import Hub
-from actors.store import Store
-from actors.tokens import Tokens
+from actors.hub.state import Hub
+from actors.hub.store import Store
+from actors.hub.tokens import Tokens
+from actors.node.config import load_config
 from tests.helpers import wait_for, write_node_config
 from tests.integration.web_client import Web, serve
 from web.app import create_app
@@ -59,7 +59,7 @@ def test_web_api_history_and_its_404s_and_400s(cluster, pi4, web):
 
 def test_web_api_alerts_lists_active_and_all(cluster, web):
     now = time.time()
-    cluster.hub.hub.record_alerts("hub", [
+    cluster.hub.role.hub.record_alerts("hub", [
         {"plugin": "cpu_temperature", "version": "1.0", "alert": "cpu-hot", "state": "raised", "severity": "critical",
          "message": "CPU at 80 °C", "node": "hub", "sensor": "monitor", "quantity": "cpu_temperature",
          "value": 80.0, "ts": now}])

@@ -38,7 +38,7 @@ def pi4(cluster, tmp_path):
 
 @pytest.fixture
 def operator(cluster) -> Web:
-    return Web(cluster.web_port, cluster.hub.tokens.data()["operator"])
+    return Web(cluster.web_port, cluster.hub.role.tokens.data()["operator"])
 
 
 def test_web_control_beep_reaches_the_spoke_once(cluster, pi4, operator):
@@ -76,7 +76,7 @@ def test_web_control_leds_set_fill_clear_brightness(cluster, pi4, operator):
 @pytest.mark.parametrize("path", ["/api/buzzer/control", "/api/leds/control", "/api/alerts/1/ack",
                                   "/api/plugins/pi4/room_temperature/reload"])
 def test_web_control_needs_the_operator_token(cluster, pi4, path):
-    node_token = cluster.hub.tokens.ensure_node("pi4")
+    node_token = cluster.hub.role.tokens.ensure_node("pi4")
     body = {"node": "pi4", "action": "beep"}
     status, answer = Web(cluster.web_port).post(path, body)
     assert status == 401 and "operator token" in answer["error"]
@@ -174,7 +174,7 @@ def broken_spokes(cluster):
                              ("gone", f"PYRO:harvester.gone.buzzer@{HOST}:{gone.port}")):
             ns.register(f"harvester.{node}.buzzer", target, metadata=[f"node:{node}", "kind:actuator"])
     for node in ("fake", "frozen", "gone"):
-        cluster.hub.hub.hello({"node": node, "role": "spoke", "profile": "native", "push_interval": 5})
+        cluster.hub.role.hub.hello({"node": node, "role": "spoke", "profile": "native", "push_interval": 5})
     yield frozen
     daemon.shutdown()
     frozen.stop()
@@ -219,7 +219,7 @@ def hot_pi4(cluster, tmp_path):
 
 
 def test_web_acknowledge_forwards_to_the_raising_node(cluster, hot_pi4, operator):
-    alert = wait_for(lambda: cluster.hub.hub.alerts(), timeout=30, what="the alert at the hub")[0]
+    alert = wait_for(lambda: cluster.hub.role.hub.alerts(), timeout=30, what="the alert at the hub")[0]
     wait_for(lambda: actor(hot_pi4, "buzzer").state()["beeps"] >= 1, what="the plugin beeped")
     status, body = operator.post(f"/api/alerts/{alert['id']}/ack", {})
     assert status == 200 and body["alert"]["acknowledged"] and body["alert"]["acked_by"] == "operator"

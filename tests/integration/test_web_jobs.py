@@ -21,7 +21,7 @@ def get(cluster, path: str) -> tuple[int, str]:
 
 
 def test_web_jobs_and_daily_summary_are_listed(cluster):
-    hub = cluster.hub.hub
+    hub = cluster.hub.role.hub
     now = time.time()
     hub.push([{"node": "pi4", "seq": 1, "readings": [
         {"sensor": "dht22", "quantity": "temperature", "value": v, "unit": "°C", "ts": now - 86400 + i}

@@ -20,9 +20,9 @@ from typing import Any
 from Pyro5 import config
 from Pyro5.api import Proxy, expose
 
-from actors.pyro import configure
-from actors.security import HarvesterDaemon, TlsFiles, apply_tls, ssl_context
+from nameserver.pyro import configure
 from nameserver.registry import ns_uri
+from nameserver.security import HarvesterDaemon, TlsFiles, apply_tls, ssl_context
 
 
 def setup_tls(tls: dict[str, str] | None, serve: bool = False) -> None:

@@ -11,9 +11,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from actors import certs
-from actors.cli import main
-from actors.security import (
+from actors.cli import certs
+from actors.cli.main import main
+from nameserver.security import (
     Identity,
     TlsConfigError,
     check_node_certificate,

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.cli import main
-from actors.config import ConfigError, load_config, parse_config
+from actors.cli.main import main
+from actors.node.config import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = {"node": {"name": "pi4", "role": "spoke", "state_dir": "/tmp/x"}, "hub": {"host": "127.0.0.1"}}

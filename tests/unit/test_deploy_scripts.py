@@ -154,7 +154,7 @@ def test_release_name_follows_the_source_content(fake_bin, tmp_path):
 
     first = version()
     assert version() == first  # same source, same release: a re-run is a no-op on the nodes
-    (src / "actors" / "agent.py").write_text((src / "actors" / "agent.py").read_text() + "\n# changed\n")
+    (src / "actors" / "node" / "agent.py").write_text((src / "actors" / "node" / "agent.py").read_text() + "\n# changed\n")
     assert version() != first
     (src / "tests" / "new_test.py").write_text("# tests are not part of the wheel\n")
     assert version() == version()

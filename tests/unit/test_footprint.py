@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HUB_ONLY = ("actors.hub", "actors.store", "actors.tokens", "web", "hmac", "secrets")
+HUB_ONLY = ("actors.hub", "actors.hub.state", "actors.hub.store", "actors.hub.tokens", "web", "hmac", "secrets")
 
 
 def run_python(code: str) -> str:
@@ -25,8 +25,8 @@ def build_and_list(config: str, state_dir: Path, names: tuple[str, ...]) -> str:
     """Builds a node's actors the way `harvester node` does; lists which of names got imported."""
     return run_python(f"""
         import sys
-        from actors.agent import NodeAgent
-        from actors.config import load_config
+        from actors.node.agent import NodeAgent
+        from actors.node.config import load_config
         agent = NodeAgent(load_config({config!r}, ["node.state_dir={state_dir}"]))
         agent._build_actors()
         print(" ".join(sorted(m for m in {names!r} if m in sys.modules)))
@@ -34,18 +34,18 @@ def build_and_list(config: str, state_dir: Path, names: tuple[str, ...]) -> str:
 
 
 def test_a_spoke_agent_never_imports_hub_modules(tmp_path):
-    assert build_and_list("actors/demo_configs/pizero.toml", tmp_path, HUB_ONLY) == ""
+    assert build_and_list("actors/cli/demo_configs/pizero.toml", tmp_path, HUB_ONLY) == ""
 
 
 def test_a_hub_agent_does_import_them(tmp_path):
     """The same probe sees the hub's modules on a hub, so the spoke test above can fail."""
-    assert build_and_list("actors/demo_configs/hub.toml", tmp_path, HUB_ONLY[:3]) == \
-        "actors.hub actors.store actors.tokens"
+    assert build_and_list("actors/cli/demo_configs/hub.toml", tmp_path, HUB_ONLY[:4]) == \
+        "actors.hub actors.hub.state actors.hub.store actors.hub.tokens"
 
 
 def test_malloc_arenas_are_capped_where_glibc_allows():
     result = run_python("""
-        from actors.agent import cap_malloc_arenas
+        from actors.node.agent import cap_malloc_arenas
         print(cap_malloc_arenas())
     """)
     glibc = run_python("import platform; print(platform.libc_ver()[0])") == "glibc"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from actors.health import HealthProbe, Verdict, pid_alive, wait_healthy
+from actors.cli.health import HealthProbe, Verdict, pid_alive, wait_healthy
 from tests.helpers import wait_for
 
 

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from actors.hub import ONLINE_INTERVALS, Hub
-from actors.store import Store
+from actors.hub.state import ONLINE_INTERVALS, Hub
+from actors.hub.store import Store
 from tests.clocks import ManualClock
 
 QUANTITIES = [("temperature", "°C", 21.0), ("humidity", "%", 45.0), ("cpu_load", "%", 10.0)]

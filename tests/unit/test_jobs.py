@@ -9,9 +9,9 @@ import pytest
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.base import BaseScheduler
 
-from actors.config import ConfigError, parse_config
-from actors.jobs import JobContext, JobRunner
-from actors.jobspec import JobSpec
+from actors.node.config import ConfigError, parse_config
+from actors.node.jobs import JobContext, JobRunner
+from actors.node.jobspec import JobSpec
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -180,8 +180,8 @@ def test_jobs_config_errors_name_the_job_and_field():
 
 
 def test_jobs_daily_summary_stores_yesterday_per_sensor(clock, tmp_path):
-    from actors.hub import Hub
-    from actors.store import Store
+    from actors.hub.state import Hub
+    from actors.hub.store import Store
 
     hub = Hub(Store(tmp_path / "hub.sqlite3"), clock)
     day1 = datetime(2026, 6, 1, 10, 0, tzinfo=BERLIN).timestamp()

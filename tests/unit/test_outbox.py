@@ -1,4 +1,4 @@
-from actors.outbox import Outbox
+from actors.spoke.outbox import Outbox
 from hal.readings import Reading
 
 

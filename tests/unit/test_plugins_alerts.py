@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from actors.alerts import validate_alert
+from actors.hub.alerts import validate_alert
 from plugins.alerts import AlertBook
 from tests.plugins_fixtures import Clock
 

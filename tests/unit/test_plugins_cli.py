@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.cli import main
+from actors.cli.main import main
 from plugins.host import BUNDLED_DIR
 from tests.plugins_fixtures import write_plugin
 

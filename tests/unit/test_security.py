@@ -14,11 +14,12 @@ from Pyro5 import config, errors
 from Pyro5.callcontext import current_context
 from Pyro5.nameserver import MemoryStorage
 
-from actors import certs, security
-from actors.agent import NodeAgent
-from actors.config import ConfigError, load_config, parse_config
-from actors.pyro import InsecureBindError, check_bind
-from actors.security import GuardedNameServer, Identity, TlsConfigError, TlsFiles, identity_from_cert
+from actors.cli import certs
+from actors.node.agent import NodeAgent
+from actors.node.config import ConfigError, load_config, parse_config
+from nameserver import security
+from nameserver.pyro import InsecureBindError, check_bind
+from nameserver.security import GuardedNameServer, Identity, TlsConfigError, TlsFiles, identity_from_cert
 
 MINIMAL = {"node": {"name": "pi4", "role": "spoke", "state_dir": "/tmp/x"}, "hub": {"host": "127.0.0.1"}}
 

@@ -1,8 +1,8 @@
 import pytest
 
 from actors.errors import BadRequest
-from actors.hub import Hub
-from actors.store import Store
+from actors.hub.state import Hub
+from actors.hub.store import Store
 from hal.readings import Reading
 from tests.clocks import ManualClock
 
@@ -157,7 +157,7 @@ def test_store_adds_new_columns_in_place_and_refuses_unknown_versions(tmp_path):
     version, so the previous release still opens it after a rollback."""
     import sqlite3
 
-    from actors import store as store_mod
+    from actors.hub import store as store_mod
 
     path = tmp_path / "old.sqlite3"
     old = store_mod.SCHEMA.replace(",\n    seq INTEGER  -- the batch", "\n    -- the batch")

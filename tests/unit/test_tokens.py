@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from actors.tokens import TokenFileError, Tokens
+from actors.hub.tokens import TokenFileError, Tokens
 
 
 def test_tokens_file_created_private_with_operator(tmp_path):

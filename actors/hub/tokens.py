@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from actors.config import NAME_RE
+from hal.names import is_node_name
 
 
 class TokenFileError(ValueError):
@@ -70,7 +70,7 @@ class Tokens:
 
     def ensure_node(self, node: str) -> str:
         """Return node's token, creating one if needed."""
-        if not NAME_RE.match(node):
+        if not is_node_name(node):
             raise ValueError(f"bad node name {node!r}")
         with self._lock:
             self._reload()

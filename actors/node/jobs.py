@@ -18,7 +18,7 @@ from Pyro5 import errors as pyro_errors
 
 from actors.base import Actor, remote
 from actors.errors import BadRequest
-from actors.jobspec import JobSpec, quiet_cron
+from actors.node.jobspec import JobSpec, quiet_cron
 
 log = logging.getLogger(__name__)
 RESULT_CHARS = 200

@@ -9,11 +9,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
 
+from hal.names import NODE_NAME_RULE, PREFIX
+
 KINDS = ("call", "quiet_hours", "daily_summary", "rollup", "retention")
 HUB_ONLY = ("daily_summary", "rollup", "retention")
 JOB_NAME_RE = re.compile(r"^[a-z0-9_-]{1,48}$")
-CALL_RE = re.compile(r"^harvester\.[a-z0-9_-]{1,32}\.[a-z0-9_-]{1,64}\.[a-z_][a-z0-9_]{0,63}$")
-ACTOR_RE = re.compile(r"^harvester\.[a-z0-9_-]{1,32}\.[a-z0-9_-]{1,64}$")
+CALL_RE = re.compile(rf"^{PREFIX}\.{NODE_NAME_RULE}\.[a-z0-9_-]{{1,64}}\.[a-z_][a-z0-9_]{{0,63}}$")
+ACTOR_RE = re.compile(rf"^{PREFIX}\.{NODE_NAME_RULE}\.[a-z0-9_-]{{1,64}}$")
 HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 KEYS = {"name", "kind", "cron", "interval", "timezone", "call", "args", "kwargs", "enabled", "misfire_grace",
         "jitter", "timeout", "start", "end", "targets"}

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.jobspec import JobSpec, parse_jobs
+from actors.node.jobspec import JobSpec, parse_jobs
 from hal.context import MODES, EmulatedI2CDevice, MockSettings
+from hal.names import NODE_NAME_RULE, is_node_name
 from hal.sensor import SENSOR_KINDS
 
-NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 ROLES = ("hub", "spoke")
 PROFILES = ("wasm", "native")
 
@@ -96,6 +96,7 @@ class NodeConfig:
     hal: str
     state_dir: Path
     hub_host: str
+    hub_name: str | None  # the hub's node name; None: spokes find its aggregator by its tags
     nameserver_port: int
     embedded_nameserver: bool
     agent_host: str
@@ -126,7 +127,7 @@ _NUM = (int, float)
 
 
 def _name(v: Any) -> str | None:
-    return None if NAME_RE.match(v) else "must match [a-z0-9_-]{1,32}"
+    return None if is_node_name(v) else f"must match {NODE_NAME_RULE}"
 
 
 def _choice(options: tuple[str, ...]):
@@ -165,6 +166,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, Any]]] = {
     },
     "hub": {
         "host": (str, REQUIRED, _host),
+        "name": (str, None, _name),
         "nameserver_port": (int, 9090, _range(1, 65535)),
         "embedded_nameserver": (bool, True, None),
     },
@@ -293,6 +295,9 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
     mock = _mock(c, t["mock"])
     security = _security(c, t["security"], base)
     node = t["node"]
+    hub_name = t["hub"].get("name")
+    if hub_name and node.get("role") == "hub" and hub_name != node.get("name"):
+        c.problems.append(("hub.name", f"names hub {hub_name!r}, but this hub is called {node.get('name')!r}"))
     if c.problems:
         raise ConfigError(path, c.problems)
 
@@ -304,7 +309,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
     return NodeConfig(
         path=path, name=node["name"], role=node["role"], profile=node["profile"], hal=node["hal"],
         state_dir=resolve(node["state_dir"]),
-        hub_host=t["hub"]["host"], nameserver_port=t["hub"]["nameserver_port"],
+        hub_host=t["hub"]["host"], hub_name=t["hub"]["name"], nameserver_port=t["hub"]["nameserver_port"],
         embedded_nameserver=t["hub"]["embedded_nameserver"],
         agent_host=agent["host"], agent_port=agent["port"],
         allow_insecure_lan=agent["allow_insecure_lan"], register_interval=float(agent["register_interval"]),
@@ -352,7 +357,7 @@ def _sensors(c: _Checker, rows: Any) -> list[SensorConfig]:
 def _security(c: _Checker, t: dict[str, Any], base: Path) -> SecurityConfig:
     """Paths resolve against the config file's folder; with tls on, each is required.
 
-    The files themselves are checked when the node starts (actors.security), so a config can
+    The files themselves are checked when the node starts (nameserver.security), so a config can
     be validated away from the board that holds its key."""
     paths: dict[str, Path | None] = {}
     for key in ("ca", "cert", "key"):
@@ -377,3 +382,18 @@ def _mock(c: _Checker, t: dict[str, Any]) -> MockSettings:
             devices.append(EmulatedI2CDevice(v["bus"], v["address"], v["chip"] or "bme680"))
     settings.i2c_devices = devices
     return settings
+
+
+def check_fleet(configs: list[NodeConfig]) -> list[str]:
+    """Problems only visible across files: a spoke naming a hub that none of the given hub configs is.
+
+    Silent when no hub config is among them: the hub may be checked elsewhere."""
+    hubs = {c.name: c.path for c in configs if c.is_hub}
+    if not hubs:
+        return []
+    problems = []
+    for c in configs:
+        if not c.is_hub and c.hub_name and c.hub_name not in hubs:
+            known = ", ".join(f"{name!r} ({path})" for name, path in sorted(hubs.items()))
+            problems.append(f"{c.path}: hub.name: names hub {c.hub_name!r}, but the hub config given is {known}")
+    return problems

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hal.names import object_name
+
 EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
 AGGREGATOR = "harvester.hub.aggregator"
 
@@ -45,13 +47,13 @@ class HealthProbe:
     def __init__(self, node: str, ns_host: str, ns_port: int, expect_version: str | None = None,
                  agent_only: bool = False, call_timeout: float = 3.0) -> None:
         from actors.client import ActorHandle
-        from actors.pyro import configure
+        from nameserver.pyro import configure
 
         configure()
         self.node, self.ns = node, f"{ns_host}:{ns_port}"
         self.expect_version = expect_version
         self.agent_only = agent_only
-        self._agent = ActorHandle(f"harvester.{node}.agent", ns_host, ns_port, timeout=call_timeout, retries=0)
+        self._agent = ActorHandle(object_name(node, "agent"), ns_host, ns_port, timeout=call_timeout, retries=0)
         self._aggregator = ActorHandle(AGGREGATOR, ns_host, ns_port, timeout=call_timeout, retries=0)
 
     def check(self, seen_after: float | None = None) -> Verdict:
@@ -144,18 +146,18 @@ def wait_healthy(probe: HealthProbe, timeout: float, interval: float = 0.5, watc
 def _target(args: argparse.Namespace) -> tuple[str, str, int]:
     """(node, ns host, ns port) from --config or from --node/--ns; TLS from the node config."""
     if args.config:
-        from actors.config import load_config
+        from actors.node.config import load_config
 
         cfg = load_config(args.config)
         sec = getattr(cfg, "security", None)
         if sec is not None and getattr(sec, "tls", False):
-            from actors.security import TlsFiles, apply_tls
+            from nameserver.security import TlsFiles, apply_tls
 
             apply_tls(TlsFiles(sec.ca, sec.cert, sec.key), serve=False)
         return args.node or cfg.name, *(args.ns or (cfg.hub_host, cfg.nameserver_port))
     if not args.node:
         raise ValueError("name the node: --node NAME (with --ns HOST:PORT) or --config FILE")
-    from actors.security import use_client_tls
+    from nameserver.security import use_client_tls
 
     use_client_tls()  # HARVESTER_TLS_CA/CERT/KEY, when set
     host, port = args.ns or ("127.0.0.1", 9090)
@@ -164,7 +166,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str, int]:
 
 def cmd_health(args: argparse.Namespace) -> int:
     """The `harvester health` subcommand."""
-    from actors.config import ConfigError
+    from actors.node.config import ConfigError
 
     try:
         node, host, port = _target(args)

@@ -14,9 +14,9 @@ from typing import Any
 from actors.base import Actor, remote
 from actors.client import ActorHandle
 from actors.errors import BadRequest
-from actors.pyro import CALL_TIMEOUT
 from hal.errors import ReadingError
-from nameserver.registry import object_name
+from hal.names import object_name
+from nameserver.pyro import CALL_TIMEOUT
 from plugins.errors import UnknownPlugin
 from plugins.host import PluginHost
 from plugins.services import Actuators

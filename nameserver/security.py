@@ -28,12 +28,13 @@ from Pyro5.callcontext import current_context
 from Pyro5.nameserver import NameServer, NameServerDaemon
 from Pyro5.server import Daemon, expose
 
+from hal.names import PREFIX
+
 log = logging.getLogger(__name__)
 
 NODE, USER = "node", "user"
 IDENTITY_KINDS = (NODE, USER)
 ORGANIZATION = "Harvester"
-NAME_PREFIX = "harvester"
 ENV_CA, ENV_CERT, ENV_KEY = "HARVESTER_TLS_CA", "HARVESTER_TLS_CERT", "HARVESTER_TLS_KEY"
 # The TLS handshake now runs in the worker thread (see SecureDaemonMixin); a peer that connects
 # and says nothing holds that worker only this long, not the full COMMTIMEOUT.
@@ -257,7 +258,7 @@ class SecureDaemonMixin:
         sock = self.sock  # type: ignore[attr-defined]
         if isinstance(sock, ssl.SSLSocket):
             # Pyro5 would run the TLS handshake inside accept(), so one idle TCP connection would
-            # stall every new client (FINDINGS.md). Accepted sockets inherit this flag, and
+            # stall every new client (test_tls reproduces it). Accepted sockets inherit this flag, and
             # _handshake runs the TLS handshake in the connection's worker thread instead.
             sock.do_handshake_on_connect = False
 
@@ -334,7 +335,7 @@ class GuardedNameServer(NameServer):
             log.warning("refused %s(%r) from %s: only nodes may change names", what, target, ident)
             raise errors.SecurityError(f"{what} refused: only node certificates may change names "
                                        f"(caller is {ident or 'unidentified'})")
-        own = f"{NAME_PREFIX}.{ident.name}."
+        own = f"{PREFIX}.{ident.name}."
         if not isinstance(target, str) or not target.startswith(own):
             log.warning("refused %s(%r) from %s: outside its namespace", what, target, ident)
             raise errors.SecurityError(f"{what} refused: node {ident.name} may only change {own}* names")

@@ -106,7 +106,7 @@ def agent_probe(agent: Any, timeout: float = 3.0) -> Callable[[], bool]:
     """A probe that calls ping() on the node's own agent actor through its Pyro5 daemon."""
     from Pyro5.api import Proxy
 
-    from nameserver.registry import object_name
+    from hal.names import object_name
 
     uri = agent.daemon.uriFor(object_name(agent.config.name, "agent"))
 

@@ -97,7 +97,7 @@ class Demo:
         if node == "hub":
             sets += [f"web.port={self.web_port}", f"web.host={self.host}", f"web.tokens_file={self.tokens_file}"]
         if self.tls:
-            from actors.certs import Pki
+            from actors.cli.certs import Pki
 
             files = Pki(self.pki_dir).node(node)
             sets += ["security.tls=true", f"security.ca={files.ca}", f"security.cert={files.cert}",
@@ -131,7 +131,7 @@ class Demo:
         self.say(f"dashboard: http://{self.host}:{self.web_port}/")
         self.say(f"operator token: {operator} (for the dashboard's controls; all tokens in {self.tokens_file})")
         if self.tls:
-            from actors.certs import Pki
+            from actors.cli.certs import Pki
 
             f = Pki(self.pki_dir).user(DEMO_USER)
             self.say(f"mutual TLS on; CA and certificates in {self.pki_dir}")
@@ -197,7 +197,7 @@ class Demo:
 
 def ensure_demo_tokens(path: Path) -> str:
     """The operator token and a node token for each demo node, in a 0600 file; returns the operator token."""
-    from actors.tokens import Tokens
+    from actors.hub.tokens import Tokens
 
     tokens = Tokens(path)
     for node in NODES:
@@ -207,7 +207,7 @@ def ensure_demo_tokens(path: Path) -> str:
 
 def ensure_demo_pki(root: Path, host: str) -> None:
     """On first run, a CA plus certificates for the three nodes and the REPL user; later runs reuse them."""
-    from actors import certs
+    from actors.cli import certs
 
     pki = certs.Pki(root)
     if not pki.ca_key.exists():

@@ -11,7 +11,7 @@ from Pyro5.serializers import MsgpackSerializer
 log = logging.getLogger(__name__)
 
 # Readings cross the wire as plain dicts; msgpack is safe for untrusted input and about
-# 20x faster than serpent for batches (FINDINGS.md), so our own clients use it. Daemons
+# 20x faster than serpent for batches (bench/bench_ingest.py), so our own clients use it. Daemons
 # answer in whatever serializer the caller used, so a plain Pyro5 proxy (serpent) works too.
 CLIENT_SERIALIZER = "msgpack"
 CALL_TIMEOUT = 5.0

@@ -7,11 +7,12 @@ from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from actors.base import Actor, remote
+from actors.devices.supervise import DeviceSlot
 from actors.errors import ActorUnavailable
-from actors.supervise import DeviceSlot
 from hal.buzzer import BuzzerDevice
 from hal.errors import ActuatorArgumentError
 from hal.leds import LedStrip
+from hal.names import object_name
 
 D = TypeVar("D")
 
@@ -23,7 +24,7 @@ class DeviceActor(Actor, Generic[D]):
 
     def __init__(self, node: str, name: str, build: Callable[[], D], role: str = "spoke") -> None:
         super().__init__(node, name, role, tags={f"device:{name}"})
-        self.slot: DeviceSlot[D] = DeviceSlot(f"harvester.{node}.{name}", build)
+        self.slot: DeviceSlot[D] = DeviceSlot(object_name(node, name), build)
 
     @contextmanager
     def device(self) -> Iterator[D]:

@@ -10,9 +10,9 @@ import re
 from typing import Any
 
 from actors.errors import BadRequest
+from hal.names import is_node_name
 
 ALERT_ID_RE = re.compile(r"^[a-z0-9_.:-]{1,64}$")
-NODE_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 STATES = ("raised", "cleared", "acknowledged")
 SEVERITIES = ("info", "warning", "critical")
 FIELDS = frozenset({"plugin", "version", "alert", "state", "severity", "message", "node", "raised_by",
@@ -42,7 +42,7 @@ def validate_alert(event: Any, sender: str, where: str) -> dict[str, Any]:
         ("state", event.get("state") in STATES),
         ("severity", event.get("severity") in SEVERITIES),
         ("message", isinstance(event.get("message"), str) and len(event["message"]) <= 500),
-        ("node", isinstance(event.get("node"), str) and bool(NODE_RE.match(event["node"]))),
+        ("node", is_node_name(event.get("node"))),
         ("raised_by", event.get("raised_by") in (None, sender)),
         ("sensor", event.get("sensor") is None or _short(event["sensor"])),
         ("quantity", event.get("quantity") is None or _short(event["quantity"])),

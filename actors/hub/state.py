@@ -1,4 +1,4 @@
-"""The hub's domain object (latest values, node registry, idempotent ingest) and its actor."""
+"""The hub's domain object: latest value per node/sensor/quantity, the node registry, idempotent ingest."""
 
 from __future__ import annotations
 
@@ -11,19 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.alerts import MAX_ALERTS_PER_BATCH, validate_alert
-from actors.base import Actor, CallGate, remote
-from actors.config import NAME_RE, PROFILES, ROLES
 from actors.errors import BadRequest
-from actors.security import caller_identity
-from actors.store import Row, Store
-from hal.errors import ReadingError
-from hal.readings import Reading, check_fields
+from actors.hub.alerts import validate_alert
+from actors.hub.ingest import MAX_BATCHES_PER_CALL, to_row, validate_batch
+from actors.hub.store import Row, Store
+from actors.node.config import PROFILES, ROLES
+from hal.names import NODE_NAME_RULE, is_node_name
+from hal.readings import Reading
 
-MAX_BATCHES_PER_CALL = 500
-MAX_READINGS_PER_BATCH = 1000
 ONLINE_INTERVALS = 3  # a node is online if it pushed within this many push intervals
-MAX_FUTURE_S = 86400.0  # a reading stamped further ahead than this is rejected
 CLOCK_SKEW_LIMIT = 30.0  # a node whose clock differs more than this is flagged
 # A cached view is dropped this long before a flag of it would turn: far more than the rounding
 # of `now - ts > limit` (about 1e-7 s at today's epoch), so a reused part never disagrees with a new one.
@@ -47,64 +43,6 @@ class NodeState:
     health: dict[str, Any] = field(default_factory=dict)  # actor -> {state, last_error}, from probes
     outbox: dict[str, Any] | None = None  # the spoke's {pending_batches, dropped_batches}, from probes
     version: int = 0  # bumped by every change (under the hub's lock): keys the JSON view's cache
-
-
-READING_KEYS = frozenset({"node", "sensor", "quantity", "value", "unit", "ts", "quality", "reason"})
-REQUIRED_KEYS = ("sensor", "quantity", "value", "unit", "ts")
-
-
-def validate_batch(batch: Any, now: float) -> tuple[str, int, list[Row], list[dict[str, Any]]]:
-    """Check one wire batch and turn its readings into rows; raise BadRequest saying what is wrong.
-
-    The same rules as hal.readings.Reading (one function, check_fields), without building
-    a Reading object per value: this is the hub's hot path."""
-    if not isinstance(batch, dict):
-        raise BadRequest(f"a batch must be an object, got {type(batch).__name__}")
-    unknown = set(batch) - {"node", "seq", "readings", "alerts"}
-    if unknown:
-        raise BadRequest(f"unknown batch field(s): {', '.join(sorted(map(str, unknown)))}")
-    node, seq, readings = batch.get("node"), batch.get("seq"), batch.get("readings")
-    if not isinstance(node, str) or not NAME_RE.match(node):
-        raise BadRequest(f"batch 'node' must match [a-z0-9_-]{{1,32}}, got {node!r}")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-        raise BadRequest(f"batch 'seq' must be a positive integer, got {seq!r}")
-    if not isinstance(readings, list):
-        raise BadRequest("batch 'readings' must be a list")
-    if len(readings) > MAX_READINGS_PER_BATCH:
-        raise BadRequest(f"a batch holds at most {MAX_READINGS_PER_BATCH} readings, got {len(readings)}")
-    rows: list[Row] = []
-    limit = now + MAX_FUTURE_S
-    for i, raw in enumerate(readings):
-        if not isinstance(raw, dict):
-            raise BadRequest(f"batch {node}#{seq} reading {i}: a reading must be an object")
-        if not READING_KEYS.issuperset(raw):
-            extra = ", ".join(sorted(map(str, set(raw) - READING_KEYS)))
-            raise BadRequest(f"batch {node}#{seq} reading {i}: unknown reading field(s): {extra}")
-        try:
-            sensor, quantity, value, unit, ts = (raw[k] for k in REQUIRED_KEYS)
-        except KeyError as exc:
-            raise BadRequest(f"batch {node}#{seq} reading {i}: missing field {exc.args[0]!r}") from None
-        quality, reason = raw.get("quality", "ok"), raw.get("reason")
-        try:
-            check_fields(raw.get("node", node), sensor, quantity, value, unit, ts, quality, reason)
-        except ReadingError as exc:
-            raise BadRequest(f"batch {node}#{seq} reading {i}: {exc}") from None
-        if raw.get("node", node) != node:
-            raise BadRequest(f"batch {node}#{seq} reading {i} names node {raw['node']!r}")
-        if ts > limit:
-            raise BadRequest(f"batch {node}#{seq} reading {i}: timestamp {ts} is {ts - now:.0f} s in the future")
-        rows.append((sensor, quantity, value, unit, ts, quality, reason))
-    events = batch.get("alerts", [])
-    if not isinstance(events, list) or len(events) > MAX_ALERTS_PER_BATCH:
-        raise BadRequest(f"batch {node}#{seq} 'alerts' must be a list of at most {MAX_ALERTS_PER_BATCH} events")
-    alerts = [validate_alert(e, node, f"batch {node}#{seq} alert {i}") for i, e in enumerate(events)]
-    return node, seq, rows, alerts
-
-
-def to_row(r: Reading) -> Row:
-    """A Reading as the hub's row tuple."""
-    return (r.sensor, r.quantity, r.value, r.unit, r.ts, r.quality, r.reason)
-
 
 class Hub:
     """The hub's view: stored batches, latest value per node/sensor/quantity, node liveness."""
@@ -136,8 +74,8 @@ class Hub:
     def hello(self, info: dict[str, Any], sent_at: float | None = None) -> dict[str, Any]:
         """A node introduces itself (role, profile, push interval); returns its last acked seq."""
         name = info.get("node") if isinstance(info, dict) else None
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise BadRequest(f"hello needs a valid 'node', got {name!r}")
+        if not is_node_name(name):
+            raise BadRequest(f"hello needs a valid 'node' ({NODE_NAME_RULE}), got {name!r}")
         role, profile = info.get("role", "spoke"), info.get("profile", "wasm")
         if role not in ROLES or profile not in PROFILES:
             raise BadRequest(f"bad role/profile {role!r}/{profile!r}")
@@ -366,54 +304,7 @@ class Hub:
                 return self.store.series_exists(node, sensor, quantity)
             return quantity is None or quantity in sensors[sensor] or self.store.series_exists(node, sensor, quantity)
 
-
-def _check_sender(node: Any) -> None:
-    """Under TLS, only a node certificate may push, and only as itself."""
-    who = caller_identity()
-    if who is None:  # plaintext: loopback-only by check_bind, no identities to compare
-        return
-    if not who.is_node or who.name != node:
-        raise PermissionError(f"{who} may not push or introduce itself as node {node!r}")
-
-
 def _limit_for(limits: dict[str, Any], sensor: str, default: float) -> float:
     """The staleness limit of a sensor; network targets (`network-hub`) share their sensor's."""
     value = limits.get(sensor, limits.get(sensor.split("-", 1)[0]))
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
-
-
-class AggregatorActor(Actor):
-    """`harvester.hub.aggregator`: where spokes push their batches."""
-
-    kind = "aggregator"
-
-    def __init__(self, node: str, hub: Hub) -> None:
-        # Pushes from many spokes run side by side (Hub and Store lock what they share),
-        # bounded so a flood cannot take every Pyro5 worker thread.
-        super().__init__(node, "aggregator", role="hub", gate=CallGate(concurrency=32, max_waiting=32))
-        self.hub = hub
-
-    @remote
-    def push(self, batches: list[dict[str, Any]], sent_at: float | None = None) -> dict[str, Any]:
-        """Store batches of readings; idempotent on (node, seq). Returns the acknowledged seqs.
-
-        `sent_at` is the sender's clock, used to flag nodes whose clock is off."""
-        for batch in batches if isinstance(batches, list) else [batches]:
-            _check_sender(batch.get("node") if isinstance(batch, dict) else None)
-        return self.hub.push(batches, sent_at)
-
-    @remote
-    def hello(self, info: dict[str, Any], sent_at: float | None = None) -> dict[str, Any]:
-        """Register a node's role/profile/push interval; returns the last seq the hub holds for it."""
-        _check_sender(info.get("node") if isinstance(info, dict) else None)
-        return self.hub.hello(info, sent_at)
-
-    @remote
-    def readings(self) -> dict[str, Any]:
-        """The same body as GET /api/readings."""
-        return self.hub.snapshot()
-
-    @remote
-    def nodes(self) -> list[dict[str, Any]]:
-        """Every known node with role, profile, online and last_seen."""
-        return [{k: v for k, v in n.items() if k != "sensors"} for n in self.hub.snapshot()["nodes"]]

@@ -11,8 +11,9 @@ from typing import Any
 from Pyro5.api import expose
 
 from actors.base import Actor, remote
+from actors.devices.supervise import DeviceSlot
 from actors.errors import ActorUnavailable
-from actors.supervise import DeviceSlot
+from hal.names import object_name
 from hal.readings import Reading
 from hal.sensor import Sensor
 
@@ -28,7 +29,7 @@ class SensorActor(Actor):
                  interval: float, stale_after: float, role: str = "spoke",
                  clock: Callable[[], float] = time.time, max_backoff: float = 300.0) -> None:
         super().__init__(node, name, role, tags={f"quantity:{q}" for q in quantities})
-        self.slot: DeviceSlot[Sensor] = DeviceSlot(f"harvester.{node}.{name}", build, clock,
+        self.slot: DeviceSlot[Sensor] = DeviceSlot(object_name(node, name), build, clock,
                                                    first_backoff=interval, max_backoff=max_backoff)
         self.quantities = quantities
         self.interval = interval

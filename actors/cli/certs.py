@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from actors.security import NODE, ORGANIZATION, USER, TlsFiles
+from hal.names import NODE_NAME_RULE, is_node_name
+from nameserver.security import NODE, ORGANIZATION, USER, TlsFiles
 
-NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 CA_DAYS = 3650
 NODE_DAYS = 825  # about two years: renew with the OS upgrade cycle of a Pi fleet
@@ -68,8 +68,8 @@ class Pki:
 
 def check_name(name: str) -> str:
     """A node or user name: the same rule as config names, since it becomes the CN and a name prefix."""
-    if not NAME_RE.match(name):
-        raise CertError(f"name {name!r} must match [a-z0-9_-]{{1,32}}")
+    if not is_node_name(name):
+        raise CertError(f"name {name!r} must match {NODE_NAME_RULE}")
     return name
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from actors.health import add_health_parser
+from actors.cli.health import add_health_parser
 from plugins.cli import add_parser as add_plugins_parser
 
 
@@ -32,8 +32,9 @@ def _arg(text: str) -> Any:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from actors.agent import NodeAgent, cap_malloc_arenas
-    from actors.config import ConfigError, load_config
+    from actors.cli.compose import build_node
+    from actors.node.agent import cap_malloc_arenas
+    from actors.node.config import ConfigError, load_config
 
     try:
         cfg = load_config(args.config, args.set)
@@ -44,10 +45,10 @@ def cmd_node(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s")
     # APScheduler logs every job run at INFO; a node polls every few seconds.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
-    from actors.security import TlsConfigError
+    from nameserver.security import TlsConfigError
 
     try:
-        NodeAgent(cfg, hal_mode=args.hal).run_forever()
+        build_node(cfg, hal_mode=args.hal).run_forever()
     except TlsConfigError as exc:
         print(f"{cfg.path}: security: {exc}", file=sys.stderr)
         return 2
@@ -59,7 +60,7 @@ def cmd_nameserver(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level)
     if args.ca or args.cert or args.key:
-        from actors.security import TlsFiles, apply_tls
+        from nameserver.security import TlsFiles, apply_tls
 
         if not (args.ca and args.cert and args.key):
             print("harvester nameserver: TLS needs all of --ca, --cert and --key", file=sys.stderr)
@@ -70,14 +71,14 @@ def cmd_nameserver(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from actors.demo import Demo
+    from actors.cli.demo import Demo
 
     return Demo(Path(args.state_dir), web_port=args.port, ns_port=args.ns_port, tls=args.tls).run()
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
     try:
-        from actors.certs import run_cli
+        from actors.cli.certs import run_cli
     except ImportError as exc:
         print(f"harvester certs needs the 'pki' extra (pip install 'wasi-harvester[pki]'): {exc}", file=sys.stderr)
         return 2
@@ -87,9 +88,10 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from actors.config import ConfigError, load_config
+    from actors.node.config import ConfigError, check_fleet, load_config
 
     status = 0
+    checked = []
     for path in args.files:
         try:
             cfg = load_config(path)
@@ -97,8 +99,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             print(exc)
             status = 1
             continue
+        checked.append(cfg)
         sensors = ", ".join(f"{s.name}({s.kind}, every {s.interval:g}s)" for s in cfg.sensors) or "none"
         print(f"{path}: ok — node {cfg.name}, {cfg.role}, {cfg.profile} profile, {cfg.hal} HAL; sensors: {sensors}")
+    for problem in check_fleet(checked):
+        print(problem)
+        status = 1
     return status
 
 
@@ -157,7 +163,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from actors.tokens import TokenFileError, Tokens
+    from actors.hub.tokens import TokenFileError, Tokens
 
     try:
         tokens = Tokens(Path(args.file))

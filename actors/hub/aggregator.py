@@ -1,0 +1,55 @@
+"""`harvester.<hub>.aggregator`: the remote face of the hub, where spokes push their batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.base import Actor, CallGate, remote
+from actors.hub.state import Hub
+from nameserver.security import caller_identity
+
+
+def _check_sender(node: Any) -> None:
+    """Under TLS, only a node certificate may push, and only as itself."""
+    who = caller_identity()
+    if who is None:  # plaintext: loopback-only by check_bind, no identities to compare
+        return
+    if not who.is_node or who.name != node:
+        raise PermissionError(f"{who} may not push or introduce itself as node {node!r}")
+
+
+class AggregatorActor(Actor):
+    """`harvester.hub.aggregator`: where spokes push their batches."""
+
+    kind = "aggregator"
+
+    def __init__(self, node: str, hub: Hub) -> None:
+        # Pushes from many spokes run side by side (Hub and Store lock what they share),
+        # bounded so a flood cannot take every Pyro5 worker thread.
+        super().__init__(node, "aggregator", role="hub", gate=CallGate(concurrency=32, max_waiting=32))
+        self.hub = hub
+
+    @remote
+    def push(self, batches: list[dict[str, Any]], sent_at: float | None = None) -> dict[str, Any]:
+        """Store batches of readings; idempotent on (node, seq). Returns the acknowledged seqs.
+
+        `sent_at` is the sender's clock, used to flag nodes whose clock is off."""
+        for batch in batches if isinstance(batches, list) else [batches]:
+            _check_sender(batch.get("node") if isinstance(batch, dict) else None)
+        return self.hub.push(batches, sent_at)
+
+    @remote
+    def hello(self, info: dict[str, Any], sent_at: float | None = None) -> dict[str, Any]:
+        """Register a node's role/profile/push interval; returns the last seq the hub holds for it."""
+        _check_sender(info.get("node") if isinstance(info, dict) else None)
+        return self.hub.hello(info, sent_at)
+
+    @remote
+    def readings(self) -> dict[str, Any]:
+        """The same body as GET /api/readings."""
+        return self.hub.snapshot()
+
+    @remote
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every known node with role, profile, online and last_seen."""
+        return [{k: v for k, v in n.items() if k != "sensors"} for n in self.hub.snapshot()["nodes"]]

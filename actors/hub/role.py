@@ -1,0 +1,135 @@
+"""The hub: its store and in-memory view, the aggregator spokes push to, the name server, the
+spoke prober, hub plugins over the spokes' readings, and the housekeeping jobs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+from apscheduler.schedulers.base import BaseScheduler
+
+from actors.base import Actor
+from actors.errors import StoreFull
+from actors.hub.aggregator import AggregatorActor
+from actors.hub.prober import PROBE_INTERVAL, SpokeProber
+from actors.hub.state import Hub
+from actors.hub.store import Row, Store
+from actors.hub.tokens import Tokens
+from actors.node.config import NodeConfig
+from actors.node.jobspec import JobSpec
+from actors.node.role import Evaluate, NodeRole
+from hal.readings import Reading
+
+log = logging.getLogger(__name__)
+PUSHED_QUEUE = 1000  # batches waiting for hub plugins; beyond it they are counted, not evaluated
+
+
+class PushedQueue:
+    """Spokes' readings for hub plugins that watch other nodes, evaluated off the push path."""
+
+    def __init__(self, evaluate: Evaluate, limit: int = PUSHED_QUEUE) -> None:
+        self._evaluate = evaluate
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, list[Row]]] = []
+        self.dropped = 0
+
+    def put(self, node: str, rows: list[Row]) -> None:
+        """Queue one stored batch (called under the hub's lock: must be cheap)."""
+        with self._lock:
+            if len(self._pending) < self._limit:
+                self._pending.append((node, rows))
+            else:
+                self.dropped += 1
+
+    def evaluate(self) -> None:
+        """Run the hub's plugins on every queued batch."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for node, rows in pending:
+            self._evaluate([Reading(node, *r) for r in rows])
+
+
+class HubRole(NodeRole):
+    """What only the hub node runs."""
+
+    hub: Hub
+    tokens: Tokens
+
+    def __init__(self, config: NodeConfig, evaluate: Evaluate) -> None:
+        super().__init__(config)
+        self.pushed = PushedQueue(evaluate)
+        self.nameserver: Any = None
+        self.prober: SpokeProber | None = None
+        self._store_full = False
+
+    def build(self) -> list[Actor]:
+        """Open the store and the token file; the hub introduces itself to its own view."""
+        cfg = self.config
+        self.hub = Hub(Store(cfg.state_dir / "hub.sqlite3", cfg.store.max_mb))
+        tokens_file = (cfg.web.tokens_file if cfg.web else None) or cfg.state_dir / "tokens.json"
+        self.tokens = Tokens(tokens_file)
+        self.hub.hello(self.hello_info(), time.time())
+        self.hub.on_batch = self.pushed.put
+        self.prober = SpokeProber(self.hub, cfg.hub_host, cfg.nameserver_port)
+        return [AggregatorActor(cfg.name, self.hub)]
+
+    def start(self) -> None:
+        """The embedded name server, before any daemon registers with it."""
+        cfg = self.config
+        if cfg.embedded_nameserver:
+            from nameserver.server import EmbeddedNameServer
+
+            self.nameserver = EmbeddedNameServer(cfg.hub_host, cfg.nameserver_port,
+                                                 allow_insecure=cfg.allow_insecure_lan).start()
+
+    def install(self, scheduler: BaseScheduler, first_run: datetime) -> None:
+        """Probe the spokes; evaluate hub plugins on what they pushed."""
+        assert self.prober is not None
+        scheduler.add_job(self.prober.run, "interval", seconds=PROBE_INTERVAL, id="probe")
+        scheduler.add_job(self.pushed.evaluate, "interval", seconds=1.0, id="plugins:pushed")
+
+    def store(self, readings: list[Reading]) -> None:
+        """The hub's own readings, straight into its store."""
+        try:
+            self.hub.ingest_local(self.config.name, readings)
+        except StoreFull as exc:  # the hub's own readings are lost while its disk is full; say so once
+            if not self._store_full:
+                log.error("%s; the hub's own readings are dropped until space returns", exc)
+            self._store_full = True
+            return
+        if self._store_full:
+            log.info("hub store accepts writes again")
+        self._store_full = False
+
+    def alert(self, event: dict[str, Any]) -> None:
+        """Alert events raised on the hub are stored at once."""
+        self.hub.record_alerts(self.config.name, [event])
+
+    def job_specs(self, configured: list[JobSpec]) -> list[JobSpec]:
+        """Rollups, retention and the daily summary, unless the config names its own."""
+        cfg = self.config
+        kinds = {s.kind for s in configured}
+        names = {s.name for s in configured}
+        keep = {"raw_days": cfg.store.raw_days, "rollup_days": cfg.store.rollup_days}
+        defaults = [JobSpec("rollup", "rollup", interval=60.0),
+                    JobSpec("retention", "retention", cron="30 3 * * *", kwargs=keep),
+                    JobSpec("daily-summary", "daily_summary", cron="5 0 * * *")]
+        return [*configured, *(d for d in defaults if d.kind not in kinds and d.name not in names)]
+
+    def liveness_interval(self) -> float:
+        """The hub never pushes: its liveness comes from its own polls."""
+        cfg = self.config
+        return max([cfg.push_interval, *(s.interval for s in cfg.sensors)])
+
+    def stop(self) -> None:
+        """Stop probing, close the name server and the store."""
+        if self.prober is not None:
+            self.prober.close()
+        if self.nameserver is not None:
+            self.nameserver.stop()
+        if hasattr(self, "hub"):
+            self.hub.store.close()

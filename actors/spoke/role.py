@@ -1,0 +1,75 @@
+"""A spoke: readings go to a durable outbox, a push job drains it to the hub."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+from apscheduler.schedulers.base import BaseScheduler
+
+from actors.base import Actor
+from actors.node.config import NodeConfig
+from actors.node.role import NodeRole
+from actors.spoke.outbox import Outbox
+from actors.spoke.pusher import Pusher
+from hal.readings import Reading
+
+
+class SpokeRole(NodeRole):
+    """Outbox, pusher, and the alert events waiting to ride with the next batch."""
+
+    outbox: Outbox
+    pusher: Pusher
+
+    def __init__(self, config: NodeConfig) -> None:
+        super().__init__(config)
+        self._alerts_lock = threading.Lock()
+        self._pending_alerts: list[dict[str, Any]] = []
+
+    def build(self) -> list[Actor]:
+        """Open the outbox (a spoke serves no actor of its role)."""
+        cfg = self.config
+        self.outbox = Outbox(cfg.state_dir / "outbox.sqlite3", cfg.name)
+        self.pusher = Pusher(cfg.name, self.outbox, cfg.hub_host, cfg.nameserver_port, cfg.hub_name,
+                             cfg.push_batch_limit, self.hello_info)
+        return []
+
+    def install(self, scheduler: BaseScheduler, first_run: datetime) -> None:
+        """Push every push interval; alert events raised between polls go out within a second."""
+        scheduler.add_job(self.pusher.push_once, "interval", seconds=self.config.push_interval, id="push",
+                          next_run_time=first_run)
+        scheduler.add_job(self._flush_alerts, "interval", seconds=1.0, id="alerts:flush")
+
+    def store(self, readings: list[Reading]) -> None:
+        """Commit a batch (with the alert events raised since the last one) to the outbox."""
+        self.outbox.append(readings, self._take_alerts())
+
+    def alert(self, event: dict[str, Any]) -> None:
+        """Alert events ride with the next batch."""
+        with self._alerts_lock:
+            self._pending_alerts.append(event)
+
+    def _take_alerts(self) -> list[dict[str, Any]]:
+        with self._alerts_lock:
+            events, self._pending_alerts = self._pending_alerts, []
+        return events
+
+    def _flush_alerts(self) -> None:
+        """Alert events raised between polls (an acknowledge, a quarantine) travel in a batch of their own."""
+        events = self._take_alerts()
+        if events:
+            self.outbox.append([], events)
+
+    def push_once(self) -> int:
+        """Drain the outbox now; returns the batches the hub acknowledged."""
+        return self.pusher.push_once()
+
+    def health(self) -> dict[str, Any]:
+        """The outbox's pending and dropped counts."""
+        return {"outbox": self.outbox.stats()}
+
+    def stop(self) -> None:
+        """Close the outbox."""
+        if hasattr(self, "outbox"):
+            self.outbox.close()
