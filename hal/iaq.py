@@ -46,7 +46,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from hal.errors import HalConfigError, ImplausibleValue
+from hal.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -258,28 +258,13 @@ class IaqEstimator:
 
     def _save(self, now: float) -> None:
         """Atomic write: a crash leaves either the old file or the new one, never half of one."""
-        tmp_name: str | None = None
         try:
-            self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=self.state_path.name + ".", suffix=".tmp",
-                                            dir=self.state_path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self._state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_name, self.state_path)
-            tmp_name = None
+            write_json_atomic(self.state_path, self._state)
         except OSError as exc:
             if not self._save_failing:
                 log.warning("cannot save IAQ state to %s: %s", self.state_path, exc)
                 self._save_failing = True
             return
-        finally:
-            if tmp_name is not None:
-                try:
-                    os.unlink(tmp_name)
-                except OSError as exc:
-                    log.debug("cannot remove %s: %s", tmp_name, exc)
         if self._save_failing:
             log.info("IAQ state saved to %s again", self.state_path)
             self._save_failing = False

@@ -28,10 +28,3 @@ def object_name(node: str, actor: str) -> str:
     """`harvester.<node>.<actor>`."""
     return f"{PREFIX}.{node}.{actor}"
 
-
-def split_object_name(name: str) -> tuple[str, str] | None:
-    """(node, actor) of `harvester.<node>.<actor>`, or None for any other name."""
-    parts = name.split(".")
-    if len(parts) != 3 or parts[0] != PREFIX:
-        return None
-    return parts[1], parts[2]

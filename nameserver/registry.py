@@ -6,13 +6,40 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from Pyro5 import errors
 from Pyro5.api import Proxy
 
-from hal.names import PREFIX
+from hal.names import PREFIX, object_name
 
 log = logging.getLogger(__name__)
+
+
+# What an aggregator is, whatever its hub is called: the tags every hub registers it with.
+AGGREGATOR_TAGS = frozenset({"role:hub", "kind:aggregator"})
+
+
+class HubNotFound(errors.NamingError):
+    """The name server knows no aggregator to use (none, or several and no hub name given)."""
+
+
+def find_aggregator(ns: Any, hub_name: str | None) -> tuple[str, str]:
+    """(name, URI) of the hub's aggregator: by the hub's node name when given, else by its tags.
+
+    Looking it up by what it is lets a hub have any valid name; a name server that holds
+    several hubs' aggregators needs the name, and this says so rather than guess."""
+    if hub_name:
+        name = object_name(hub_name, "aggregator")
+        return name, str(ns.lookup(name))
+    found = ns.yplookup(meta_all=set(AGGREGATOR_TAGS), return_metadata=False)
+    if not found:
+        raise HubNotFound("no hub aggregator is registered in the name server (is the hub running?)")
+    if len(found) > 1:
+        hubs = ", ".join(sorted(n.split(".")[1] for n in found))
+        raise HubNotFound(f"several hubs are registered ({hubs}): set hub.name in this node's config")
+    name, uri = next(iter(found.items()))
+    return name, str(uri)
 
 
 def ns_uri(host: str, port: int) -> str:

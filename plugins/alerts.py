@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from hal.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 HISTORY = 500
@@ -61,14 +61,9 @@ class AlertBook:
     def _save(self) -> None:
         if self._path is None:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".alerts.", dir=self._path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(list(self._active.values()), f)
-            os.replace(tmp, self._path)
+            write_json_atomic(self._path, list(self._active.values()))
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
             log.warning("cannot save the alert book %s: %s", self._path, exc)
 
     def _emit(self, event: dict[str, Any]) -> dict[str, Any]:

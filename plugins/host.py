@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hal.errors import ReadingError
+from hal.files import write_json_atomic
 from hal.readings import Reading
 from plugins.alerts import AlertBook
 from plugins.backends import Backend, PluginSource, make_backend
@@ -358,8 +357,4 @@ class PluginHost:
         path = self._disabled_path()
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".disabled.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(sorted(self._disabled), f)
-        os.replace(tmp, path)
+        write_json_atomic(path, sorted(self._disabled))

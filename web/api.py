@@ -60,7 +60,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         if step not in ("raw", "1m", "1h"):
             raise ApiError(400, f"step must be raw, 1m, 1h or auto, got {step!r}")
         require_series(ctx, node, sensor, quantity)
-        points = hub.store.history(node, sensor, quantity, since, until, step, MAX_POINTS)
+        points = hub.history(node, sensor, quantity, since, until, step, MAX_POINTS)
         columns = ["ts", "value"] if step == "raw" else ["ts", "min", "mean", "max"]
         return {"node": node, "sensor": sensor, "quantity": quantity, "step": step, "since": since,
                 "until": until, "columns": columns, "points": points, "truncated": len(points) >= MAX_POINTS}
@@ -72,7 +72,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         state = bottle.request.query.get("state") or "active"
         if state not in ("active", "all"):
             raise ApiError(400, f"state must be active or all, got {state!r}")
-        return {"ts": ctx.clock(), "alerts": hub.store.alerts(active_only=state == "active", limit=MAX_ALERTS)}
+        return {"ts": ctx.clock(), "alerts": hub.alerts(active_only=state == "active", limit=MAX_ALERTS)}
 
     @app.get("/api/jobs")
     @api
@@ -89,7 +89,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         day = bottle.request.query.get("day") or None
         if day is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
             raise ApiError(400, f"day must be YYYY-MM-DD, got {day!r}")
-        return {"day": day, "summaries": hub.store.summaries(day)}
+        return {"day": day, "summaries": hub.summaries(day)}
 
     @app.get("/api/actuators")
     @api

@@ -79,9 +79,9 @@ class Dashboard:
         polled = self.jobs_raw(nodes)
         jobs = [view.job_view(node, job, now) for node in sorted(polled) if polled[node]["ok"]
                 for job in polled[node]["value"]]
-        latest = self.hub.store.summaries(limit=1)
+        latest = self.hub.summaries(limit=1)
         day = latest[0]["day"] if latest else None
-        summary = [view.summary_view(r) for r in self.hub.store.summaries(day)] if day else []
+        summary = [view.summary_view(r) for r in self.hub.summaries(day)] if day else []
         return jobs, day, summary
 
     def update(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hal.files import write_atomic
 from hal.names import NODE_NAME_RULE, is_node_name
 from nameserver.security import NODE, ORGANIZATION, USER, TlsFiles
 
@@ -113,10 +114,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey, force: bool) -> None
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    write_atomic(path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)  # a certificate is public
 
 
 def _private_dir(path: Path) -> None:

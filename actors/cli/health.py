@@ -26,7 +26,6 @@ from typing import Any
 from hal.names import object_name
 
 EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
-AGGREGATOR = "harvester.hub.aggregator"
 
 
 @dataclass
@@ -45,7 +44,7 @@ class HealthProbe:
     """Looks at one node through the hub's name server: its agent, then the hub's view of it."""
 
     def __init__(self, node: str, ns_host: str, ns_port: int, expect_version: str | None = None,
-                 agent_only: bool = False, call_timeout: float = 3.0) -> None:
+                 agent_only: bool = False, call_timeout: float = 3.0, hub_name: str | None = None) -> None:
         from actors.client import ActorHandle
         from nameserver.pyro import configure
 
@@ -54,7 +53,23 @@ class HealthProbe:
         self.expect_version = expect_version
         self.agent_only = agent_only
         self._agent = ActorHandle(object_name(node, "agent"), ns_host, ns_port, timeout=call_timeout, retries=0)
-        self._aggregator = ActorHandle(AGGREGATOR, ns_host, ns_port, timeout=call_timeout, retries=0)
+        self._ns_host, self._ns_port, self._timeout = ns_host, ns_port, call_timeout
+        self._hub_name = hub_name
+        self._aggregator: ActorHandle | None = None  # found in the name server at the first look
+
+    def _hub(self) -> Any:
+        """The hub's aggregator, found by its tags (or the hub's name) in the name server."""
+        if self._aggregator is None:
+            from Pyro5.api import Proxy
+
+            from actors.client import ActorHandle
+            from nameserver.registry import find_aggregator, ns_uri
+
+            with Proxy(ns_uri(self._ns_host, self._ns_port)) as ns:
+                ns._pyroTimeout = self._timeout
+                name, _ = find_aggregator(ns, self._hub_name)
+            self._aggregator = ActorHandle(name, self._ns_host, self._ns_port, timeout=self._timeout, retries=0)
+        return self._aggregator
 
     def check(self, seen_after: float | None = None) -> Verdict:
         """One look; with `seen_after`, a spoke is healthy only once the hub saw it after that time."""
@@ -73,8 +88,9 @@ class HealthProbe:
         if self.agent_only:
             return Verdict(True, f"{self.node}: agent answers (version {version})", True, role, version)
         try:
-            rows = self._aggregator.call("nodes")
+            rows = self._hub().call("nodes")
         except (pyro_errors.NamingError, pyro_errors.CommunicationError) as exc:
+            self._aggregator = None  # a restarted hub may have another name or port
             return Verdict(False, f"hub aggregator unreachable: {exc}", True, role, version)
         row = next((r for r in rows if r.get("name") == self.node), None)
         if row is None:
@@ -143,8 +159,8 @@ def wait_healthy(probe: HealthProbe, timeout: float, interval: float = 0.5, watc
         sleep(min(interval, remaining))
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str, int]:
-    """(node, ns host, ns port) from --config or from --node/--ns; TLS from the node config."""
+def _target(args: argparse.Namespace) -> tuple[str, str, int, str | None]:
+    """(node, ns host, ns port, hub name) from --config or from --node/--ns/--hub; TLS from the node config."""
     if args.config:
         from actors.node.config import load_config
 
@@ -154,14 +170,14 @@ def _target(args: argparse.Namespace) -> tuple[str, str, int]:
             from nameserver.security import TlsFiles, apply_tls
 
             apply_tls(TlsFiles(sec.ca, sec.cert, sec.key), serve=False)
-        return args.node or cfg.name, *(args.ns or (cfg.hub_host, cfg.nameserver_port))
+        return args.node or cfg.name, *(args.ns or (cfg.hub_host, cfg.nameserver_port)), args.hub or cfg.hub_name
     if not args.node:
         raise ValueError("name the node: --node NAME (with --ns HOST:PORT) or --config FILE")
     from nameserver.security import use_client_tls
 
     use_client_tls()  # HARVESTER_TLS_CA/CERT/KEY, when set
     host, port = args.ns or ("127.0.0.1", 9090)
-    return args.node, host, port
+    return args.node, host, port, args.hub
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -169,11 +185,11 @@ def cmd_health(args: argparse.Namespace) -> int:
     from actors.node.config import ConfigError
 
     try:
-        node, host, port = _target(args)
+        node, host, port, hub_name = _target(args)
     except (ConfigError, ValueError) as exc:  # TlsConfigError is a ValueError
         print(f"harvester health: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    probe = HealthProbe(node, host, port, args.expect_version, args.agent_only)
+    probe = HealthProbe(node, host, port, args.expect_version, args.agent_only, hub_name=hub_name)
     if args.wait:
         def say(reason: str) -> None:
             print(f"harvester health: {reason}", file=sys.stderr, flush=True)
@@ -197,6 +213,8 @@ def add_health_parser(sub: Any, endpoint: Callable[[str], tuple[str, int]]) -> N
     s.add_argument("--node", help="node name (default: the config's node.name)")
     s.add_argument("--ns", type=endpoint, help="the hub's name server HOST:PORT (default: from the config, "
                    "else 127.0.0.1:9090)")
+    s.add_argument("--hub", help="the hub's node name, when the name server holds several hubs "
+                                 "(default: the config's hub.name, else the one hub registered)")
     s.add_argument("--wait", action="store_true", help="poll until healthy or --timeout")
     s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait with --wait (default 60)")
     s.add_argument("--interval", type=float, default=0.5, help="seconds between polls (default 0.5)")

@@ -69,7 +69,7 @@ class Hub:
                 row["last_seq"], row["info"], row["clock_offset"])
         for node, row in self.store.latest():
             self._nodes.setdefault(node, NodeState(node))
-            self._latest.setdefault(node, {}).setdefault(row[0], {})[row[1]] = row
+            self._latest.setdefault(node, {}).setdefault(row.sensor, {})[row.quantity] = row
 
     def hello(self, info: dict[str, Any], sent_at: float | None = None) -> dict[str, Any]:
         """A node introduces itself (role, profile, push interval); returns its last acked seq."""
@@ -116,7 +116,7 @@ class Hub:
         except BadRequest:
             self.rejected += 1
             raise
-        seen = {node: now for node, _, _, _ in checked}
+        seen = {b.node: now for b in checked}
         with self._lock:
             unknown = sorted(n for n in seen if n not in self._nodes)
             for n in unknown:
@@ -124,28 +124,37 @@ class Hub:
                 self.store.upsert_node(n, "spoke", "wasm", 5.0, now, None, {})
         new = set(self.store.commit_batches(checked, now, seen))
         with self._lock:
-            for node, seq, readings, _ in checked:
-                st = self._nodes[node]
+            for b in checked:
+                st = self._nodes[b.node]
                 st.last_seen = now
                 st.version += 1
                 self._observe_clock(st, sent_at, now)
-                if (node, seq) in new:
-                    st.last_seq = max(st.last_seq, seq)
-                    self._remember(node, readings)
-                    if self.on_batch is not None and readings:
-                        self.on_batch(node, readings)
+                if (b.node, b.seq) in new:
+                    st.last_seq = max(st.last_seq, b.seq)
+                    self._remember(b.node, b.rows)
+                    if self.on_batch is not None and b.rows:
+                        self.on_batch(b.node, b.rows)
             duplicates = len(checked) - len(new)
             self.duplicates += duplicates
-        return {"acked": [seq for _, seq, _, _ in checked], "duplicates": duplicates, "hello": unknown}
+        return {"acked": [b.seq for b in checked], "duplicates": duplicates, "hello": unknown}
 
     def record_alerts(self, node: str, events: list[dict[str, Any]]) -> None:
         """Alert events raised on the hub itself (no batch, no network hop)."""
         checked = [validate_alert(e, node, f"local alert {i}") for i, e in enumerate(events)]
         self.store.record_alerts(checked, self._clock())
 
-    def alerts(self, active_only: bool = True) -> list[dict[str, Any]]:
-        """Alerts the hub knows: active ones, or recent ones including cleared."""
-        return self.store.alerts(active_only)
+    def alerts(self, active_only: bool = True, limit: int = 200) -> list[dict[str, Any]]:
+        """Alerts the hub knows: active ones, or the most recent ones including cleared (at most limit)."""
+        return self.store.alerts(active_only, limit)
+
+    def history(self, node: str, sensor: str, quantity: str, since: float, until: float,
+                step: str, limit: int = 10_000) -> list[list[float]]:
+        """Stored points of one series in [since, until): raw, or the 1m/1h rollups."""
+        return self.store.history(node, sensor, quantity, since, until, step, limit)
+
+    def summaries(self, day: str | None = None, limit: int = 2000) -> list[dict[str, Any]]:
+        """Stored daily summaries: one day's, or the most recent days first."""
+        return self.store.summaries(day, limit)
 
     def acknowledge(self, alert_id: int, by: str) -> dict[str, Any] | None:
         """Acknowledge an active alert at the hub; the caller forwards it to the node that raised it."""
@@ -175,13 +184,14 @@ class Hub:
     def _remember(self, node: str, rows: list[Row]) -> None:
         per_node = self._latest.setdefault(node, {})
         for row in rows:
-            per_sensor = per_node.get(row[0])
+            sensor, quantity = row.sensor, row.quantity
+            per_sensor = per_node.get(sensor)
             if per_sensor is None:
-                per_sensor = per_node[row[0]] = {}
-            old = per_sensor.get(row[1])
+                per_sensor = per_node[sensor] = {}
+            old = per_sensor.get(quantity)
             # A backfilled batch must not replace a newer value.
-            if old is None or row[4] >= old[4]:
-                per_sensor[row[1]] = row
+            if old is None or row.ts >= old.ts:
+                per_sensor[quantity] = row
         self.readings_stored += len(rows)
 
     @staticmethod
@@ -270,10 +280,11 @@ class Hub:
             limit = _limit_for(limits, sensor, ONLINE_INTERVALS * st.push_interval)
             view = {}
             for q, r in sorted(quantities.items()):
-                stale = now - r[4] > limit
+                stale = now - r.ts > limit
                 if not stale:  # turns stale once now passes ts + limit (kept short of it by FLIP_MARGIN)
-                    until = min(until, r[4] + limit - FLIP_MARGIN)
-                view[q] = {"value": r[2], "unit": r[3], "ts": r[4], "quality": r[5], "reason": r[6], "stale": stale}
+                    until = min(until, r.ts + limit - FLIP_MARGIN)
+                view[q] = {"value": r.value, "unit": r.unit, "ts": r.ts, "quality": r.quality, "reason": r.reason,
+                           "stale": stale}
             sensors[sensor] = view
         online = self.is_online(st, now)
         recent_until = self._recent_until(st)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from actors.errors import StoreFull
 
@@ -71,8 +71,27 @@ CREATE TABLE IF NOT EXISTS daily_summaries (
 """
 STEPS = {"1m": 60, "1h": 3600}
 INSERT_SAMPLE = "INSERT INTO samples (series, ts, value, quality, reason, seq, received) VALUES (?,?,?,?,?,?,?)"
-# One reading as the hub handles it: (sensor, quantity, value, unit, ts, quality, reason).
-Row = tuple[str, str, "float | None", str, float, str, "str | None"]
+
+
+class Row(NamedTuple):
+    """One reading as the hub handles it; Reading(node, *row) rebuilds the reading."""
+
+    sensor: str
+    quantity: str
+    value: float | None
+    unit: str
+    ts: float
+    quality: str
+    reason: str | None
+
+
+class Batch(NamedTuple):
+    """One checked pushed batch: its node, seq, readings and alert events."""
+
+    node: str
+    seq: int
+    rows: list[Row]
+    alerts: list[dict[str, Any]]
 
 
 class StoreSchemaError(RuntimeError):
@@ -123,58 +142,57 @@ class Store:
 
     def _rows(self, node: str, rows: list[Row], seq: int, received: float) -> list[tuple[Any, ...]]:
         sid = self._series_id
-        return [(sid(node, r[0], r[1], r[3]), r[4], r[2], r[5], r[6], seq, received) for r in rows]
+        return [(sid(node, r.sensor, r.quantity, r.unit), r.ts, r.value, r.quality, r.reason, seq, received)
+                for r in rows]
 
-    # -- writes ---------------------------------------------------------------------------
-    def commit_batches(self, batches: list[tuple[str, int, list[Row], list[dict[str, Any]]]], received: float,
-                       seen: dict[str, float]) -> list[tuple[str, int]]:
-        """Insert new batches and advance each node's seq in one transaction.
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Every write: under the lock, BEGIN IMMEDIATE ... COMMIT, or roll back and re-raise.
 
-        Returns the (node, seq) pairs that were new. Batches at or below a node's stored
-        seq are skipped: that is the idempotence of push."""
+        SQLITE_FULL (a full disk, or the store.max_mb cap) becomes StoreFull, so every
+        caller (a push, the hub's own readings, housekeeping) refuses the same clear way."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                last = self._last_seqs({b[0] for b in batches})
-                rows: list[tuple[Any, ...]] = []
-                new: list[tuple[str, int]] = []
-                alerts: list[tuple[int, dict[str, Any]]] = []
-                for node, seq, readings, events in sorted(batches, key=lambda b: (b[0], b[1])):
-                    if seq <= last.get(node, 0):
-                        continue
-                    last[node] = seq
-                    new.append((node, seq))
-                    rows.extend(self._rows(node, readings, seq, received))
-                    alerts.extend((seq, e) for e in events)
-                self._db.executemany(INSERT_SAMPLE, rows)
-                self._db.executemany(
-                    "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
-                    list(last.items()))
-                self._db.executemany("UPDATE nodes SET last_seen = ? WHERE name = ?",
-                                     [(ts, n) for n, ts in seen.items()])
-                for seq, event in alerts:
-                    self._apply_alert(event, received, seq)
+                yield self._db
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:  # "database or disk is full" and friends
                 self._rollback()
                 if "full" in str(exc).lower():
-                    raise StoreFull(f"hub store {self.path} is full ({exc}); push refused, keep the outbox") from None
+                    raise StoreFull(f"hub store {self.path} is full ({exc}): pushes are refused and the spokes "
+                                    "keep their batches in their outboxes until it has room; free disk space, "
+                                    "or raise store.max_mb if it caps the store") from None
                 raise
             except BaseException:
                 self._rollback()
                 raise
-            return new
 
-    @contextmanager
-    def _full_is_store_full(self) -> Iterator[None]:
-        """SQLITE_FULL (disk full or the size cap) as StoreFull, so every caller can refuse clearly."""
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            if "full" in str(exc).lower():
-                self._rollback()
-                raise StoreFull(f"hub store {self.path} is full ({exc}); push refused, keep the outbox") from None
-            raise
+    # -- writes ---------------------------------------------------------------------------
+    def commit_batches(self, batches: list[Batch], received: float, seen: dict[str, float]) -> list[tuple[str, int]]:
+        """Insert new batches and advance each node's seq in one transaction.
+
+        Returns the (node, seq) pairs that were new. Batches at or below a node's stored
+        seq are skipped: that is the idempotence of push."""
+        with self._transaction() as db:
+            last = self._last_seqs({b.node for b in batches})
+            rows: list[tuple[Any, ...]] = []
+            new: list[tuple[str, int]] = []
+            alerts: list[tuple[int, dict[str, Any]]] = []
+            for b in sorted(batches, key=lambda x: (x.node, x.seq)):
+                if b.seq <= last.get(b.node, 0):
+                    continue
+                last[b.node] = b.seq
+                new.append((b.node, b.seq))
+                rows.extend(self._rows(b.node, b.rows, b.seq, received))
+                alerts.extend((b.seq, e) for e in b.alerts)
+            db.executemany(INSERT_SAMPLE, rows)
+            db.executemany(
+                "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
+                list(last.items()))
+            db.executemany("UPDATE nodes SET last_seen = ? WHERE name = ?", [(ts, n) for n, ts in seen.items()])
+            for seq, event in alerts:
+                self._apply_alert(event, received, seq)
+        return new
 
     def _rollback(self) -> None:
         if self._db.in_transaction:
@@ -207,15 +225,9 @@ class Store:
 
     def record_alerts(self, events: list[dict[str, Any]], received: float) -> None:
         """Alert events that did not come in a batch (the hub's own plugins)."""
-        with self._lock, self._full_is_store_full():
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                for event in events:
-                    self._apply_alert(event, received)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+        with self._transaction():
+            for event in events:
+                self._apply_alert(event, received)
 
     def alerts(self, active_only: bool = True, limit: int = 200) -> list[dict[str, Any]]:
         """Current alerts (active ones, or the most recent including cleared)."""
@@ -238,34 +250,23 @@ class Store:
 
     def acknowledge(self, alert_id: int, by: str, ts: float) -> dict[str, Any] | None:
         """Mark an active alert acknowledged at the hub; returns it, or None if no such active alert."""
-        with self._lock, self._full_is_store_full():
-            cur = self._db.execute("UPDATE alerts SET acknowledged=1, acked_by=?, acked_ts=? WHERE id=? AND active=1",
-                                   (by, ts, alert_id))
-            if cur.rowcount == 0:
-                return None
+        with self._transaction() as db:
+            cur = db.execute("UPDATE alerts SET acknowledged=1, acked_by=?, acked_ts=? WHERE id=? AND active=1",
+                             (by, ts, alert_id))
+        if cur.rowcount == 0:
+            return None
         return next((a for a in self.alerts(active_only=True, limit=10_000) if a["id"] == alert_id), None)
 
     def insert_local(self, node: str, rows: list[Row], received: float) -> None:
         """The hub's own readings (seq 0: they never travel)."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(INSERT_SAMPLE, self._rows(node, rows, 0, received))
-                self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                self._rollback()
-                if "full" in str(exc).lower():
-                    raise StoreFull(f"hub store {self.path} is full ({exc})") from None
-                raise
-            except BaseException:
-                self._rollback()
-                raise
+        with self._transaction() as db:
+            db.executemany(INSERT_SAMPLE, self._rows(node, rows, 0, received))
 
     def upsert_node(self, name: str, role: str, profile: str, push_interval: float, last_seen: float | None,
                     clock_offset: float | None, info: dict[str, Any]) -> None:
         """Create or update a node registry row."""
-        with self._lock, self._full_is_store_full():
-            self._db.execute(
+        with self._transaction() as db:
+            db.execute(
                 "INSERT INTO nodes VALUES (?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET role=excluded.role, "
                 "profile=excluded.profile, push_interval=excluded.push_interval, last_seen=excluded.last_seen, "
                 "clock_offset=excluded.clock_offset, info=excluded.info",
@@ -295,7 +296,7 @@ class Store:
                 "SELECT s.node, s.sensor, s.quantity, x.value, s.unit, x.ts, x.quality, x.reason FROM series s "
                 "JOIN samples x ON x.id = (SELECT id FROM samples WHERE series = s.id ORDER BY ts DESC LIMIT 1)"
             ).fetchall()
-        return [(r[0], (r[1], r[2], r[3], r[4], r[5], r[6], r[7])) for r in rows]
+        return [(r[0], Row._make(r[1:])) for r in rows]
 
     def count(self, node: str | None = None) -> int:
         """Raw rows stored (for one node or all)."""
@@ -333,55 +334,43 @@ class Store:
         run (tracked by id, not by clock), so late, backfilled readings land in the right
         bucket. Returns the buckets written."""
         written = 0
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key='rollup_id'").fetchone()
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='rollup_id'").fetchone()
             since = int(row[0]) if row else 0
-            (upto,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()
+            (upto,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()
             if upto <= since:
                 return 0
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for step in STEPS.values():
-                    cur = self._db.execute(
-                        f"""INSERT OR REPLACE INTO rollups
-                        SELECT {step}, x.series, CAST(x.ts / {step} AS INTEGER) * {step} AS b,
-                               MIN(x.value), AVG(x.value), MAX(x.value), COUNT(x.value)
-                        FROM samples x
-                        JOIN (SELECT DISTINCT series, CAST(ts / {step} AS INTEGER) * {step} AS b
-                              FROM samples WHERE id > ? AND id <= ? AND value IS NOT NULL) t
-                          ON x.series = t.series AND x.ts >= t.b AND x.ts < t.b + {step}
-                        WHERE x.value IS NOT NULL
-                        GROUP BY x.series, b""", (since, upto))
-                    written += max(cur.rowcount, 0)
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_id', ?)", (upto,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+            for step in STEPS.values():
+                cur = db.execute(
+                    f"""INSERT OR REPLACE INTO rollups
+                    SELECT {step}, x.series, CAST(x.ts / {step} AS INTEGER) * {step} AS b,
+                           MIN(x.value), AVG(x.value), MAX(x.value), COUNT(x.value)
+                    FROM samples x
+                    JOIN (SELECT DISTINCT series, CAST(ts / {step} AS INTEGER) * {step} AS b
+                          FROM samples WHERE id > ? AND id <= ? AND value IS NOT NULL) t
+                      ON x.series = t.series AND x.ts >= t.b AND x.ts < t.b + {step}
+                    WHERE x.value IS NOT NULL
+                    GROUP BY x.series, b""", (since, upto))
+                written += max(cur.rowcount, 0)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_id', ?)", (upto,))
         return written
 
     def daily_summary(self, start: float, end: float, day: str) -> int:
         """Min/mean/max per series and the alerts raised about it in [start, end), stored under
         `day`; running it again for the same day replaces that day. Returns the series summarised."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("DELETE FROM daily_summaries WHERE day = ?", (day,))
-                cur = self._db.execute(
-                    """INSERT INTO daily_summaries
-                    SELECT ?, s.node, s.sensor, s.quantity, s.unit, MIN(x.value), AVG(x.value), MAX(x.value),
-                           COUNT(x.value),
-                           (SELECT COUNT(*) FROM alert_events e WHERE e.state = 'raised' AND e.node = s.node
-                              AND e.sensor = s.sensor AND (e.quantity IS NULL OR e.quantity = s.quantity)
-                              AND e.ts >= ? AND e.ts < ?)
-                    FROM samples x JOIN series s ON s.id = x.series
-                    WHERE x.ts >= ? AND x.ts < ? AND x.value IS NOT NULL
-                    GROUP BY x.series""", (day, start, end, start, end))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-            return max(cur.rowcount, 0)
+        with self._transaction() as db:
+            db.execute("DELETE FROM daily_summaries WHERE day = ?", (day,))
+            cur = db.execute(
+                """INSERT INTO daily_summaries
+                SELECT ?, s.node, s.sensor, s.quantity, s.unit, MIN(x.value), AVG(x.value), MAX(x.value),
+                       COUNT(x.value),
+                       (SELECT COUNT(*) FROM alert_events e WHERE e.state = 'raised' AND e.node = s.node
+                          AND e.sensor = s.sensor AND (e.quantity IS NULL OR e.quantity = s.quantity)
+                          AND e.ts >= ? AND e.ts < ?)
+                FROM samples x JOIN series s ON s.id = x.series
+                WHERE x.ts >= ? AND x.ts < ? AND x.value IS NOT NULL
+                GROUP BY x.series""", (day, start, end, start, end))
+        return max(cur.rowcount, 0)
 
     def summaries(self, day: str | None = None, limit: int = 2000) -> list[dict[str, Any]]:
         """Stored daily summaries (one day, or the most recent days first)."""
@@ -398,10 +387,10 @@ class Store:
     def retain(self, raw_days: float, rollup_days: float, now: float | None = None) -> dict[str, int]:
         """Delete raw readings and rollups older than their retention."""
         now = time.time() if now is None else now
-        with self._lock:
-            raw = self._db.execute("DELETE FROM samples WHERE ts < ? AND id < (SELECT MAX(id) FROM samples)",
-                                   (now - raw_days * 86400,)).rowcount
-            roll = self._db.execute("DELETE FROM rollups WHERE bucket < ?", (now - rollup_days * 86400,)).rowcount
+        with self._transaction() as db:
+            raw = db.execute("DELETE FROM samples WHERE ts < ? AND id < (SELECT MAX(id) FROM samples)",
+                             (now - raw_days * 86400,)).rowcount
+            roll = db.execute("DELETE FROM rollups WHERE bucket < ?", (now - rollup_days * 86400,)).rowcount
         return {"raw_deleted": raw, "rollups_deleted": roll}
 
     def close(self) -> None:

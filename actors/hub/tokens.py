@@ -6,11 +6,11 @@ import hmac
 import json
 import os
 import secrets
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from hal.files import write_json_atomic
 from hal.names import is_node_name
 
 
@@ -19,20 +19,8 @@ class TokenFileError(ValueError):
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically with mode 0600 from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write JSON atomically with mode 0600 from the first byte (tokens are secrets)."""
+    write_json_atomic(path, data, mode=0o600, indent=2)
 
 
 class Tokens:

@@ -11,34 +11,11 @@ from Pyro5 import errors as pyro_errors
 from Pyro5.api import Proxy
 
 from actors.spoke.outbox import Outbox
-from hal.names import object_name
 from nameserver.pyro import CALL_TIMEOUT
-from nameserver.registry import ns_uri
+from nameserver.registry import find_aggregator, ns_uri
 
 log = logging.getLogger(__name__)
 PUSH_CALLS_PER_RUN = 20  # bounds one push run; a backlog drains over consecutive runs
-# What an aggregator is, whatever its hub is called: the tags every hub registers it with.
-AGGREGATOR_TAGS = frozenset({"role:hub", "kind:aggregator"})
-
-
-class HubNotFound(pyro_errors.NamingError):
-    """The name server knows no aggregator this spoke may push to."""
-
-
-def find_aggregator(ns: Any, hub_name: str | None) -> str:
-    """The URI of the hub's aggregator: by the hub's configured name, else by its tags.
-
-    Looking it up by what it is lets a hub have any valid name; a fleet that runs several
-    hubs in one name server must name the one to use (`hub.name`)."""
-    if hub_name:
-        return str(ns.lookup(object_name(hub_name, "aggregator")))
-    found = ns.yplookup(meta_all=set(AGGREGATOR_TAGS), return_metadata=False)
-    if not found:
-        raise HubNotFound("no hub aggregator is registered in the name server (is the hub running?)")
-    if len(found) > 1:
-        hubs = ", ".join(sorted(n.split(".")[1] for n in found))
-        raise HubNotFound(f"several hubs are registered ({hubs}): set hub.name in this node's config")
-    return str(next(iter(found.values())))
 
 
 class Pusher:
@@ -65,7 +42,7 @@ class Pusher:
         if self._agg_uri is None:
             with Proxy(self._ns_uri) as ns:
                 ns._pyroTimeout = CALL_TIMEOUT
-                self._agg_uri = find_aggregator(ns, self._hub_name)
+                self._agg_uri = find_aggregator(ns, self._hub_name)[1]
         proxy = Proxy(self._agg_uri)
         proxy._pyroTimeout = CALL_TIMEOUT
         return proxy

@@ -78,11 +78,6 @@ class EmulatedBus:
         with self._lock:
             self._chips[address] = chip
 
-    def detach(self, address: int) -> None:
-        """Remove the chip at an address (it stops answering, like an unplugged board)."""
-        with self._lock:
-            self._chips.pop(address, None)
-
     def chip(self, address: int) -> EmulatedChip:
         """The chip model at an address."""
         return self._chips[address]

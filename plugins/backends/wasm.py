@@ -19,13 +19,13 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from hal.files import write_atomic
 from plugins.backends.base import EMPTY_REQUEST, Backend, PluginInstance, PluginSource
 from plugins.errors import PluginCallError, PluginLoadError, PluginTimeout, PluginTrap, SandboxUnavailable
 from plugins.hostapi import HostApi, HostRefusal
@@ -159,16 +159,7 @@ class WasmRuntime:
             comp = self.wt.component.Component.from_file(self.engine, str(path))
         except self.wt.WasmtimeError as exc:
             raise PluginLoadError(f"{path.name} is not a valid WebAssembly component: {exc}") from None
-        artifact.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=artifact.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(comp.serialize())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, artifact)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(artifact, comp.serialize(), mode=0o644)  # a reader never sees half an artifact
         log.info("compiled %s in %.1f s", path.name, time.monotonic() - started)
         _prune(artifact.parent, keep=artifact)
 

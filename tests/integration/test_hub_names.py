@@ -8,7 +8,7 @@ from actors.cli.compose import build_node
 from actors.cli.main import main
 from actors.node.agent import NodeAgent
 from actors.node.config import load_config
-from actors.spoke.pusher import HubNotFound, find_aggregator
+from nameserver.registry import HubNotFound, find_aggregator
 from tests.helpers import free_port, wait_for, write_node_config
 
 SENSORS = [{"name": "dht22", "kind": "dht22", "interval": 0.5}]
@@ -39,6 +39,8 @@ def test_hub_names_a_hub_called_central_gets_the_spokes_readings(tmp_path, centr
 
         wait_for(pi4_at_central, timeout=30, what="pi4's readings stored at the hub called central")
         assert hub.role.hub.store.count("pi4") > 0
+        # `harvester health` asks the hub's view through the same discovery
+        assert main(["health", "--node", "pi4", "--ns", f"127.0.0.1:{ns}"]) == 0
         wait_for(lambda: spoke.role.outbox.stats()["pending_batches"] <= 1, what="pi4's outbox drained")
     finally:
         spoke.stop()
@@ -76,15 +78,15 @@ HUB_TAGS = {"role:hub", "kind:aggregator", "node:x"}
 def test_hub_names_find_aggregator_by_tags_by_name_and_refuses_to_guess():
     one = FakeNameServer({"harvester.central.aggregator": ("PYRO:a@127.0.0.1:1", HUB_TAGS),
                           "harvester.pi4.agent": ("PYRO:b@127.0.0.1:2", {"role:spoke", "kind:agent"})})
-    assert find_aggregator(one, None) == "PYRO:a@127.0.0.1:1"
-    assert find_aggregator(one, "central") == "PYRO:a@127.0.0.1:1"
+    assert find_aggregator(one, None) == ("harvester.central.aggregator", "PYRO:a@127.0.0.1:1")
+    assert find_aggregator(one, "central") == ("harvester.central.aggregator", "PYRO:a@127.0.0.1:1")
     with pytest.raises(HubNotFound, match="no hub aggregator"):
         find_aggregator(FakeNameServer({}), None)
     two = FakeNameServer({"harvester.h1.aggregator": ("PYRO:a@127.0.0.1:1", HUB_TAGS),
                           "harvester.h2.aggregator": ("PYRO:c@127.0.0.1:3", HUB_TAGS)})
     with pytest.raises(HubNotFound, match=r"several hubs are registered \(h1, h2\): set hub.name"):
         find_aggregator(two, None)
-    assert find_aggregator(two, "h2") == "PYRO:c@127.0.0.1:3"
+    assert find_aggregator(two, "h2") == ("harvester.h2.aggregator", "PYRO:c@127.0.0.1:3")
 
 
 def test_hub_names_config_check_catches_a_spoke_naming_a_missing_hub(tmp_path, capsys):

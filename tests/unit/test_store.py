@@ -1,6 +1,8 @@
+import sqlite3
+
 import pytest
 
-from actors.errors import BadRequest
+from actors.errors import BadRequest, StoreFull
 from actors.hub.state import Hub
 from actors.hub.store import Store
 from hal.readings import Reading
@@ -180,3 +182,128 @@ def test_store_adds_new_columns_in_place_and_refuses_unknown_versions(tmp_path):
     db.close()
     with pytest.raises(store_mod.StoreSchemaError, match=f"schema 99, this hub needs {store_mod.SCHEMA_VERSION}"):
         Store(path)
+
+
+class FullDisk:
+    """The store's connection, answering every write with SQLITE_FULL once `full` is set."""
+
+    def __init__(self, db) -> None:
+        self.db, self.full = db, False
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+    def _check(self, sql: str) -> None:
+        if self.full and sql.split()[0].upper() not in ("BEGIN", "ROLLBACK", "COMMIT", "SELECT"):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    def execute(self, sql, *args):
+        self._check(sql)
+        return self.db.execute(sql, *args)
+
+    def executemany(self, sql, *args):
+        self._check(sql)
+        return self.db.executemany(sql, *args)
+
+
+def assert_store_full(exc: StoreFull, store: Store) -> None:
+    text = str(exc)
+    assert f"hub store {store.path} is full" in text and "database or disk is full" in text
+    assert "pushes are refused" in text and "outboxes" in text
+    assert "free disk space" in text and "store.max_mb" in text
+
+
+def test_store_every_write_turns_a_full_disk_into_one_clear_store_full(hub):
+    t = hub.clock.t
+    hub.push([{**batch("pi4", 1, t - 7200), "alerts": [alert_event("raised", t)]}])
+    [active] = hub.alerts()
+    store = hub.store
+    before = store.count()
+    store._db = FullDisk(store._db)
+    store._db.full = True
+    writes = {
+        "commit_batches": lambda: hub.push([batch("pi4", 2, t)]),
+        "insert_local": lambda: hub.ingest_local("pi4", [Reading.measured("pi4", "monitor", "cpu_load", 1.0, t)]),
+        "record_alerts": lambda: hub.record_alerts("pi4", [alert_event("cleared", t)]),
+        "acknowledge": lambda: hub.acknowledge(active["id"], by="operator"),
+        "upsert_node": lambda: store.upsert_node("pi5", "spoke", "wasm", 5.0, t, None, {}),
+        "rollup": store.rollup,
+        "daily_summary": lambda: store.daily_summary(t - 86400, t, "1970-01-12"),
+        "retain": lambda: store.retain(raw_days=0, rollup_days=0, now=t),
+    }
+    for name, write in writes.items():
+        with pytest.raises(StoreFull) as info:
+            write()
+        assert_store_full(info.value, store)
+        assert not store._db.in_transaction, name  # rolled back, not left open
+    store._db.full = False
+    assert store.count() == before and hub.alerts()[0]["acknowledged"] is False
+    assert store.nodes()[0]["name"] == "pi4" and len(store.nodes()) == 1
+    assert hub.push([batch("pi4", 2, t)])["duplicates"] == 0  # space returns: writes work again
+
+
+def test_store_every_write_runs_in_one_transaction(hub, monkeypatch):
+    """Retention and housekeeping too: each write is one BEGIN IMMEDIATE ... COMMIT."""
+    opened: list[str] = []
+    real = hub.store._transaction
+
+    def spy():
+        opened.append("tx")
+        return real()
+
+    monkeypatch.setattr(hub.store, "_transaction", spy)
+    t = hub.clock.t
+    hub.push([batch("pi4", 1, t)])  # upsert_node (new node) + commit_batches
+    assert len(opened) == 2
+    for write in (lambda: hub.ingest_local("pi4", [Reading.measured("pi4", "monitor", "cpu_load", 1.0, t)]),
+                  lambda: hub.record_alerts("pi4", [alert_event("raised", t)]),
+                  lambda: hub.acknowledge(hub.alerts()[0]["id"], by="operator"),
+                  hub.store.rollup,
+                  lambda: hub.store.daily_summary(t - 86400, t + 1, "1970-01-12"),
+                  lambda: hub.store.retain(raw_days=7, rollup_days=9, now=t)):
+        before = len(opened)
+        write()
+        assert len(opened) == before + 1
+
+
+def test_store_a_real_size_cap_refuses_with_store_full(tmp_path):
+    hub = Hub(Store(tmp_path / "hub.sqlite3", max_mb=0.1), ManualClock(1_000_000.0))
+    refused = None
+    for seq in range(1, 1000):
+        readings = [{"sensor": f"x{i}", "quantity": "temperature", "value": 20.0, "unit": "°C", "ts": 999_999.0}
+                    for i in range(50)]
+        try:
+            hub.push([{"node": "s1", "seq": seq, "readings": readings}])
+        except StoreFull as exc:
+            refused = exc
+            break
+    assert refused is not None
+    assert_store_full(refused, hub.store)
+    assert hub.store.count("s1") == 50 * (seq - 1)  # the refused batch left nothing behind
+    hub.store.close()
+
+
+def test_hub_reads_history_alerts_and_summaries_for_the_web_layer(hub):
+    t = hub.clock.t
+    hub.push([{**batch("pi4", 1, t - 10, 20.0), "alerts": [alert_event("raised", t - 10)]},
+              {**batch("pi4", 2, t - 5, 22.0), "alerts": [alert_event("cleared", t - 5, since=t - 10),
+                                                          alert_event("raised", t - 5, alert="other")]}])
+    assert hub.history("pi4", "dht22", "temperature", t - 60, t, "raw") == [[t - 10, 20.0], [t - 5, 22.0]]
+    assert hub.history("pi4", "dht22", "temperature", t - 60, t, "raw", limit=1) == [[t - 10, 20.0]]
+    assert len(hub.alerts(active_only=False)) == 2 and len(hub.alerts(active_only=False, limit=1)) == 1
+    assert hub.store.daily_summary(t - 60, t, "1970-01-12") == 2
+    assert [(s["quantity"], s["n"]) for s in hub.summaries("1970-01-12")] == [("humidity", 2), ("temperature", 2)]
+    assert hub.summaries(limit=1)[0]["day"] == "1970-01-12" and hub.summaries("1970-01-13") == []
+
+
+def test_checked_batches_and_rows_are_named_tuples():
+    from actors.hub.ingest import to_row, validate_batch
+    from actors.hub.store import Batch, Row
+
+    b = validate_batch(batch("pi4", 3, 999_990.0, 20.5), 1_000_000.0)
+    assert isinstance(b, Batch) and (b.node, b.seq, b.alerts) == ("pi4", 3, [])
+    row = b.rows[0]
+    assert type(row) is Row and row == ("dht22", "temperature", 20.5, "°C", 999_990.0, "ok", None)
+    assert (row.sensor, row.quantity, row.value, row.unit, row.ts, row.quality, row.reason) == tuple(row)
+    reading = Reading("pi4", *row)  # a Row is still the tuple Reading's fields follow
+    assert type(to_row(reading)) is Row and to_row(reading) == row
