@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Read the fleet inventory (TOML) for the deploy scripts; standard library only (Python >= 3.11).
+"""Read the fleet inventory (TOML) for the deploy scripts; standard library and this repository's hal only.
 
     inventory.py fields                       the record's field names, one line
     inventory.py select FILE [--node N]... [--role R] [--profile P]
@@ -20,6 +20,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+# The deploy scripts run this file from a checkout, where nothing is installed: the shared validator
+# (standard library only) is imported from the repository root beside this folder.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hal.schema import NUMBER, REQUIRED, Field, Problems, Types, all_of, node_name, one_of, rule  # noqa: E402
+
 SEP = "\x1f"
 FIELDS = ("name", "host", "port", "user", "sudo", "role", "profile", "config", "plugins", "prefix", "etc",
           "service", "unit", "python", "extras", "system_site_packages", "run_as_root", "health_timeout",
@@ -29,68 +34,57 @@ UNITS = {("hub", "wasm"): "harvester-hub.service", ("hub", "native"): "harvester
          ("spoke", "wasm"): "harvester-spoke.service", ("spoke", "native"): "harvester-native.service"}
 # Values end up in ssh command lines and paths on the node: keep them to a shell-safe alphabet.
 SAFE = re.compile(r"^[A-Za-z0-9._/@:+=,~-]+$")
-NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
-# key -> (type, default); None = required
-NODE_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
-    "name": (str, None), "host": (str, None), "role": (str, None), "profile": (str, None), "config": (str, None),
-    "user": (str, None), "port": (int, 22), "sudo": (bool, "auto"), "plugins": (str, ""),
-    "prefix": (str, "/opt/harvester"), "etc": (str, "/etc/harvester"), "service": (str, "systemd"),
-    "unit": (str, ""), "python": (str, "python3"), "extras": (list, []), "system_site_packages": (bool, False),
-    "run_as_root": (bool, False), "health_timeout": ((int, float), 90), "wheelhouse": (str, ""),
-    "pki": (str, ""),
+STATE_DIR = "/var/lib/harvester"  # what the systemd units make writable
+
+
+def _safe(value: str) -> str | None:
+    if value and not SAFE.match(value):
+        return f"{value!r} has characters the deploy scripts do not accept (letters, digits and ._/@:+=,~- only)"
+    return None
+
+
+def _type_message(types: Types, value: Any) -> str:
+    return f"must be {getattr(types, '__name__', 'a number')}, got {value!r}"
+
+
+_ABSOLUTE = all_of(_safe, rule(lambda v: v.startswith("/"), "an absolute path on the node"))
+NODE_KEYS = {
+    "name": Field(str, REQUIRED, all_of(_safe, node_name)),
+    "host": Field(str, REQUIRED, _safe),
+    "role": Field(str, REQUIRED, all_of(_safe, one_of(ROLES))),
+    "profile": Field(str, REQUIRED, all_of(_safe, one_of(PROFILES))),
+    "config": Field(str, REQUIRED, _safe),
+    "user": Field(str, REQUIRED, _safe, missing="missing (required, here or in [defaults])"),
+    "port": Field(int, 22, rule(lambda v: 0 < v < 65536, "1..65535")),
+    "sudo": Field(bool, "auto"),  # auto: sudo unless the user is root
+    "plugins": Field(str, "", _safe),
+    "prefix": Field(str, "/opt/harvester", _ABSOLUTE),
+    "etc": Field(str, "/etc/harvester", _ABSOLUTE),
+    "service": Field(str, "systemd", all_of(_safe, one_of(SERVICES))),
+    "unit": Field(str, "", _safe),
+    "python": Field(str, "python3", _safe),
+    "extras": Field(list, [], rule(lambda v: all(isinstance(e, str) and SAFE.match(e) for e in v),
+                                   "a list of extra names")),
+    "system_site_packages": Field(bool, False),
+    "run_as_root": Field(bool, False),
+    "health_timeout": Field(NUMBER, 90, rule(lambda v: 0 < v <= 3600, "1..3600 seconds")),
+    "wheelhouse": Field(str, "", _safe),
+    "pki": Field(str, "", _safe),
 }
 PER_NODE_ONLY = {"name", "host", "role", "profile", "config"}
-STATE_DIR = "/var/lib/harvester"  # what the systemd units make writable
 
 
 class InventoryError(Exception):
     """Problems found in the inventory; one per line."""
 
 
-def _type_ok(value: Any, types: type | tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and types is not bool:
-        return False
-    return isinstance(value, types)
-
-
-def _check_node(raw: dict[str, Any], defaults: dict[str, Any], where: str, base: Path,
-                problems: list[str]) -> dict[str, str] | None:
-    merged = {**defaults, **raw}
-    node: dict[str, Any] = {}
-    for key in raw:
-        if key not in NODE_KEYS:
-            problems.append(f"{where}.{key}: unknown key (known: {', '.join(NODE_KEYS)})")
-    for key, (types, default) in NODE_KEYS.items():
-        value = merged.get(key, default)
-        if value is None:
-            problems.append(f"{where}.{key}: missing (required{'' if key in PER_NODE_ONLY else ', here or in [defaults]'})")
-            continue
-        if value != default and not _type_ok(value, types):
-            problems.append(f"{where}.{key}: must be {getattr(types, '__name__', 'a number')}, got {value!r}")
-            continue
-        if isinstance(value, str) and value and not SAFE.match(value):
-            problems.append(f"{where}.{key}: {value!r} has characters the deploy scripts do not accept "
-                            "(letters, digits and ._/@:+=,~- only)")
-            continue
-        node[key] = value
-    if len(node) != len(NODE_KEYS):
+def _check_node(p: Problems, raw: Any, defaults: dict[str, Any], where: str, base: Path) -> dict[str, str] | None:
+    if isinstance(raw, dict):  # an unknown key is reported, but the row's other checks still run
+        p.unknown_keys(where, raw, NODE_KEYS)
+    before = len(p)
+    node = p.table(where, {**defaults, **raw} if isinstance(raw, dict) else raw, NODE_KEYS, unknown=False)
+    if len(p) > before:
         return None
-    checks = [("name", NAME.match(node["name"]), "must match [a-z0-9_-]{1,32}"),
-              ("role", node["role"] in ROLES, f"must be one of {', '.join(ROLES)}"),
-              ("profile", node["profile"] in PROFILES, f"must be one of {', '.join(PROFILES)}"),
-              ("service", node["service"] in SERVICES, f"must be one of {', '.join(SERVICES)}"),
-              ("port", 0 < node["port"] < 65536, "must be 1..65535"),
-              ("health_timeout", 0 < node["health_timeout"] <= 3600, "must be 1..3600 seconds"),
-              ("extras", all(isinstance(e, str) and SAFE.match(e) for e in node["extras"]),
-               "must be a list of extra names")]
-    bad = [(k, msg) for k, ok, msg in checks if not ok]
-    for key, msg in bad:
-        problems.append(f"{where}.{key}: {msg}, got {node[key]!r}")
-    if bad:
-        return None
-    for key in ("prefix", "etc"):
-        if not node[key].startswith("/"):
-            problems.append(f"{where}.{key}: must be an absolute path on the node, got {node[key]!r}")
     config = (base / node["config"]).resolve()
     plugins = (base / node["plugins"]).resolve() if node["plugins"] else None
     wheelhouse = (base / node["wheelhouse"]).resolve() if node["wheelhouse"] else None
@@ -98,15 +92,15 @@ def _check_node(raw: dict[str, Any], defaults: dict[str, Any], where: str, base:
     if pki is not None:
         for rel in ("ca.crt", f"nodes/{node['name']}.crt", f"nodes/{node['name']}.key"):
             if not (pki / rel).is_file():
-                problems.append(f"{where}.pki: {pki / rel} not found (make it with `harvester certs init` "
-                                "or `harvester certs add-node`)")
+                p.add(f"{where}.pki", f"{pki / rel} not found (make it with `harvester certs init` "
+                      "or `harvester certs add-node`)")
     if not config.is_file():
-        problems.append(f"{where}.config: file not found: {config}")
+        p.add(f"{where}.config", f"file not found: {config}")
     else:
-        _check_config(config, node, where, problems)
+        _check_config(p, config, node, where)
     for key, path in (("plugins", plugins), ("wheelhouse", wheelhouse)):
         if path is not None and not path.is_dir():
-            problems.append(f"{where}.{key}: directory not found: {path}")
+            p.add(f"{where}.{key}", f"directory not found: {path}")
     sudo = node["sudo"] if isinstance(node["sudo"], bool) else node["user"] != "root"
     out = {k: str(v) for k, v in node.items()}
     out.update(config=str(config), plugins=str(plugins or ""), wheelhouse=str(wheelhouse or ""), pki=str(pki or ""),
@@ -117,30 +111,30 @@ def _check_node(raw: dict[str, Any], defaults: dict[str, Any], where: str, base:
     return out
 
 
-def _check_config(path: Path, node: dict[str, Any], where: str, problems: list[str]) -> None:
+def _check_config(p: Problems, path: Path, node: dict[str, Any], where: str) -> None:
     """The node config must describe the same node; full validation is `harvester config check`."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        problems.append(f"{where}.config: {path}: {exc}")
+        p.add(f"{where}.config", f"{path}: {exc}")
         return
     section = data.get("node", {}) if isinstance(data.get("node"), dict) else {}
     for key in ("name", "role", "profile"):
         have = section.get(key, "wasm" if key == "profile" else None)
         if have != node[key]:
-            problems.append(f"{where}.config: {path} says node.{key} = {have!r}, the inventory says {node[key]!r}")
+            p.add(f"{where}.config", f"{path} says node.{key} = {have!r}, the inventory says {node[key]!r}")
     plugin_dir = (data.get("plugins") or {}).get("dir") if isinstance(data.get("plugins"), dict) else None
     if node["plugins"] and plugin_dir != f"{node['etc']}/plugins":
-        problems.append(f"{where}.config: {path} has plugins.dir = {plugin_dir!r}; the deploy scripts put "
-                        f"plugins in {node['etc']}/plugins, so set it to that")
-    _check_tls(data, path, node, where, problems)
+        p.add(f"{where}.config", f"{path} has plugins.dir = {plugin_dir!r}; the deploy scripts put "
+              f"plugins in {node['etc']}/plugins, so set it to that")
+    _check_tls(p, data, path, node, where)
     state_dir = section.get("state_dir", "")
     if node["service"] == "systemd" and not str(state_dir).startswith(STATE_DIR):
         print(f"warning: {where}: node.state_dir = {state_dir!r} is outside {STATE_DIR}, which is the only "
               "place the systemd units let the agent write", file=sys.stderr)
 
 
-def _check_tls(data: dict[str, Any], path: Path, node: dict[str, Any], where: str, problems: list[str]) -> None:
+def _check_tls(p: Problems, data: dict[str, Any], path: Path, node: dict[str, Any], where: str) -> None:
     """With `pki`, the scripts install <etc>/tls/{ca.crt,NAME.crt,NAME.key}: the config must use those."""
     security = data.get("security") if isinstance(data.get("security"), dict) else {}
     if not node["pki"]:
@@ -152,9 +146,9 @@ def _check_tls(data: dict[str, Any], path: Path, node: dict[str, Any], where: st
     want = {"ca": f"{etc}/tls/ca.crt", "cert": f"{etc}/tls/{name}.crt", "key": f"{etc}/tls/{name}.key"}
     have = {k: posixpath.normpath(posixpath.join(etc, str(security.get(k, "")))) for k in want}
     if not security.get("tls") or have != want:
-        problems.append(f"{where}.config: {path}: with `pki` the deploy scripts install the node's TLS files as "
-                        f"{etc}/tls/ca.crt, {name}.crt and {name}.key: set [security] tls = true, "
-                        f'ca = "tls/ca.crt", cert = "tls/{name}.crt", key = "tls/{name}.key"')
+        p.add(f"{where}.config", f"{path}: with `pki` the deploy scripts install the node's TLS files as "
+              f"{etc}/tls/ca.crt, {name}.crt and {name}.key: set [security] tls = true, "
+              f'ca = "tls/ca.crt", cert = "tls/{name}.crt", key = "tls/{name}.key"')
 
 
 def load(path: Path) -> list[dict[str, str]]:
@@ -165,34 +159,37 @@ def load(path: Path) -> list[dict[str, str]]:
         raise InventoryError(f"{path}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise InventoryError(f"{path}: not valid TOML: {exc}") from None
-    problems: list[str] = []
+    p = Problems(type_message=_type_message)
     for key in data:
         if key not in ("defaults", "nodes"):
-            problems.append(f"{key}: unknown section (known: defaults, nodes)")
+            p.add(key, "unknown section (known: defaults, nodes)")
     defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        p.add("defaults", f"must be a table, got {type(defaults).__name__}")
+        defaults = {}
     for key in defaults:
         if key in PER_NODE_ONLY or key not in NODE_KEYS:
-            problems.append(f"defaults.{key}: not allowed in [defaults]")
+            p.add(f"defaults.{key}", "not allowed in [defaults]")
+    shared = {k: v for k, v in defaults.items() if k not in PER_NODE_ONLY}
     rows = data.get("nodes", [])
     if not isinstance(rows, list) or not rows:
-        problems.append("nodes: no [[nodes]] rows")
+        p.add("nodes", "no [[nodes]] rows")
         rows = []
     nodes: list[dict[str, str]] = []
     for i, raw in enumerate(rows):
-        node = _check_node(raw, {k: v for k, v in defaults.items() if k not in PER_NODE_ONLY},
-                           f"nodes[{i}]", path.resolve().parent, problems)
+        node = _check_node(p, raw, shared, f"nodes[{i}]", path.resolve().parent)
         if node is not None:
             nodes.append(node)
     seen: set[str] = set()
     for n in nodes:
         if n["name"] in seen:
-            problems.append(f"nodes: duplicate node name {n['name']!r}")
+            p.add("nodes", f"duplicate node name {n['name']!r}")
         seen.add(n["name"])
     hubs = [n["name"] for n in nodes if n["role"] == "hub"]
     if len(hubs) > 1:
-        problems.append(f"nodes: more than one hub ({', '.join(hubs)})")
-    if problems:
-        raise InventoryError("\n".join(f"{path}: {p}" for p in problems))
+        p.add("nodes", f"more than one hub ({', '.join(hubs)})")
+    if p:
+        raise InventoryError("\n".join(f"{path}: {where}: {msg}" for where, msg in p))
     return sorted(nodes, key=lambda n: n["role"] != "hub")  # stable: the hub first, then file order
 
 

@@ -43,6 +43,7 @@ from hal.errors import HalConfigError
 from hal.i2c import I2CGrants
 from hal.names import NODE_NAME_RULE, is_node_name
 from hal.readings import QUANTITIES
+from hal.schema import ANY, NUMBER, REQUIRED, Field, Problems, all_of, between, matches, rule
 from plugins.errors import ManifestError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
@@ -132,56 +133,76 @@ class Manifest:
                 "config": self.config}
 
 
-class _Problems:
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.items: list[str] = []
-
-    def add(self, key: str, message: str) -> None:
-        self.items.append(f"{key}: {message}")
-
-    def table(self, key: str, value: Any, known: set[str]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.add(key, f"must be a table, got {type(value).__name__}")
-            return {}
-        for k in value:
-            if k not in known:
-                self.add(f"{key}.{k}", f"unknown key (known: {', '.join(sorted(known))})")
-        return value
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise ManifestError(f"{self.where}: " + "; ".join(self.items))
-
-
 def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _leds(p: _Problems, key: str, v: Any) -> frozenset[int]:
-    if not isinstance(v, list) or not all(_int(i) and 0 <= i <= MAX_LED_INDEX for i in v):
-        p.add(key, f"must be a list of LED indexes 0..{MAX_LED_INDEX}, got {v!r}")
-        return frozenset()
-    return frozenset(v)
+def _string_list(v: list[Any]) -> str | None:
+    return None if all(isinstance(s, str) for s in v) else f"must be a list of strings, got {v!r}"
 
 
-def _grant(p: _Problems, key: str, data: Any) -> NodeGrant:
-    t = p.table(key, data, {"leds", "buzzer"})
-    buzzer = t.get("buzzer", False)
-    if not isinstance(buzzer, bool):
-        p.add(f"{key}.buzzer", f"must be true or false, got {buzzer!r}")
-        buzzer = False
-    return NodeGrant(_leds(p, f"{key}.leds", t.get("leds", [])), buzzer)
+def _known_quantities(v: list[str]) -> str | None:
+    return "; ".join(f"unknown quantity {q!r}" for q in v if q not in QUANTITIES) or None
 
 
-def _i2c(p: _Problems, rows: Any) -> tuple[tuple[int, int, str], ...]:
-    if not isinstance(rows, list):
-        p.add("permissions.i2c", "must be a list of {bus, address, mode} tables")
-        return ()
+def _judged_nodes(v: list[str]) -> str | None:
+    bad = [n for n in v if n != "*" and not is_node_name(n)]
+    return "; ".join(f"{n!r} is not a node name ({NODE_NAME_RULE}) or \"*\"" for n in bad) or None
+
+
+def _json_safe(config: dict[str, Any]) -> str | None:
+    try:
+        json.dumps(config, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        # TOML dates and times have no JSON form; the plugin would never see them
+        return f"must hold only strings, numbers, booleans, arrays and tables: {exc}"
+    return None
+
+
+def _integer(low: int, high: int, default: int) -> Field:
+    expect = f"an integer {low}..{high}"
+    return Field(int, default, between(low, high, expect), expect=expect)
+
+
+_STRINGS = "a list of strings"
+_LEDS = f"a list of LED indexes 0..{MAX_LED_INDEX}"
+_VERSION = f"a string of 1..{MAX_VERSION_CHARS} characters"
+_SECONDS = "a number of seconds 0.2..86400"
+_QUANTITIES = Field(list, [], all_of(_string_list, _known_quantities), expect=_STRINGS)
+_TABLE = Field(dict, {}, expect="a table")
+
+MANIFEST_KEYS = {"plugin": _TABLE, "permissions": _TABLE, "limits": _TABLE,
+                 "config": Field(dict, {}, _json_safe, expect="a table"),  # free-form: the plugin's own
+                 "sensor": Field(dict, None, expect="a table")}
+PLUGIN_KEYS = {
+    "name": Field(str, REQUIRED, matches(NAME_RE, "[a-z][a-z0-9_]{0,47}")),
+    "version": Field(str, REQUIRED, rule(lambda v: 0 < len(v.strip()) <= MAX_VERSION_CHARS, _VERSION), expect=_VERSION),
+    "description": Field(str, "", expect="a string"),
+    "quantities": _QUANTITIES,
+    "nodes": Field(list, [], all_of(_string_list, _judged_nodes), expect=_STRINGS),
+}
+GRANT_KEYS = {
+    "leds": Field(list, [], rule(lambda v: all(_int(i) and 0 <= i <= MAX_LED_INDEX for i in v), _LEDS), expect=_LEDS),
+    "buzzer": Field(bool, False, expect="true or false"),
+}
+PERMISSION_KEYS = {**GRANT_KEYS, "i2c": Field(list, [], expect="a list of {bus, address, mode} tables"),
+                   "nodes": _TABLE}  # node name -> GRANT_KEYS
+# Only the keys here: the bus layer judges the values (_i2c), one source of truth.
+I2C_KEYS = {"bus": Field(ANY, None), "address": Field(ANY, None), "mode": Field(ANY, "r")}
+LIMIT_KEYS = {key: _integer(low, high, default) for key, (low, high, default) in LIMITS.items()}
+SENSOR_KEYS = {"interval": Field(NUMBER, 10.0, between(0.2, 86_400, _SECONDS), expect=_SECONDS),
+               "quantities": _QUANTITIES}
+
+
+def _grant(t: dict[str, Any]) -> NodeGrant:
+    return NodeGrant(frozenset(t["leds"] or ()), bool(t["buzzer"]))
+
+
+def _i2c(p: Problems, rows: list[Any]) -> tuple[tuple[int, int, str], ...]:
     out = []
     for i, row in enumerate(rows):
-        t = p.table(f"permissions.i2c[{i}]", row, {"bus", "address", "mode"})
-        out.append((t.get("bus"), t.get("address"), t.get("mode", "r")))
+        t = p.table(f"permissions.i2c[{i}]", row, I2C_KEYS)
+        out.append((t["bus"], t["address"], t["mode"]))
     try:
         I2CGrants(out, open_bus=lambda n: None)  # the bus layer's own checks, one source of truth
     except HalConfigError as exc:
@@ -190,85 +211,34 @@ def _i2c(p: _Problems, rows: Any) -> tuple[tuple[int, int, str], ...]:
     return tuple(out)
 
 
-def _strings(p: _Problems, key: str, v: Any, allowed: Any = None) -> tuple[str, ...]:
-    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
-        p.add(key, f"must be a list of strings, got {v!r}")
-        return ()
-    if allowed is not None:
-        for s in v:
-            if s not in allowed:
-                p.add(key, f"unknown quantity {s!r}")
-    return tuple(v)
-
-
-def _json_safe(p: _Problems, config: dict[str, Any]) -> dict[str, Any]:
-    try:
-        json.dumps(config, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        # TOML dates and times have no JSON form; the plugin would never see them
-        p.add("config", f"must hold only strings, numbers, booleans, arrays and tables: {exc}")
-        return {}
-    return config
-
-
 def parse_manifest(data: dict[str, Any], where: str = "<manifest>", expected_name: str | None = None) -> Manifest:
     """Validate a parsed manifest; raise ManifestError listing every problem."""
-    p = _Problems(where)
-    p.table("", data, {"plugin", "permissions", "limits", "config", "sensor"})
-    meta = p.table("plugin", data.get("plugin", {}), {"name", "version", "description", "quantities", "nodes"})
-    name, version = meta.get("name"), meta.get("version")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        p.add("plugin.name", f"required, must match [a-z][a-z0-9_]{{0,47}}, got {name!r}")
-    elif expected_name is not None and name != expected_name:
-        p.add("plugin.name", f"{name!r} does not match the plugin file name {expected_name!r}")
-    if not isinstance(version, str) or not 0 < len(version.strip()) <= MAX_VERSION_CHARS:
-        p.add("plugin.version", f"required, a string of 1..{MAX_VERSION_CHARS} characters, got {version!r}")
-    description = meta.get("description", "")
-    if not isinstance(description, str):
-        p.add("plugin.description", "must be a string")
-    quantities = _strings(p, "plugin.quantities", meta.get("quantities", []), QUANTITIES)
-    judged = _strings(p, "plugin.nodes", meta.get("nodes", []))
-    for node in judged:
-        if node != "*" and not is_node_name(node):
-            p.add("plugin.nodes", f"{node!r} is not a node name ({NODE_NAME_RULE}) or \"*\"")
+    p = Problems()
+    top = p.table("", data, MANIFEST_KEYS)
+    meta = p.table("plugin", top["plugin"] or {}, PLUGIN_KEYS)
+    if meta["name"] is not None and expected_name is not None and meta["name"] != expected_name:
+        p.add("plugin.name", f"{meta['name']!r} does not match the plugin file name {expected_name!r}")
 
-    perms = p.table("permissions", data.get("permissions", {}), {"leds", "buzzer", "i2c", "nodes"})
-    local = _grant(p, "permissions", {k: v for k, v in perms.items() if k in ("leds", "buzzer")})
+    perms = p.table("permissions", top["permissions"] or {}, PERMISSION_KEYS)
     nodes: dict[str, NodeGrant] = {}
-    for node, grant in p.table("permissions.nodes", perms.get("nodes", {}), set(perms.get("nodes", {}))).items():
+    for node, grant in (perms["nodes"] or {}).items():
         if not is_node_name(node):
             p.add(f"permissions.nodes.{node}", f"node names match {NODE_NAME_RULE}")
-        nodes[node] = _grant(p, f"permissions.nodes.{node}", grant)
+        nodes[node] = _grant(p.table(f"permissions.nodes.{node}", grant, GRANT_KEYS))
+    limits = p.table("limits", top["limits"] or {}, LIMIT_KEYS)
 
-    lim = p.table("limits", data.get("limits", {}), set(LIMITS))
-    limits = {}
-    for key, (low, high, default) in LIMITS.items():
-        v = lim.get(key, default)
-        if not _int(v) or not low <= v <= high:
-            p.add(f"limits.{key}", f"must be an integer {low}..{high}, got {v!r}")
-            v = default
-        limits[key] = v
-
-    sensor = None
-    if "sensor" in data:
-        s = p.table("sensor", data["sensor"], {"interval", "quantities"})
-        interval = s.get("interval", 10.0)
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.2 <= interval <= 86_400:
-            p.add("sensor.interval", f"must be a number of seconds 0.2..86400, got {interval!r}")
-            interval = 10.0
-        sq = _strings(p, "sensor.quantities", s.get("quantities", []), QUANTITIES)
-        if not sq:
-            p.add("sensor.quantities", "a sensor must name at least one quantity")
-        sensor = SensorSpec(float(interval), sq)
-
-    config = p.table("config", data.get("config", {}), set(data.get("config", {}) or {}))
-    config = _json_safe(p, config)
-    i2c = _i2c(p, perms.get("i2c", []))
-    p.raise_if_any()
-    return Manifest(name=name, version=version, description=description, quantities=frozenset(quantities),
-                    nodes=frozenset(judged),
-                    permissions=Permissions(local, nodes, i2c),
-                    limits=Limits(**limits), config=config, sensor=sensor, path=where)
+    s = p.table("sensor", top["sensor"], SENSOR_KEYS) if top["sensor"] is not None else None
+    if s is not None and s["quantities"] == []:
+        p.add("sensor.quantities", "a sensor must name at least one quantity")
+    i2c = _i2c(p, perms["i2c"] or [])
+    if p:
+        raise ManifestError(f"{where}: " + "; ".join(f"{key}: {msg}" if key else msg for key, msg in p))
+    return Manifest(name=meta["name"], version=meta["version"], description=meta["description"],
+                    quantities=frozenset(meta["quantities"]), nodes=frozenset(meta["nodes"]),
+                    permissions=Permissions(_grant(perms), nodes, i2c), limits=Limits(**limits),
+                    config=dict(top["config"]),
+                    sensor=None if s is None else SensorSpec(float(s["interval"]), tuple(s["quantities"])),
+                    path=where)
 
 
 def read_manifest(path: Path | str, expected_name: str | None = None) -> tuple[Manifest, bytes]:

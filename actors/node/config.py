@@ -11,7 +11,7 @@ from typing import Any
 
 from actors.node.jobspec import JobSpec, parse_jobs
 from hal.context import MODES, EmulatedI2CDevice, MockSettings
-from hal.names import NODE_NAME_RULE, is_node_name
+from hal.schema import NUMBER, REQUIRED, Field, Problems, between, node_name, one_of
 from hal.sensor import SENSOR_KINDS
 
 ROLES = ("hub", "spoke")
@@ -121,27 +121,6 @@ class NodeConfig:
         return self.role == "hub"
 
 
-# Schema: section -> key -> (types, default or REQUIRED, checker or None).
-REQUIRED = object()
-_NUM = (int, float)
-
-
-def _name(v: Any) -> str | None:
-    return None if is_node_name(v) else f"must match {NODE_NAME_RULE}"
-
-
-def _choice(options: tuple[str, ...]):
-    def check(v: Any) -> str | None:
-        return None if v in options else f"must be one of {', '.join(options)}, got {v!r}"
-    return check
-
-
-def _range(low: float, high: float):
-    def check(v: Any) -> str | None:
-        return None if low <= v <= high else f"must be between {low} and {high}, got {v!r}"
-    return check
-
-
 def _host(v: Any) -> str | None:
     if v == "localhost":
         return None
@@ -154,96 +133,60 @@ def _host(v: Any) -> str | None:
     return None
 
 
-_PORT = _range(0, 65535)
+_PORT = between(0, 65535)
+_GPIO = between(0, 53)
 
-SCHEMA: dict[str, dict[str, tuple[Any, Any, Any]]] = {
+# section -> key -> Field(types, default or REQUIRED, check); hal.schema checks each table.
+SCHEMA: dict[str, dict[str, Field]] = {
     "node": {
-        "name": (str, REQUIRED, _name),
-        "role": (str, REQUIRED, _choice(ROLES)),
-        "profile": (str, "wasm", _choice(PROFILES)),
-        "hal": (str, "mock", _choice(MODES)),
-        "state_dir": (str, REQUIRED, None),
+        "name": Field(str, REQUIRED, node_name),
+        "role": Field(str, REQUIRED, one_of(ROLES)),
+        "profile": Field(str, "wasm", one_of(PROFILES)),
+        "hal": Field(str, "mock", one_of(MODES)),
+        "state_dir": Field(str, REQUIRED),
     },
     "hub": {
-        "host": (str, REQUIRED, _host),
-        "name": (str, None, _name),
-        "nameserver_port": (int, 9090, _range(1, 65535)),
-        "embedded_nameserver": (bool, True, None),
+        "host": Field(str, REQUIRED, _host),
+        "name": Field(str, None, node_name),
+        "nameserver_port": Field(int, 9090, between(1, 65535)),
+        "embedded_nameserver": Field(bool, True),
     },
     "agent": {
-        "host": (str, "127.0.0.1", _host),
-        "port": (int, 0, _PORT),
-        "allow_insecure_lan": (bool, False, None),
-        "register_interval": (_NUM, 5.0, _range(1, 3600)),
+        "host": Field(str, "127.0.0.1", _host),
+        "port": Field(int, 0, _PORT),
+        "allow_insecure_lan": Field(bool, False),
+        "register_interval": Field(NUMBER, 5.0, between(1, 3600)),
     },
-    "push": {"interval": (_NUM, 5.0, _range(0.1, 3600)), "batch_limit": (int, 50, _range(1, 500))},
+    "push": {"interval": Field(NUMBER, 5.0, between(0.1, 3600)), "batch_limit": Field(int, 50, between(1, 500))},
     "leds": {
-        "count": (int, 11, _range(1, 1024)),
-        "gpio": (int, 18, _range(0, 53)),
-        "brightness": (_NUM, 0.3, _range(0, 1)),
+        "count": Field(int, 11, between(1, 1024)),
+        "gpio": Field(int, 18, _GPIO),
+        "brightness": Field(NUMBER, 0.3, between(0, 1)),
     },
-    "buzzer": {"gpio": (int, 17, _range(0, 53)), "tonal": (bool, False, None)},
-    "plugins": {"dir": (str, REQUIRED, None)},
-    "web": {"host": (str, "127.0.0.1", _host), "port": (int, 8080, _PORT), "tokens_file": (str, "", None),
-            "public_read": (bool, True, None)},
-    "store": {"raw_days": (_NUM, 30, _range(0.01, 3650)), "rollup_days": (_NUM, 400, _range(1, 36500)),
-              "max_mb": (_NUM, 0, _range(0, 10_000_000))},
+    "buzzer": {"gpio": Field(int, 17, _GPIO), "tonal": Field(bool, False)},
+    "plugins": {"dir": Field(str, REQUIRED)},
+    "web": {"host": Field(str, "127.0.0.1", _host), "port": Field(int, 8080, _PORT), "tokens_file": Field(str, ""),
+            "public_read": Field(bool, True)},
+    "store": {"raw_days": Field(NUMBER, 30, between(0.01, 3650)), "rollup_days": Field(NUMBER, 400, between(1, 36500)),
+              "max_mb": Field(NUMBER, 0, between(0, 10_000_000))},
     "mock": {
-        "room_seed": (int, 1, None),
-        "bus_error_rate": (_NUM, 0.0, _range(0, 0.5)),
-        "i2c": (list, None, None),
+        "room_seed": Field(int, 1),
+        "bus_error_rate": Field(NUMBER, 0.0, between(0, 0.5)),
+        "i2c": Field(list, None),
     },
     # ca/cert/key are required only when tls = true; _security checks that.
-    "security": {"tls": (bool, False, None), "ca": (str, None, None), "cert": (str, None, None),
-                 "key": (str, None, None)},
+    "security": {"tls": Field(bool, False), "ca": Field(str, None), "cert": Field(str, None),
+                 "key": Field(str, None)},
 }
 SENSOR_KEYS = {
-    "name": (str, REQUIRED, _name),
-    "kind": (str, REQUIRED, _choice(tuple(SENSOR_KINDS))),
-    "interval": (_NUM, 5.0, _range(0.2, 86400)),
-    "stale_after": (_NUM, None, _range(1, 864000)),
+    "name": Field(str, REQUIRED, node_name),
+    "kind": Field(str, REQUIRED, one_of(SENSOR_KINDS)),
+    "interval": Field(NUMBER, 5.0, between(0.2, 86400)),
+    "stale_after": Field(NUMBER, None, between(1, 864000)),
 }
+MOCK_I2C_KEYS = {"bus": Field(int, REQUIRED, between(0, 255)), "address": Field(int, REQUIRED, between(0x03, 0x77)),
+                 "chip": Field(str, "bme680", one_of(("bme680", "bme688")))}
 OPTIONAL_SECTIONS = {"leds", "buzzer", "plugins", "web", "mock", "push", "agent", "store", "security"}
-
-
-def _type_name(types: Any) -> str:
-    if isinstance(types, tuple):
-        return " or ".join("number" if t is float else t.__name__ for t in types)
-    return {"str": "string", "int": "integer", "bool": "boolean"}.get(types.__name__, types.__name__)
-
-
-class _Checker:
-    def __init__(self) -> None:
-        self.problems: list[tuple[str, str]] = []
-
-    def table(self, where: str, data: Any, keys: dict[str, tuple[Any, Any, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if not isinstance(data, dict):
-            self.problems.append((where, f"must be a table, got {type(data).__name__}"))
-            return out
-        for key in data:
-            if key not in keys:
-                self.problems.append((f"{where}.{key}", f"unknown key (known: {', '.join(keys)})"))
-        for key, (types, default, check) in keys.items():
-            out[key] = self.value(f"{where}.{key}", data.get(key, default), types, default, check)
-        return out
-
-    def value(self, where: str, v: Any, types: Any, default: Any, check: Any) -> Any:
-        if v is REQUIRED:
-            self.problems.append((where, "missing (required)"))
-            return None
-        if v is None or v is default:
-            return v
-        # bool is an int in Python; a config saying `port = true` is still wrong.
-        ok = isinstance(v, types) and not (isinstance(v, bool) and types is not bool and bool not in
-                                           (types if isinstance(types, tuple) else (types,)))
-        if not ok:
-            self.problems.append((where, f"must be {_type_name(types)}, got {type(v).__name__} {v!r}"))
-            return None
-        if check and (msg := check(v)):
-            self.problems.append((where, msg))
-            return None
-        return v
 
 
 def _apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -276,30 +219,30 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> NodeCon
 def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | None = None) -> NodeConfig:
     """Validate an already-parsed TOML document."""
     base = base_dir or Path.cwd()
-    c = _Checker()
+    c = Problems()
     for section in data:
         if section not in SCHEMA and section not in ("sensors", "jobs"):
-            c.problems.append((section, f"unknown section (known: {', '.join([*SCHEMA, 'sensors', 'jobs'])})"))
+            c.add(section, f"unknown section (known: {', '.join([*SCHEMA, 'sensors', 'jobs'])})")
     for section in ("node", "hub"):
         if section not in data:
-            c.problems.append((section, "missing section"))
+            c.add(section, "missing section")
     t = {}
     for s, keys in SCHEMA.items():
         if s in data or s not in OPTIONAL_SECTIONS:
             t[s] = c.table(s, data.get(s, {}), keys)
         else:  # an absent optional section takes its defaults; its required keys do not apply
-            t[s] = {k: (None if d is REQUIRED else d) for k, (_, d, _) in keys.items()}
+            t[s] = {k: (None if f.default is REQUIRED else f.default) for k, f in keys.items()}
     sensors = _sensors(c, data.get("sensors", []))
     role = data.get("node", {}).get("role") if isinstance(data.get("node"), dict) else None
-    jobs = parse_jobs(data.get("jobs"), role or "spoke", c.problems)
+    jobs = parse_jobs(data.get("jobs"), role or "spoke", c.items)
     mock = _mock(c, t["mock"])
     security = _security(c, t["security"], base)
     node = t["node"]
     hub_name = t["hub"].get("name")
     if hub_name and node.get("role") == "hub" and hub_name != node.get("name"):
-        c.problems.append(("hub.name", f"names hub {hub_name!r}, but this hub is called {node.get('name')!r}"))
-    if c.problems:
-        raise ConfigError(path, c.problems)
+        c.add("hub.name", f"names hub {hub_name!r}, but this hub is called {node.get('name')!r}")
+    if c:
+        raise ConfigError(path, c.items)
 
     def resolve(p: str) -> Path:
         return (base / Path(p).expanduser()).resolve()
@@ -327,23 +270,23 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
     )
 
 
-def _sensors(c: _Checker, rows: Any) -> list[SensorConfig]:
+def _sensors(c: Problems, rows: Any) -> list[SensorConfig]:
     if not isinstance(rows, list):
-        c.problems.append(("sensors", "must be an array of tables ([[sensors]])"))
+        c.add("sensors", "must be an array of tables ([[sensors]])")
         return []
     out: list[SensorConfig] = []
     seen: set[str] = set()
     for i, row in enumerate(rows):
         where = f"sensors[{i}]"
         if not isinstance(row, dict):
-            c.problems.append((where, "must be a table"))
+            c.add(where, "must be a table")
             continue
-        kind = SENSOR_KINDS.get(row.get("kind", ""))
-        param_keys = {k: (p.type, p.default, None) for k, p in kind.params.items()} if kind else {}
+        kind = SENSOR_KINDS.get(row["kind"]) if isinstance(row.get("kind"), str) else None
+        param_keys = {k: Field(p.type, p.default) for k, p in kind.params.items()} if kind else {}
         values = c.table(where, row, {**SENSOR_KEYS, **param_keys})
         name = values.get("name")
         if name in seen:
-            c.problems.append((f"{where}.name", f"duplicate sensor name {name!r}"))
+            c.add(f"{where}.name", f"duplicate sensor name {name!r}")
         seen.add(name)
         if not kind or name is None or values.get("interval") is None:
             continue
@@ -354,7 +297,7 @@ def _sensors(c: _Checker, rows: Any) -> list[SensorConfig]:
     return out
 
 
-def _security(c: _Checker, t: dict[str, Any], base: Path) -> SecurityConfig:
+def _security(c: Problems, t: dict[str, Any], base: Path) -> SecurityConfig:
     """Paths resolve against the config file's folder; with tls on, each is required.
 
     The files themselves are checked when the node starts (nameserver.security), so a config can
@@ -364,20 +307,18 @@ def _security(c: _Checker, t: dict[str, Any], base: Path) -> SecurityConfig:
         raw = t.get(key)
         paths[key] = (base / Path(raw).expanduser()).resolve() if raw else None
         if t.get("tls") and not raw:
-            c.problems.append((f"security.{key}", "missing (required when security.tls = true)"))
+            c.add(f"security.{key}", "missing (required when security.tls = true)")
     return SecurityConfig(bool(t.get("tls")), paths["ca"], paths["cert"], paths["key"])
 
 
-def _mock(c: _Checker, t: dict[str, Any]) -> MockSettings:
+def _mock(c: Problems, t: dict[str, Any]) -> MockSettings:
     settings = MockSettings(room_seed=t.get("room_seed") or 1, bus_error_rate=float(t.get("bus_error_rate") or 0))
     rows = t.get("i2c")
     if rows is None:
         return settings
     devices = []
-    keys = {"bus": (int, REQUIRED, _range(0, 255)), "address": (int, REQUIRED, _range(0x03, 0x77)),
-            "chip": (str, "bme680", _choice(("bme680", "bme688")))}
     for i, row in enumerate(rows):
-        v = c.table(f"mock.i2c[{i}]", row, keys)
+        v = c.table(f"mock.i2c[{i}]", row, MOCK_I2C_KEYS)
         if None not in (v["bus"], v["address"]):
             devices.append(EmulatedI2CDevice(v["bus"], v["address"], v["chip"] or "bme680"))
     settings.i2c_devices = devices
