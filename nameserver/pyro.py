@@ -8,6 +8,8 @@ import logging
 from Pyro5 import config
 from Pyro5.serializers import MsgpackSerializer
 
+from nameserver.transport import raise_fd_limit
+
 log = logging.getLogger(__name__)
 
 # Readings cross the wire as plain dicts; msgpack is safe for untrusted input and about
@@ -26,18 +28,19 @@ def configure() -> None:
     MsgpackSerializer.register_type_replacement(frozenset, set)  # default() turns a set into a list
     config.SERIALIZER = CLIENT_SERIALIZER
     config.SERVERTYPE = "thread"
-    # One worker thread per open connection; past the pool, connections are refused. Spokes
-    # connect per push run, so this bounds concurrent pushes and REPL sessions, not fleet size.
+    # Our daemons adopt Pyro5's thread server's socket into nameserver.transport, where this
+    # bounds the calls running at once; idle connections wait in a selector, not in a thread.
     config.THREADPOOL_SIZE = 128
     # Nagle + delayed ACKs add ~40 ms to every new TLS connection (48 -> 4 ms, bench/tls_handshake.py).
     config.SOCK_NODELAY = True
     # A full push (50 batches) is tens of KiB; Pyro5's 1 GiB default would let any peer make us buffer that much.
     config.MAX_MESSAGE_SIZE = MAX_MESSAGE_SIZE
-    # A silent peer must not hold a worker thread forever.
+    # Client side: a silent server must not hold a caller forever (servers use their own limits).
     config.COMMTIMEOUT = 30.0
     config.POLLTIMEOUT = 1.0
     config.NS_AUTOCLEAN = 5.0
     config.DETAILED_TRACEBACK = False
+    raise_fd_limit()  # every open connection is a file descriptor, also when idle
 
 
 def is_loopback(host: str) -> bool:

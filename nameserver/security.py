@@ -27,8 +27,10 @@ from Pyro5 import config, core, errors, socketutil
 from Pyro5.callcontext import current_context
 from Pyro5.nameserver import NameServer, NameServerDaemon
 from Pyro5.server import Daemon, expose
+from Pyro5.svr_threads import SocketServer_Threadpool
 
 from hal.names import PREFIX
+from nameserver.transport import SelectorPoolServer
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +178,6 @@ def use_client_tls(files: TlsFiles | None = None) -> bool:
     return True
 
 
-def use_plaintext() -> None:
-    """Turn TLS off for this process (loopback only; check_bind enforces that for servers)."""
-    config.SSL = False
-    config.SSL_REQUIRECLIENTCERT = False
-    config.SSL_CACERTS = config.SSL_CLIENTCERT = config.SSL_CLIENTKEY = ""
-    config.SSL_SERVERCERT = config.SSL_SERVERKEY = ""
-
-
 def tls_enabled() -> bool:
     """True when this process speaks TLS."""
     return bool(config.SSL)
@@ -261,6 +255,10 @@ class SecureDaemonMixin:
             # stall every new client (test_tls reproduces it). Accepted sockets inherit this flag, and
             # _handshake runs the TLS handshake in the connection's worker thread instead.
             sock.do_handshake_on_connect = False
+        server = self.transportServer  # type: ignore[attr-defined]
+        if isinstance(server, SocketServer_Threadpool):
+            # idle connections must not hold worker threads (see nameserver.transport)
+            self.transportServer = SelectorPoolServer.adopt(self, server)
 
     def _handshake(self, conn: Any, denied_reason: str | None = None) -> bool:
         if denied_reason:

@@ -11,7 +11,7 @@ from actors.client import Fleet
 from actors.hub.state import Hub
 from actors.hub.tokens import Tokens
 from web.app import create_app
-from web.upstream import Upstream
+from web.upstream import CommandGate, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ class WebServer:
         except Exception as exc:  # e.g. HARVESTER_TLS_* naming a user cert in a node's environment
             log.error("dashboard controls disabled: cannot build the fleet client: %s: %s", type(exc).__name__, exc)
             fleet = None
-        self.upstream = Upstream(fleet)
+        # a node the hub's prober found not answering gets no command that would wait for it
+        self.upstream = Upstream(fleet, gate=CommandGate(reachability=hub.reachability))
         self.app = create_app(hub, tokens, node=node, upstream=self.upstream, public_read=public_read,
                               local_actors=local_actors)
         self._server = create_server(self.app, host=host, port=port, threads=threads,

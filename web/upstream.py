@@ -33,6 +33,13 @@ MARGIN = 0.5  # on top of a call's timeout, for the name lookup and thread hand-
 # connections silent for COMMTIMEOUT (30 s), and a command sent on a dropped connection fails.
 IDLE_REUSE = 10.0
 MAX_IDLE_PER_ACTOR = 4
+# waitress serves every request from 8 threads. A command holds its request's thread while it
+# waits for the spoke, so commands may hold at most COMMAND_SLOTS of them (reads keep the
+# rest), at most PER_NODE_COMMANDS per node, and a node that let a command time out gets no
+# new one for STUCK_S: its commands fail at once instead of each waiting COMMAND_TIMEOUT.
+COMMAND_SLOTS = 4
+PER_NODE_COMMANDS = 2
+STUCK_S = 10.0
 
 
 class Connections:
@@ -102,12 +109,63 @@ class Connections:
                 proxy._pyroRelease()
 
 
+class CommandGate:
+    """Bounds how many web threads wait on commands, per node and in all, and remembers stuck nodes."""
+
+    def __init__(self, slots: int = COMMAND_SLOTS, per_node: int = PER_NODE_COMMANDS, stuck_s: float = STUCK_S,
+                 reachability: Callable[[str], bool | None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.slots, self.per_node, self.stuck_s = slots, per_node, stuck_s
+        self._reachability = reachability
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+        self._stuck_until: dict[str, float] = {}
+
+    def enter(self, node: str) -> None:
+        """Take a slot for a command to `node`, or an ApiError at once saying why not."""
+        now = self._clock()
+        with self._lock:
+            until = self._stuck_until.get(node)
+            if until is not None and now < until:
+                raise ApiError(504, f"{node} let its last command time out; commands to it fail at once for "
+                                    f"{until - now:.0f} s more (is its process running? `harvester health "
+                                    f"--node {node}`)", {"Retry-After": str(max(1, round(until - now)))})
+            if self._reachability is not None and self._reachability(node) is False:
+                raise ApiError(504, f"{node} did not answer the hub's last probe; try again once the dashboard "
+                                    "shows it online", {"Retry-After": "2"})
+            if self._running.get(node, 0) >= self.per_node:
+                raise ApiError(503, f"{node} already has {self.per_node} commands waiting for an answer; "
+                                    "try again in a moment", {"Retry-After": "1"})
+            if sum(self._running.values()) >= self.slots:
+                raise ApiError(503, f"the hub is already waiting on {self.slots} commands; try again in a moment",
+                               {"Retry-After": "1"})
+            self._running[node] = self._running.get(node, 0) + 1
+
+    def leave(self, node: str, timed_out: bool) -> None:
+        """Give the slot back; a timeout marks the node stuck, an answer clears it."""
+        with self._lock:
+            left = self._running.get(node, 1) - 1
+            if left:
+                self._running[node] = left
+            else:
+                self._running.pop(node, None)
+            if timed_out:
+                if node not in self._stuck_until:
+                    log.warning("%s did not answer a command; its commands fail at once for %.0f s", node,
+                                self.stuck_s)
+                self._stuck_until[node] = self._clock() + self.stuck_s
+            elif self._stuck_until.pop(node, None) is not None:
+                log.info("%s answers commands again", node)
+
+
 class Upstream:
     """The fleet client of the web app: `call(node, actor, method, ...)` or an ApiError saying what failed."""
 
     def __init__(self, fleet: Fleet | None, command_timeout: float = COMMAND_TIMEOUT,
-                 poll_timeout: float = POLL_TIMEOUT) -> None:
+                 poll_timeout: float = POLL_TIMEOUT, gate: CommandGate | None = None) -> None:
         self.fleet = fleet
+        self.gate = gate or CommandGate()
         self.command_timeout = command_timeout
         self.poll_timeout = poll_timeout
         configure()
@@ -135,6 +193,8 @@ class Upstream:
             raise ApiError(503, "this web app has no fleet client, so it cannot reach the spokes")
         timeout = self.poll_timeout if poll else self.command_timeout
         name = object_name(node, actor)
+        if not poll:
+            self.gate.enter(node)  # released by result(), which every caller of submit() pairs with it
 
         def run() -> Any:
             # Commands are never retried (a retried beep beeps twice); a read may retry once
@@ -143,20 +203,31 @@ class Upstream:
             value = connections.call(name, method, args, timeout, retry_closed=poll)
             return (value, time.perf_counter() - t0) if timed else value
 
-        return (self._polls if poll else self._commands).submit(run)
+        try:
+            return (self._polls if poll else self._commands).submit(run)
+        except RuntimeError:  # the pool is shut down: the app is stopping
+            if not poll:
+                self.gate.leave(node, False)
+            raise ApiError(503, "the web app is stopping") from None
 
     def result(self, future: Future, node: str, actor: str, poll: bool = False) -> Any:
         """Wait (bounded) for a submitted call and map its failure to an ApiError."""
         timeout = self.poll_timeout if poll else self.command_timeout
         name = object_name(node, actor)
+        timed_out = False
         try:
             return future.result(timeout=timeout + MARGIN)
         except FutureTimeout:
             # Not started yet (pool busy with frozen spokes): it must not run after we answered.
             future.cancel()
+            timed_out = True
             raise ApiError(504, f"{name} did not answer within {timeout:g} s") from None
         except Exception as exc:
+            timed_out = isinstance(exc, pyro_errors.TimeoutError)
             raise map_error(exc, node, actor, timeout) from None
+        finally:
+            if not poll:
+                self.gate.leave(node, timed_out)
 
     def close(self) -> None:
         """Stop the worker pools without waiting for calls stuck on dead spokes."""
