@@ -8,11 +8,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugins.errors import PluginLoadError
-from plugins.hostapi import HostApi
+from plugins.hostapi import HostApi, clip
 from plugins.manifest import Manifest
 
 KINDS = ("py", "wasm")
 EMPTY_REQUEST = '{"readings":[],"dry_run":true}'
+# A plugin's own error text as the node keeps it (status, results, log lines). The SDK
+# already writes it on one line and bounded, but inside the sandbox the SDK is the plugin's
+# to patch, and a .wasm component answers with any string: the host enforces it again.
+MAX_ERROR_CHARS = 1000
+
+
+def plugin_error_text(text: str) -> str:
+    """A plugin's error message on one line (control characters escaped), at most MAX_ERROR_CHARS."""
+    text = text[:MAX_ERROR_CHARS + 1]  # one past the limit: clip() still sees it was longer
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return clip(text, MAX_ERROR_CHARS)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from plugins.backends.base import EMPTY_REQUEST, Backend, PluginInstance, PluginSource
+from plugins.backends.base import EMPTY_REQUEST, Backend, PluginInstance, PluginSource, plugin_error_text
 from plugins.errors import PluginCallError, PluginLoadError, PluginTimeout
 from plugins.hostapi import HostApi, HostRefusal
 from plugins.sdk import load_sdk
@@ -165,7 +165,7 @@ class NativeInstance(PluginInstance):
         except self._sdk.PluginFailure as exc:
             if fired:  # the SDK turned our _Deadline into a failure message
                 raise PluginTimeout(f"stopped after exceeding its {limit_ms} ms limit (native backend, best effort)") from None
-            raise PluginCallError(str(exc)) from None
+            raise PluginCallError(plugin_error_text(str(exc))) from None  # held to the sandbox's bound
         finally:
             if fired:
                 self._runtime = None  # its state was interrupted mid-way: reload before the next call

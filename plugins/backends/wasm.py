@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hal.files import write_atomic
-from plugins.backends.base import EMPTY_REQUEST, Backend, PluginInstance, PluginSource
+from plugins.backends.base import EMPTY_REQUEST, Backend, PluginInstance, PluginSource, plugin_error_text
 from plugins.errors import PluginCallError, PluginLoadError, PluginTimeout, PluginTrap, SandboxUnavailable
 from plugins.hostapi import HostApi, HostRefusal
 
@@ -348,7 +348,7 @@ class WasmInstance(PluginInstance):
         error = self._invoke(funcs["load"], m.limits.load_ms, self.source.name, self.source.text, m.config_json())
         if error is not None:  # result<_, string>: None is ok, a string is the plugin's error
             self._discard()
-            raise PluginLoadError(str(error))
+            raise PluginLoadError(plugin_error_text(str(error)))
 
     def call(self, method: str, arg: str | None = None) -> str:
         """Call evaluate/poll with the manifest's time limit."""
@@ -363,7 +363,7 @@ class WasmInstance(PluginInstance):
         if tag == "ok":
             return payload
         if tag == "err":
-            raise PluginCallError(str(payload))
+            raise PluginCallError(plugin_error_text(str(payload)))
         raise PluginCallError(f"{method} returned {type(out).__name__}, not a result")
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ import struct  # noqa: F401
 import sys
 import typing  # noqa: F401
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import harvester_plugin as sdk
@@ -113,10 +114,36 @@ def _show_warning(message: Any, category: type, filename: str, lineno: int, file
     sys.stderr.write(f"{filename}:{lineno}: {category.__name__}: {message}\n")
 
 
+_compiling = False
+
+
+def _refuse_files_while_compiling(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook: an "open" while the plugin file compiles raises instead of reaching WASI."""
+    # To quote the offending line of a syntax error, CPython's compiler opens the file named
+    # in compile() (Py_fopen); under --stub-wasi that open traps, and a plugin's typo became
+    # a sandbox trap. Py_fopen raises the "open" audit event first: refused there, the open
+    # fails as an exception and the compiler carries on without the line. Only while the
+    # plugin file compiles: at any other time no plugin code path is changed.
+    if _compiling and event == "open":
+        raise PermissionError("the sandbox has no files")
+
+
+@contextlib.contextmanager
+def _no_files() -> Iterator[None]:
+    """While the plugin file compiles, opening a file fails instead of trapping."""
+    global _compiling
+    _compiling = True
+    try:
+        yield
+    finally:
+        _compiling = False
+
+
+sys.addaudithook(_refuse_files_while_compiling)
 sys.stdout = _LogStream("info")
 sys.stderr = _LogStream("error")
 warnings.showwarning = _show_warning
-_runtime = sdk.Runtime(WitPort())
+_runtime = sdk.Runtime(WitPort(), compile_guard=_no_files)
 
 
 class Plugin(exports.Plugin):

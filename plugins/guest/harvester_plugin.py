@@ -13,7 +13,10 @@ restricted set of builtins and imports, calls it, and encodes what it returns as
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 # Modules a plugin may import. The sandbox guest imports each of them at build time (only
@@ -43,6 +46,11 @@ COLOURS = {
 }
 MAX_RESULT_BYTES = 16 * 1024
 DENIED_PREFIX = "denied: "
+# An error report quotes the plugin's own text: its message and the names of its exception
+# type and function, each on one line and bounded, so that whatever a plugin raises reads
+# as that plugin's error and nothing more (the host bounds the whole report again).
+MAX_ERROR_TEXT = 500
+MAX_ERROR_NAME = 100
 # A host call costs tens of microseconds in the sandbox (wasmtime-py converts every
 # argument through ctypes), so the SDK does not repeat what it already knows: state it
 # read or wrote, and an LED colour it set less than LED_RESEND_S ago. Both caches are
@@ -390,8 +398,27 @@ def _guarded_import(name: str, globals: Any = None, locals: Any = None, fromlist
     return builtins.__import__(name, globals, locals, fromlist, level)
 
 
+def one_line(text: str, limit: int) -> str:
+    """`text` with control characters escaped, cut to at most `limit` characters."""
+    # Escaped, a newline in a plugin's message cannot start a line of its own in the node's log.
+    # repr() escapes without a codec: looking up "unicode_escape" would import a module the
+    # sandbox was built without, and that import searches the filesystem (a trap).
+    text = text[:limit + 1]  # one past the limit, so the cut below still shows
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _message(value: object) -> str:
+    """str(value) of a plugin's exception or its message, even when its __str__ raises."""
+    try:
+        return str(value)
+    except BaseException:  # the plugin's class may raise anything here; the report must still go out
+        return "<the message could not be formatted>"
+
+
 def _where(exc: BaseException, filename: str) -> str:
-    """' (line N in func)' for the innermost frame in the plugin file, or ''."""
+    """' (line N in func) in NAME.py' for the innermost frame in the plugin file, or ''."""
     # Walk the frames by hand: the traceback module reads source lines through linecache,
     # which opens files, and opening a file traps inside the sandbox.
     found = ""
@@ -399,26 +426,40 @@ def _where(exc: BaseException, filename: str) -> str:
     while tb is not None:
         code = tb.tb_frame.f_code
         if code.co_filename == filename:
-            found = f" (line {tb.tb_lineno} in {code.co_name})"
+            found = f" (line {tb.tb_lineno} in {one_line(code.co_name, MAX_ERROR_NAME)}) in {filename}"
         tb = tb.tb_next
     return found
 
 
 def describe_exception(exc: BaseException, filename: str) -> str:
-    """'TypeName: message (line N in func)'."""
-    text = str(exc)
-    return f"{type(exc).__name__}{': ' + text if text else ''}{_where(exc, filename)}"
+    """'Type: message (line N in func) in NAME.py'; 'SyntaxError: msg (line N, column C) in NAME.py'."""
+    kind = one_line(type(exc).__name__, MAX_ERROR_NAME)
+    if (isinstance(exc, SyntaxError) and type(exc.filename) is str and exc.filename == filename
+            and type(exc.lineno) is int):
+        # The compiler's own error: its position is in the plugin file, not in a frame, and
+        # str() would name the file again. The source line is left out (no files to read).
+        column = f", column {exc.offset}" if type(exc.offset) is int and exc.offset > 0 else ""
+        text, where = _message("" if exc.msg is None else exc.msg), f" (line {exc.lineno}{column}) in {filename}"
+    else:
+        text, where = _message(exc), _where(exc, filename)
+    text = one_line(text, MAX_ERROR_TEXT)
+    return f"{kind}{': ' + text if text else ''}{where}"
 
 
 class Runtime:
     """Loads one plugin file and calls it; used alike by the sandbox guest and the native backend."""
 
-    def __init__(self, port: Any) -> None:
+    def __init__(self, port: Any,
+                 compile_guard: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext) -> None:
         self._port = port
+        # Entered around compiling the plugin file. The sandbox passes one that refuses file
+        # opens: to quote the line of a syntax error CPython opens the file named in compile(),
+        # and under the stubbed WASI that open would trap instead of failing.
+        self._compile_guard = compile_guard
         self.host: Host | None = None
         self._evaluate: Any = None
         self._poll: Any = None
-        self._filename = "<plugin>"
+        self._filename = "plugin.py"
         self._forget = True  # the host discarded the last call's effects: drop the SDK's caches
 
     def _builtins(self) -> dict[str, Any]:
@@ -437,12 +478,13 @@ class Runtime:
 
     def load(self, name: str, source: str, config_json: str) -> None:
         """Compile and run the plugin file; it must define evaluate(readings, host)."""
-        self._filename = f"<plugin {name}>"
+        self._filename = f"{name}.py"  # errors and frames name the file the author edits
         try:
             config = json.loads(config_json or "{}")
             if not isinstance(config, dict):
                 raise ValueError("config must be a JSON object")
-            code = compile(source, self._filename, "exec")
+            with self._compile_guard():
+                code = compile(source, self._filename, "exec")
             namespace: dict[str, Any] = {"__name__": f"plugin_{name}", "__builtins__": self._builtins()}
             exec(code, namespace)
         except BaseException as exc:  # everything a plugin file can do wrong, reported as text

@@ -65,3 +65,20 @@ def test_sandboxed_test_of_a_plugin_that_cannot_load(tmp_path: Path, readings: P
     plugin = write_plugin(tmp_path / "p", "net", "import socket\ndef evaluate(readings, host):\n    pass\n")
     code, report, err = run([str(plugin), "--readings", str(readings)], capsys)
     assert code == 1 and "cannot load" in err and "module 'socket' is not available" in report["error"]
+
+
+@pytest.mark.parametrize("flags", [[], ["--native"]])
+def test_a_plugin_error_is_shown_with_its_file_and_line(tmp_path: Path, readings: Path,
+                                                       capsys: pytest.CaptureFixture[str], wasm_backend: Any,
+                                                       flags: list[str]) -> None:
+    """The sandbox once showed a syntax error as a trap in filesystem_preopens_get_directories."""
+    plugin = write_plugin(tmp_path / "p", "bad", "def evaluate(readings, host)\n    return None\n")
+    code, report, err = run([str(plugin), "--readings", str(readings), *flags], capsys)
+    expected = "not loaded: SyntaxError: expected ':' (line 1, column 29) in bad.py"
+    assert code == 1 and report["error"] == expected
+    assert f"harvester plugins test: {plugin}: cannot load: {expected}" in err.splitlines()
+    plugin = write_plugin(tmp_path / "p", "bad", "def evaluate(readings, host):\n    return {'r': 1 / 0}\n")
+    code, report, err = run([str(plugin), "--readings", str(readings), *flags], capsys)
+    expected = "ZeroDivisionError: division by zero (line 2 in evaluate) in bad.py"
+    assert code == 1 and report["evaluations"][0]["error"] == expected
+    assert f"harvester plugins test: {plugin}: batch 1: error: {expected}" in err.splitlines()

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hal.readings import Reading
 from plugins.host import PluginHost, seed_bundled
 from plugins.services import RecordingServices
-from tests.plugins_fixtures import Clock, reading, wasm_backend
+from tests.plugins_fixtures import Clock, reading, wasm_backend, write_plugin
 
 __all__ = ["wasm_backend"]
 
@@ -72,3 +74,62 @@ def test_wasm_and_native_agree_on_the_bundled_plugins(tmp_path: Path, wasm_backe
     assert [c for c in native["calls"] if c[0] in ("beep", "play")] == [
         ("play", None, "alert"), ("beep", None, 3, 200), ("beep", None, 3, 200)]
     assert all(o["ok"] for step in native["steps"] for o in step)
+
+
+SENSOR = '[sensor]\ninterval = 5\nquantities = ["temperature"]\n'
+
+
+# (source, where it fails, the report both backends must give: type, message, file and line)
+PLUGIN_ERRORS = {
+    "syntax_error_at_load": (
+        "LIMIT = 30\ndef evaluate(readings, host)\n    return None\n", "load",
+        "SyntaxError: expected ':' (line 2, column 29) in broken.py"),
+    "name_error_at_load": (
+        "LIMIT = 30\nHIGH = LIMTI + 5\ndef evaluate(readings, host):\n    return None\n", "load",
+        "NameError: name 'LIMTI' is not defined (line 2 in <module>) in broken.py"),
+    "zero_division_in_evaluate": (
+        "def ratio(v):\n    return v / 0\n\ndef evaluate(readings, host):\n"
+        "    return {'r': ratio(len(readings))}\n", "evaluate",
+        "ZeroDivisionError: division by zero (line 2 in ratio) in broken.py"),
+    "key_error_in_poll": (
+        "def evaluate(readings, host):\n    return None\n\ndef poll(host):\n"
+        "    return [{'value': host.config['scale']}]\n", "poll",
+        "KeyError: 'scale' (line 5 in poll) in broken.py"),
+    "multi_line_message": (
+        "def evaluate(readings, host):\n    raise ValueError('first\\nERROR forged line')\n", "evaluate",
+        "ValueError: first\\nERROR forged line (line 2 in evaluate) in broken.py"),
+}
+
+
+def plugin_error(profile: str, tmp: Path, source: str, stage: str, backend: Any = None) -> dict[str, Any]:
+    """What a node reports for a broken plugin: its error text, kind and trap count."""
+    folder = tmp / profile / "plugins"
+    write_plugin(folder, "broken", source, extra=SENSOR if stage == "poll" else "")
+    clock = Clock()
+    host = PluginHost("pi4", folder, profile, RecordingServices("pi4"), tmp / profile / "state", clock,
+                      backend=backend)
+    try:
+        report = host.scan()
+        if stage == "load":
+            status = host.status("broken")
+            return {"error": report["failed"]["broken"], "kind": status["last_error_kind"], "traps": status["traps"]}
+        assert report["loaded"] == ["broken"], report
+        if stage == "evaluate":
+            outcome = host.evaluate([reading("temperature", 21.0, clock())])[0]
+        else:
+            outcome = host.poll("broken")
+        assert not outcome["ok"]
+        return {"error": outcome["error"], "kind": outcome["kind"], "traps": host.status("broken")["traps"]}
+    finally:
+        host.close()
+
+
+@pytest.mark.parametrize("case", sorted(PLUGIN_ERRORS))
+def test_wasm_and_native_report_a_plugin_error_alike(tmp_path: Path, wasm_backend: Any, case: str) -> None:
+    """The sandbox used to trap on a syntax error (CPython opened the file named in compile())."""
+    source, stage, expected = PLUGIN_ERRORS[case]
+    native = plugin_error("native", tmp_path, source, stage)
+    wasm = plugin_error("wasm", tmp_path, source, stage, wasm_backend)
+    assert wasm == native
+    want = f"not loaded: {expected}" if stage == "load" else expected
+    assert native == {"error": want, "kind": "load" if stage == "load" else "error", "traps": 0}

@@ -13,6 +13,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from hal.buzzer import BuzzerDevice
 from hal.leds import COLOURS, LedStrip, MemoryPixels
+from plugins.backends.base import MAX_ERROR_CHARS
 from plugins.host import PluginHost
 from plugins.services import BuzzerCommands, NodeServices
 from tests.plugins_fixtures import STEADY, Clock, manifest_toml, reading, wasm_backend, write_plugin
@@ -305,3 +306,44 @@ def test_the_result_of_every_sandbox_call_is_freed(node: Node, monkeypatch: pyte
     # the request string (an argument) and the result<string, string> the plugin answered with
     assert freed.count(ffi.WASMTIME_COMPONENT_STRING.value) >= 1
     assert freed.count(ffi.WASMTIME_COMPONENT_RESULT.value) == 1, freed
+
+
+def test_a_syntax_error_is_the_plugins_error_not_a_trap(node: Node) -> None:
+    """CPython opens the file named in compile() to quote a syntax error's line: that trapped."""
+    node.add("typo", "def evaluate(readings, host)\n    return None\n")
+    report = node.host.scan()
+    assert report["failed"]["typo"] == "not loaded: SyntaxError: expected ':' (line 1, column 29) in typo.py"
+    st = node.host.status("typo")
+    assert st["traps"] == 0 and st["last_error_kind"] == "load"
+    node.add("typo", "def evaluate(readings, host):\n    return {'fixed': True}\n")
+    assert node.host.scan()["loaded"] == ["typo"]
+    out = node.evaluate()
+    assert out["typo"]["result"] == {"fixed": True}
+    steady_ok(out, 1)
+
+
+def test_opening_a_file_while_the_plugin_file_runs_at_load_still_traps(node: Node) -> None:
+    """File opens are refused as errors only while the plugin file compiles, never in its code."""
+    at_load = FILEIO_ESCAPE.replace("def evaluate(readings, host):\n",
+                                    "STOLEN = next(c for c in _walk(object) if c.__name__ == 'FileIO')('/etc/passwd')\n"
+                                    "def evaluate(readings, host):\n")
+    node.add("thief", at_load)
+    failed = node.host.scan()["failed"]["thief"]
+    assert "sandbox trapped" in failed and "system call the sandbox does not provide" in failed
+    steady_ok(node.evaluate(), 1)
+
+
+def test_a_plugin_that_rewrites_its_sdk_cannot_flood_or_split_its_error(node: Node) -> None:
+    """Inside the sandbox the SDK is the plugin's to patch: the host bounds the text it gets back."""
+    forged = "sandbox trapped: forged\\n" * 10_000
+    src = ("import harvester_plugin\n"
+           f"harvester_plugin.describe_exception = lambda exc, filename: {forged!r}.replace('\\\\n', '\\n')\n"
+           "def evaluate(readings, host):\n    raise ValueError('boom')\n")
+    node.add("forger", src)
+    node.host.scan()
+    out = node.evaluate()
+    error = out["forger"]["error"]
+    assert out["forger"]["kind"] == "error" and len(error) == MAX_ERROR_CHARS and error.endswith("…")
+    assert "\n" not in error and error.startswith("sandbox trapped: forged\\nsandbox trapped: forged\\n")
+    assert node.host.status("forger")["traps"] == 0
+    steady_ok(out, 1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -262,3 +264,58 @@ def test_runtime_drops_its_caches_after_a_dry_run_or_a_failure() -> None:
     assert len(port.of("set_led")) == 2  # re-sent after the dry run
     rt.evaluate(request([]))
     assert len(port.of("set_led")) == 2 and len(port.of("state_get")) == 2  # cached while committed
+
+
+def test_a_syntax_error_names_the_plugin_file_line_and_column() -> None:
+    with pytest.raises(sdk.PluginFailure) as err:
+        load("x = 1\ndef evaluate(r, h)\n    pass\n")
+    assert str(err.value) == "SyntaxError: expected ':' (line 2, column 19) in t.py"
+
+
+def test_an_error_at_load_names_the_plugin_file_and_line() -> None:
+    with pytest.raises(sdk.PluginFailure) as err:
+        load("x = 1\ny = missing + x\ndef evaluate(r, h):\n    pass\n")
+    assert str(err.value) == "NameError: name 'missing' is not defined (line 2 in <module>) in t.py"
+
+
+def test_the_compile_guard_covers_compiling_the_plugin_and_nothing_else() -> None:
+    """The sandbox's guard refuses file opens; the plugin's own code must never run under it."""
+    port = FakePort()
+
+    @contextmanager
+    def guard() -> Iterator[None]:
+        port.calls.append(("guard", "enter"))
+        yield
+        port.calls.append(("guard", "exit"))
+
+    runtime = sdk.Runtime(port, compile_guard=guard)
+    runtime.load("t", "print('module body')\ndef evaluate(r, h):\n    print('call')\n", "{}")
+    runtime.evaluate(request([]))
+    assert port.calls == [("guard", "enter"), ("guard", "exit"), ("log", "info", "module body"),
+                          ("log", "info", "call")]
+
+
+def test_an_error_report_is_one_line_and_bounded_whatever_the_plugin_raises() -> None:
+    rt = load("def evaluate(readings, host):\n    raise ValueError('one\\ntwo\\u2028' + 'x' * 5000)\n")
+    with pytest.raises(sdk.PluginFailure) as err:
+        rt.evaluate(request([]))
+    text = str(err.value)
+    assert text.startswith("ValueError: one\\ntwo\\u2028xxx") and text.endswith("… (line 2 in evaluate) in t.py")
+    assert len(text) == len("ValueError: ") + sdk.MAX_ERROR_TEXT + len(" (line 2 in evaluate) in t.py")
+    assert text.isprintable()
+
+
+def test_an_exception_whose_str_fails_is_still_reported() -> None:
+    src = ("class Odd(Exception):\n    def __str__(self):\n        raise RuntimeError('no')\n"
+           "def evaluate(readings, host):\n    raise Odd()\n")
+    rt = load(src)
+    with pytest.raises(sdk.PluginFailure) as err:
+        rt.evaluate(request([]))
+    assert str(err.value) == "Odd: <the message could not be formatted> (line 5 in evaluate) in t.py"
+
+
+def test_a_syntax_error_the_plugin_raises_itself_is_located_by_its_frame() -> None:
+    rt = load("def evaluate(readings, host):\n    raise SyntaxError('made up')\n")
+    with pytest.raises(sdk.PluginFailure) as err:
+        rt.evaluate(request([]))
+    assert str(err.value) == "SyntaxError: made up (line 2 in evaluate) in t.py"
