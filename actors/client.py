@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from Pyro5 import errors as pyro_errors
@@ -24,6 +25,82 @@ IDEMPOTENT = frozenset({"ping", "health", "describe", "info", "read", "latest", 
                         "nodes", "fleet_health", "list", "status"})
 RETRYABLE = (pyro_errors.CommunicationError, pyro_errors.NamingError)
 IDLE_RECONNECT_S = 10.0  # well under the daemons' COMMTIMEOUT (actors/pyro.py)
+READING_KEYS = frozenset({"sensor", "quantity", "value", "unit", "ts"})
+TABLE_ROWS = 100  # a history of thousands of readings is for code, not for the screen
+
+
+class NotInFleet(UnknownActor, KeyError):
+    """No such node, or no such actor on a node, in the name server (a KeyError, as a mapping raises)."""
+
+    # KeyError's str() is the repr of its key; this one carries a sentence
+    __str__ = BaseException.__str__
+
+
+def is_reading(item: Any) -> bool:
+    """True for a reading dict as actors return them (sensor, quantity, value, unit, ts)."""
+    return isinstance(item, dict) and item.keys() >= READING_KEYS
+
+
+def _age(seconds: float) -> str:
+    if seconds <= -1:  # the node's clock is ahead of ours
+        return f"in {-seconds:.0f} s"
+    seconds = max(seconds, 0.0)  # a fraction of a second ahead is rounding, not skew
+    for limit, unit, size in ((60, "s", 1), (3600, "min", 60), (86400, "h", 3600)):
+        if seconds < limit:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds / 86400:.0f} d ago"
+
+
+def _value(reading: dict[str, Any]) -> str:
+    value = reading["value"]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-" if value is None else str(value)
+    # 6 significant digits, but never an exponent for a large count (uptime, gas resistance)
+    text = f"{value:.6g}" if abs(value) < 1e6 else f"{value:.0f}"
+    return f"{text} {reading['unit']}".rstrip()
+
+
+class Readings(list[dict[str, Any]]):
+    """A list of reading dicts that shows as a table in the REPL; equal to, and encoded as, the plain list."""
+
+    def table(self, now: float | None = None) -> str:
+        """The readings as a table: sensor, quantity, value with unit, age, quality (and stale where given)."""
+        now = time.time() if now is None else now
+        many_nodes = len({r.get("node") for r in self}) > 1  # the hub's views mix nodes
+        has_stale = any("stale" in r for r in self)
+        rows = [[*(["NODE"] if many_nodes else []), "SENSOR", "QUANTITY", "VALUE", "AGE", "QUALITY",
+                 *(["STALE"] if has_stale else [])]]
+        for r in self[:TABLE_ROWS]:
+            quality = str(r.get("quality", "-")) + (f" ({r['reason']})" if r.get("reason") else "")
+            ts = r["ts"]
+            rows.append([*([str(r.get("node", "-"))] if many_nodes else []), str(r["sensor"]), str(r["quantity"]),
+                         _value(r), _age(now - ts) if isinstance(ts, (int, float)) else "-", quality,
+                         *(["stale" if r.get("stale") else ""] if has_stale else [])])
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        if len(self) > TABLE_ROWS:
+            lines.append(f"... and {len(self) - TABLE_ROWS} more (index or iterate for all)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        # a list that was edited into something else shows as the list it now is
+        if not self or not all(is_reading(r) for r in self):
+            return list.__repr__(self)
+        return self.table()
+
+    def __str__(self) -> str:
+        # print() and logging in scripts keep showing the plain list, as before
+        return list.__repr__(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+def as_readings(result: Any) -> Any:
+    """`result` as Readings when it is a non-empty list of reading dicts, else unchanged."""
+    if type(result) is list and result and all(is_reading(r) for r in result):
+        return Readings(result)
+    return result
 
 
 class ActorHandle:
@@ -58,10 +135,14 @@ class ActorHandle:
         delay = 0.2
         for attempt in range(attempts):
             try:
-                return getattr(self._proxy(), method)(*args, **kwargs)
-            except RETRYABLE:
+                return as_readings(getattr(self._proxy(), method)(*args, **kwargs))
+            except RETRYABLE as exc:
                 self._drop()
                 if attempt + 1 == attempts:
+                    if isinstance(exc, pyro_errors.TimeoutError):
+                        # Pyro5 says only "receiving: timeout"; say who and how long
+                        exc.add_note(f"{self.name}.{method} did not answer within {self._timeout:g} s "
+                                     f"({attempts} tries): is the node's process running and not stopped?")
                     raise
                 time.sleep(delay)
                 delay *= 2
@@ -93,38 +174,79 @@ class ActorHandle:
         return f"<actor {self.name}>"
 
 
-class NodeHandle:
-    """The actors of one node, by actor name."""
+class NodeHandle(Mapping[str, ActorHandle]):
+    """The actors of one node: a read-only mapping of actor name -> ActorHandle (`node.dht22` works too)."""
 
     def __init__(self, fleet: Fleet, node: str) -> None:
         self._fleet = fleet
         self.node = node
 
+    def _names(self) -> dict[str, str]:
+        return self._fleet._listing(f"{PREFIX}.{self.node}.")
+
     def actors(self) -> list[str]:
-        """Actor names registered for this node."""
+        """Actor names registered for this node (one name-server round trip)."""
         prefix = f"{PREFIX}.{self.node}."
-        return sorted(n[len(prefix):] for n in self._fleet.names() if n.startswith(prefix))
+        return sorted(n[len(prefix):] for n in self._names())
 
     def __getitem__(self, actor: str) -> ActorHandle:
+        names = self._names()
+        if not isinstance(actor, str) or object_name(self.node, actor) not in names:
+            known = ", ".join(sorted(n.split(".", 2)[2] for n in names)) or "none"
+            raise NotInFleet(f"node {self.node} has no actor {actor!r} in the name server at "
+                             f"{self._fleet.host}:{self._fleet.port}; its actors: {known}")
         return self._fleet.actor(object_name(self.node, actor))
+
+    def __contains__(self, actor: object) -> bool:
+        return isinstance(actor, str) and object_name(self.node, actor) in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.actors())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def get(self, actor: str, default: Any = None) -> Any:
+        """The actor's handle, or `default` when the node has no such actor."""
+        return self._fleet.actor(object_name(self.node, actor)) if actor in self else default
 
     def __getattr__(self, actor: str) -> ActorHandle:
         if actor.startswith("_"):
             raise AttributeError(actor)
-        return self[actor]
+        try:
+            return self[actor]
+        except KeyError as exc:  # getattr(), hasattr() and Tab completion expect AttributeError
+            raise AttributeError(str(exc)) from None
 
     def __dir__(self) -> list[str]:
-        return self.actors()
+        try:
+            actors = [a for a in self.actors() if a.isidentifier()]  # `node.network-gw` is not Python
+        except RETRYABLE:
+            actors = []
+        return sorted({*actors, "actors", "get", "items", "keys", "node", "values"})
 
     def _ipython_key_completions_(self) -> list[str]:
         return self.actors()
 
+    # a live view of the name server: equal only to itself, hashable, truthy without a round trip
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __bool__(self) -> bool:
+        return True
+
     def __repr__(self) -> str:
-        return f"<node {self.node}: {', '.join(self.actors())}>"
+        try:
+            return f"<node {self.node}: {', '.join(self.actors())}>"
+        except RETRYABLE as exc:
+            return f"<node {self.node}: name server unreachable ({type(exc).__name__})>"
 
 
-class Fleet:
-    """Every node registered in one name server."""
+class Fleet(Mapping[str, NodeHandle]):
+    """Every node registered in one name server: a read-only mapping of node name -> NodeHandle."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9090, timeout: float = CALL_TIMEOUT,
                  tls: TlsFiles | None = None) -> None:
@@ -134,14 +256,20 @@ class Fleet:
         self._handles: dict[str, ActorHandle] = {}
         self._lock = threading.Lock()
 
-    def names(self, meta_all: set[str] | None = None) -> dict[str, str]:
-        """Registered Harvester names (optionally filtered by metadata tags) -> URI."""
+    def _listing(self, prefix: str) -> dict[str, str]:
+        """Registered names under `prefix` -> URI: one name-server round trip."""
         with Proxy(ns_uri(self.host, self.port)) as ns:
             ns._pyroTimeout = self.timeout
-            if meta_all:
-                found = ns.yplookup(meta_all=meta_all, return_metadata=False)
-                return {k: v for k, v in found.items() if k.startswith(PREFIX + ".")}
-            return ns.list(prefix=PREFIX + ".")
+            return ns.list(prefix=prefix)
+
+    def names(self, meta_all: set[str] | None = None) -> dict[str, str]:
+        """Registered Harvester names (optionally filtered by metadata tags) -> URI."""
+        if not meta_all:
+            return self._listing(PREFIX + ".")
+        with Proxy(ns_uri(self.host, self.port)) as ns:
+            ns._pyroTimeout = self.timeout
+            found = ns.yplookup(meta_all=meta_all, return_metadata=False)
+        return {k: v for k, v in found.items() if k.startswith(PREFIX + ".")}
 
     def listing(self) -> dict[str, tuple[str, list[str]]]:
         """Registered names -> (URI, sorted metadata tags)."""
@@ -155,29 +283,70 @@ class Fleet:
         return sorted({n.split(".")[1] for n in self.names()})
 
     def actor(self, name: str) -> ActorHandle:
-        """A handle for `harvester.<node>.<actor>` (created once, shared across threads)."""
+        """A handle for `harvester.<node>.<actor>` (created once, shared across threads; no name-server call)."""
         with self._lock:
             handle = self._handles.get(name)
             if handle is None:
                 handle = self._handles[name] = ActorHandle(name, self.host, self.port, self.timeout)
             return handle
 
+    def _has(self, node: object) -> bool:
+        # the trailing dot keeps "pi" from matching pi4's names
+        return isinstance(node, str) and "." not in node and bool(self._listing(f"{PREFIX}.{node}."))
+
     def __getitem__(self, node: str) -> NodeHandle:
+        if not self._has(node):
+            raise NotInFleet(f"no node {node!r} in the name server at {self.host}:{self.port}; "
+                             f"known nodes: {', '.join(self.nodes()) or 'none'}")
         return NodeHandle(self, node)
+
+    def __contains__(self, node: object) -> bool:
+        return self._has(node)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.nodes())
+
+    def __len__(self) -> int:
+        return len(self.nodes())
+
+    def get(self, node: str, default: Any = None) -> Any:
+        """The node's handle, or `default` when no actor of that node is registered."""
+        return NodeHandle(self, node) if self._has(node) else default
 
     def __getattr__(self, node: str) -> NodeHandle:
         if node.startswith("_"):
             raise AttributeError(node)
-        return NodeHandle(self, node)
+        try:
+            return self[node]
+        except KeyError as exc:  # getattr(), hasattr() and Tab completion expect AttributeError
+            raise AttributeError(str(exc)) from None
 
     def __dir__(self) -> list[str]:
-        return [*self.nodes(), "actor", "names", "nodes", "listing"]
+        try:
+            nodes = [n for n in self.nodes() if n.isidentifier()]  # `fleet.pi-4` is not Python
+        except RETRYABLE:
+            nodes = []
+        return sorted({*nodes, "actor", "get", "items", "keys", "listing", "names", "nodes", "values"})
 
     def _ipython_key_completions_(self) -> list[str]:
         return self.nodes()
 
+    # a live view of the name server: equal only to itself, hashable, truthy without a round trip
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __bool__(self) -> bool:
+        return True
+
     def __repr__(self) -> str:
-        return f"<fleet at {self.host}:{self.port}: {', '.join(self.nodes())}>"
+        try:
+            nodes = ", ".join(self.nodes())
+        except RETRYABLE as exc:
+            nodes = f"name server unreachable ({type(exc).__name__})"
+        return f"<fleet at {self.host}:{self.port}: {nodes}>"
 
 
 def connect(host: str = "127.0.0.1", port: int = 9090, timeout: float = CALL_TIMEOUT,

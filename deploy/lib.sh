@@ -180,7 +180,7 @@ hv_check_configs() {
         files+=("${N[config]}")
     done
     echo "checking ${#files[@]} node config(s) with harvester config check"
-    if ! PYTHONPATH=$HV_REPO${PYTHONPATH:+:$PYTHONPATH} "$HV_PY" -m actors.cli config check "${files[@]}" >"$HV_WORK/config-check.log" 2>&1; then
+    if ! PYTHONPATH=$HV_REPO${PYTHONPATH:+:$PYTHONPATH} "$HV_PY" -m actors.cli config check --remote "${files[@]}" >"$HV_WORK/config-check.log" 2>&1; then
         cat "$HV_WORK/config-check.log" >&2
         hv_err "a node config is invalid (nothing was changed)"
         exit "$HV_USAGE"

@@ -155,7 +155,7 @@ prune_releases() {
 # -- configuration, unit, plugins ------------------------------------------------------------------
 check_config() {  # check_config RELEASE FILE
     local out
-    if ! out=$("$PREFIX/releases/$1/bin/harvester" config check "$2" 2>&1); then
+    if ! out=$("$PREFIX/releases/$1/bin/harvester" config check --remote "$2" 2>&1); then
         printf '%s\n' "$out" | sed 's/^/  /'
         die 2 "$2 is not a valid config for release $1; nothing was changed"
     fi

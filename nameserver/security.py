@@ -227,12 +227,17 @@ def check_node_certificate(files: TlsFiles, node: str, hosts: list[str]) -> Iden
     return ident
 
 
-def apply_node_tls(cfg: Any) -> Identity:
-    """Check a node's `[security]` files against its config, then turn on TLS for serving and calling."""
+def check_node_tls(cfg: Any) -> tuple[TlsFiles, Identity]:
+    """A node config's `[security]` files, checked against its name and addresses (TlsConfigError)."""
     sec = cfg.security
     files = TlsFiles(sec.ca, sec.cert, sec.key)
     hosts = [cfg.agent_host] + ([cfg.hub_host] if cfg.is_hub else [])
-    ident = check_node_certificate(files, cfg.name, hosts)
+    return files, check_node_certificate(files, cfg.name, hosts)
+
+
+def apply_node_tls(cfg: Any) -> Identity:
+    """Check a node's `[security]` files against its config, then turn on TLS for serving and calling."""
+    files, ident = check_node_tls(cfg)
     apply_tls(files, serve=True)
     log.info("mutual TLS on as %s (CA %s)", ident, files.ca)
     return ident

@@ -46,6 +46,7 @@ PARTIAL_CHECK_S = 0.1  # how often connections holding part of a message are loo
 PEEK_LIMIT = 64 * 1024
 PYRO_HEADER = struct.Struct("!4sHBBHHII16sHH")  # Pyro5's message header (protocol 502)
 TLS_RECORD = struct.Struct("!BHH")  # content type, version, length
+TLS_CONTENT_TYPES = frozenset({20, 21, 22, 23})  # change_cipher_spec, alert, handshake, application_data
 
 
 @dataclass(eq=False)
@@ -75,9 +76,14 @@ def message_waiting(sock: socket.socket) -> bool:
     try:
         if isinstance(sock, ssl.SSLSocket):
             head = raw_recv(sock, TLS_RECORD.size)
+            if not head or head[0] not in TLS_CONTENT_TYPES:
+                return True  # closed, or not TLS at all (a plaintext client): let the handshake refuse it
             if len(head) < TLS_RECORD.size:
-                return not head
-            want = TLS_RECORD.size + TLS_RECORD.unpack(head)[2]
+                return False
+            kind, version, length = TLS_RECORD.unpack(head)
+            if version >> 8 != 3:
+                return True
+            want = TLS_RECORD.size + length
         else:
             head = raw_recv(sock, PYRO_HEADER.size)
             if len(head) < PYRO_HEADER.size:

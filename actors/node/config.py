@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -11,7 +14,7 @@ from typing import Any
 
 from actors.node.jobspec import JobSpec, parse_jobs
 from hal.context import MODES, EmulatedI2CDevice, MockSettings
-from hal.schema import NUMBER, REQUIRED, Field, Problems, between, node_name, one_of
+from hal.schema import NUMBER, REQUIRED, Field, Problems, between, node_name, one_of, rule
 from hal.sensor import SENSOR_KINDS
 
 ROLES = ("hub", "spoke")
@@ -143,7 +146,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "role": Field(str, REQUIRED, one_of(ROLES)),
         "profile": Field(str, "wasm", one_of(PROFILES)),
         "hal": Field(str, "mock", one_of(MODES)),
-        "state_dir": Field(str, REQUIRED),
+        # empty would put the outbox beside the config file, wherever that is
+        "state_dir": Field(str, REQUIRED, rule(lambda v: v.strip() != "", "a folder path, not empty")),
     },
     "hub": {
         "host": Field(str, REQUIRED, _host),
@@ -282,7 +286,7 @@ def _sensors(c: Problems, rows: Any) -> list[SensorConfig]:
             c.add(where, "must be a table")
             continue
         kind = SENSOR_KINDS.get(row["kind"]) if isinstance(row.get("kind"), str) else None
-        param_keys = {k: Field(p.type, p.default) for k, p in kind.params.items()} if kind else {}
+        param_keys = {k: Field(p.type, p.default, p.check) for k, p in kind.params.items()} if kind else {}
         values = c.table(where, row, {**SENSOR_KEYS, **param_keys})
         name = values.get("name")
         if name in seen:
@@ -338,3 +342,42 @@ def check_fleet(configs: list[NodeConfig]) -> list[str]:
             known = ", ".join(f"{name!r} ({path})" for name, path in sorted(hubs.items()))
             problems.append(f"{c.path}: hub.name: names hub {c.hub_name!r}, but the hub config given is {known}")
     return problems
+
+
+def check_on_this_machine(cfg: NodeConfig) -> list[tuple[str, str]]:
+    """Problems only this machine can see: a state folder it cannot create or write, TLS files
+    missing or not this node's. The node runs these before it starts, and `config check` too
+    (unless told the config is for another machine), so a config that passes check starts."""
+    problems = []
+    if (message := _writable_folder(cfg.state_dir)) is not None:
+        problems.append(("node.state_dir", message))
+    if cfg.security.tls:
+        from nameserver.security import TlsConfigError, check_node_tls
+
+        try:
+            check_node_tls(cfg)
+        except TlsConfigError as exc:
+            problems.append(("security", str(exc)))
+    return problems
+
+
+def _writable_folder(path: Path) -> str | None:
+    """None when `path` is (or can be made) a folder this process can write a file into, fsynced."""
+    probe = path / f".write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+        what = {errno.ENOSPC: "no space left on its disk", errno.EROFS: "its file system is read-only",
+                errno.EACCES: "no permission to write there", errno.ENOTDIR: "a part of the path is a file",
+                errno.EEXIST: "it exists and is not a folder"}.get(exc.errno or 0, exc.strerror or str(exc))
+        return f"{path}: cannot keep state there: {what}"
+    return None

@@ -118,7 +118,69 @@ def test_config_check_cli_prints_problems_and_exit_code(tmp_path, capsys):
     assert f"{bad}: leds.count: must be integer" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "deploy" / "examples").glob("*.toml"))
-                         + sorted((ROOT / "actors" / "demo_configs").glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "deploy" / "examples").glob("*.toml")), ids=lambda p: p.name)
 def test_config_shipped_examples_are_valid(path):
+    # examples for real boards: their state folder and TLS files are on those boards
+    assert main(["config", "check", "--remote", str(path)]) == 0
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "actors" / "cli" / "demo_configs").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_config_demo_configs_are_valid_here(path):
     assert main(["config", "check", str(path)]) == 0
+
+
+def test_config_shipped_example_sets_are_not_empty():
+    """The two parametrized tests above would pass vacuously if a move left their folders empty."""
+    assert len(list((ROOT / "deploy" / "examples").glob("*.toml"))) >= 3
+    assert {p.name for p in (ROOT / "actors" / "cli" / "demo_configs").glob("*.toml")} >= \
+        {"hub.toml", "pi4.toml", "pizero.toml"}
+
+
+@pytest.mark.parametrize("kind, params, key, says", [
+    ("bme680", {"address": 0x200}, "address", "0x76 (118) or 0x77 (119)"),
+    ("bme680", {"bus": -3}, "bus", "between 0 and 255"),
+    ("bme680", {"heater_temp": 99999}, "heater_temp", "200..400 °C"),
+    ("bme680", {"heater_ms": -1}, "heater_ms", "1..4032 ms"),
+    ("dht22", {"min_interval": -1}, "min_interval", "between 0 and 3600"),
+    ("network", {"probes": 0}, "probes", "between 1 and 100"),
+    ("network", {"timeout": -1}, "timeout", "within (0, 60] seconds"),
+    ("network", {"method": "udp"}, "method", "one of auto, icmp, tcp"),
+    ("network", {"targets": {"x": "nohostport"}}, "targets", 'must look like "host:port"'),
+    ("network", {"targets": {"x": "h:99999"}}, "targets", "port must be within 1..65535"),
+])
+def test_config_sensor_parameters_the_node_would_refuse_are_refused_by_check(kind, params, key, says):
+    data = {**MINIMAL, "sensors": [{"name": "s", "kind": kind, **params}]}
+    found = problems(data)
+    assert any(k == f"sensors[0].{key}" and says in m for k, m in found), found
+
+
+def test_config_what_passes_check_builds_its_sensors():
+    """The same rule decides for the check and the node: SensorKind.build refuses what check refuses."""
+    from hal.errors import HalConfigError
+    from hal.sensor import SENSOR_KINDS
+
+    with pytest.raises(HalConfigError, match="address must be 0x76"):
+        SENSOR_KINDS["bme680"].build(None, "s", {"address": 0x200})  # refused before any hardware
+
+
+def test_config_empty_state_dir_is_refused():
+    data = {**MINIMAL, "node": {**MINIMAL["node"], "state_dir": ""}}
+    assert ("node.state_dir", "must be a folder path, not empty, got ''") in problems(data)
+
+
+def test_config_tls_files_and_state_dir_are_checked_on_this_machine(tmp_path):
+    from actors.node.config import check_on_this_machine
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    data = {"node": {"name": "pi4", "role": "spoke", "state_dir": str(blocker / "state")},
+            "hub": {"host": "127.0.0.1"},
+            "security": {"tls": True, "ca": "ca.crt", "cert": "pi4.crt", "key": "pi4.key"}}
+    cfg = parse_config(data, base_dir=tmp_path)
+    found = dict(check_on_this_machine(cfg))
+    assert "a part of the path is a file" in found["node.state_dir"]
+    assert "CA certificate not found" in found["security"]
+    ok = parse_config({**MINIMAL, "node": {**MINIMAL["node"], "state_dir": str(tmp_path / "state")}})
+    assert check_on_this_machine(ok) == []
+    assert list((tmp_path / "state").iterdir()) == []  # the write test leaves nothing behind
