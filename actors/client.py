@@ -1,6 +1,6 @@
 """REPL and script client: `fleet = connect("127.0.0.1"); fleet["pi4"]["dht22"].read()`.
 
-Handles keep unbound PYRONAME proxies, one per thread, always with a call timeout.
+Handles keep one proxy per thread, resolved through the name server with the call timeout.
 Reads are retried with backoff; actuator commands never are (a retried beep beeps twice).
 """
 
@@ -103,13 +103,28 @@ def as_readings(result: Any) -> Any:
     return result
 
 
+def lookup(ns_host: str, ns_port: int, name: str, timeout: float) -> str:
+    """The PYRO URI registered for `name`, asking the name server with `timeout` for every step.
+
+    A name server that cannot be reached raises NamingError from the transport's error, as
+    Pyro5's own lookup does, so callers tell it apart from the actor not answering."""
+    try:
+        with Proxy(ns_uri(ns_host, ns_port)) as ns:
+            ns._pyroTimeout = timeout
+            return str(ns.lookup(name))
+    except pyro_errors.NamingError:
+        raise
+    except pyro_errors.CommunicationError as exc:
+        raise pyro_errors.NamingError(f"cannot reach the name server at {ns_host}:{ns_port}: {exc}") from exc
+
+
 class ActorHandle:
     """A remote actor: call its methods like local ones; `help()` prints their docs."""
 
     def __init__(self, name: str, ns_host: str, ns_port: int, timeout: float = CALL_TIMEOUT,
                  retries: int = 2) -> None:
         self.name = name
-        self._uri = f"PYRONAME:{name}@{ns_host}:{ns_port}"
+        self._ns_host, self._ns_port = ns_host, ns_port
         self._timeout = timeout
         self._retries = retries
         self._local = threading.local()
@@ -123,7 +138,11 @@ class ActorHandle:
             self._drop()
             proxy = None
         if proxy is None:
-            proxy = Proxy(self._uri)
+            # Resolved here, not by Pyro5's PYRONAME machinery: its name-server proxy has no
+            # timeout of ours, so a listener that accepts and never answers held a caller for
+            # COMMTIMEOUT per try. Every new connection looks the name up again (a restarted
+            # daemon has a new port).
+            proxy = Proxy(lookup(self._ns_host, self._ns_port, self.name, self._timeout))
             proxy._pyroTimeout = self._timeout
             self._local.proxy = proxy
         self._local.used = time.monotonic()
@@ -138,11 +157,15 @@ class ActorHandle:
                 return as_readings(getattr(self._proxy(), method)(*args, **kwargs))
             except RETRYABLE as exc:
                 self._drop()
-                if attempt + 1 == attempts:
+                # A node that let one read time out is frozen or overloaded: another try only
+                # makes the caller wait longer. A refused or closed connection is worth one.
+                timed_out = isinstance(exc, pyro_errors.TimeoutError) or \
+                    isinstance(exc.__cause__, pyro_errors.TimeoutError)
+                if attempt + 1 == attempts or timed_out:
                     if isinstance(exc, pyro_errors.TimeoutError):
                         # Pyro5 says only "receiving: timeout"; say who and how long
-                        exc.add_note(f"{self.name}.{method} did not answer within {self._timeout:g} s "
-                                     f"({attempts} tries): is the node's process running and not stopped?")
+                        exc.add_note(f"{self.name}.{method} did not answer within {self._timeout:g} s: "
+                                     "is the node's process running and not stopped?")
                     raise
                 time.sleep(delay)
                 delay *= 2

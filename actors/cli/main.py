@@ -81,8 +81,6 @@ def unreachable(fleet: Fleet, exc: Exception, name: str | None = None, method: s
     cause = exc.__cause__ if at_ns and isinstance(exc.__cause__, pyro_errors.CommunicationError) else exc
     timed_out = isinstance(cause, pyro_errors.TimeoutError)
     within = f"within {fleet.timeout:g} s (the call timeout; see --timeout)"
-    if isinstance(exc, pyro_errors.NamingError):  # Pyro5 looks the name up with its own connection timeout
-        within = f"within {pyro_config.COMMTIMEOUT:g} s (Pyro5's connection timeout)"
     if at_ns:
         what = f"the name server at {ns} did not answer {within}" if timed_out else \
             f"cannot reach the name server at {ns}: {type(cause).__name__}: {cause}"

@@ -43,6 +43,11 @@ class FakeNameServer:
         self.names = names
         self.calls = 0
 
+    def lookup(self, name: str) -> str:
+        if name not in self.names:
+            raise pyro_errors.NamingError(f"unknown name: {name}")
+        return f"PYRO:{name}@127.0.0.1:1"
+
     def list(self, prefix: str = "", return_metadata: bool = False) -> dict[str, Any]:
         self.calls += 1
         found = {n: f"PYRO:{n}@127.0.0.1:1" for n in self.names if n.startswith(prefix)}
@@ -50,7 +55,7 @@ class FakeNameServer:
 
 
 class FakeProxy:
-    """Pyro5's Proxy for the name server and for PYRONAME URIs, answered in memory."""
+    """Pyro5's Proxy for the name server and for the PYRO URIs it hands out, answered in memory."""
 
     ns: FakeNameServer
 
@@ -70,7 +75,7 @@ class FakeProxy:
     def __getattr__(self, method: str) -> Any:
         if self._uri.startswith("PYRO:Pyro.NameServer@"):
             return getattr(self.ns, method)
-        name = self._uri.removeprefix("PYRONAME:").split("@")[0]
+        name = self._uri.removeprefix("PYRO:").split("@")[0]
         if name not in self.ns.names:
             raise pyro_errors.NamingError(f"unknown name: {name}")
         return getattr(self.ns.names[name], method)
@@ -269,12 +274,12 @@ def test_cli_message_when_a_call_finds_no_name_server(fleet: Fleet, monkeypatch:
     from actors.cli.main import unreachable
 
     monkeypatch.setattr(pyro_config, "COMMTIMEOUT", 30.0)
-    try:  # what Pyro5 raises when a PYRONAME lookup's name server does not answer
-        raise pyro_errors.NamingError("Failed to locate the nameserver") from pyro_errors.TimeoutError("timeout")
+    try:  # what client.lookup raises when the name server does not answer: the call timeout, not COMMTIMEOUT
+        raise pyro_errors.NamingError("cannot reach the name server") from pyro_errors.TimeoutError("timeout")
     except pyro_errors.NamingError as exc:
         failure = unreachable(fleet, exc, "harvester.pi4.dht22", "read")
-    assert str(failure).startswith("the name server at 127.0.0.1:9090 did not answer within 30 s "
-                                   "(Pyro5's connection timeout).\n")
+    assert str(failure).startswith("the name server at 127.0.0.1:9090 did not answer within 5 s "
+                                   "(the call timeout; see --timeout).\n")
 
 
 def test_ages_read_naturally() -> None:
