@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from Pyro5.api import register_class_to_dict, register_dict_to_class
@@ -27,6 +28,18 @@ class BadRequest(ActorError, ValueError):
 
 class StoreFull(ActorError, OSError):
     """The hub's disk is full: pushes are refused (and stay in the spokes' outboxes)."""
+
+
+class CannotListen(ActorError, OSError):
+    """A node could not open one of its listening sockets (the port is taken, or not allowed)."""
+
+
+def cannot_listen(key: str, host: str, port: int, exc: OSError) -> CannotListen:
+    """The CannotListen for config key `key` (agent.port, hub.nameserver_port, web.port) at host:port."""
+    why = exc.strerror or str(exc)
+    hint = "another process holds it: stop that one or choose another port" if exc.errno == errno.EADDRINUSE \
+        else "check the address belongs to this machine and the port is allowed"
+    return CannotListen(exc.errno or 0, f"{key}: cannot listen on {host}:{port}: {why}; {hint}")
 
 
 class UnknownActor(ActorError, LookupError):

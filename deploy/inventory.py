@@ -33,7 +33,7 @@ ROLES, PROFILES, SERVICES = ("hub", "spoke"), ("wasm", "native"), ("systemd", "p
 UNITS = {("hub", "wasm"): "harvester-hub.service", ("hub", "native"): "harvester-hub.service",
          ("spoke", "wasm"): "harvester-spoke.service", ("spoke", "native"): "harvester-native.service"}
 # Values end up in ssh command lines and paths on the node: keep them to a shell-safe alphabet.
-SAFE = re.compile(r"^[A-Za-z0-9._/@:+=,~-]+$")
+SAFE = re.compile(r"^[A-Za-z0-9._/@:+=,~-]+\Z")
 STATE_DIR = "/var/lib/harvester"  # what the systemd units make writable
 
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or power loss leaves the old file or the new one, never half of one."""
+"""Files people hand us and files we keep: bounded reads of user input, and atomic writes (a crash or
+power loss leaves the old file or the new one, never half of one)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,28 @@ def _fsync_dir(directory: Path) -> None:
         pass  # the file itself is written and renamed; only the rename's durability is unconfirmed
     finally:
         os.close(fd)
+
+
+class InputFileError(ValueError):
+    """A file given as input cannot be used: too large, not UTF-8 text, or unreadable."""
+
+
+def read_text_limited(path: Path | str, limit: int) -> str:
+    """The UTF-8 text of a file given as input, refusing one larger than `limit` bytes.
+
+    Reads at most limit + 1 bytes, so /dev/zero or a huge file costs nothing; says what is wrong
+    in words (InputFileError, or FileNotFoundError for a missing file)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise InputFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise InputFileError(f"{path} is larger than {limit // 1024} KiB; is it the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"{path} is not UTF-8 text (byte {exc.start}: binary, or UTF-16?)") from None

@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 NODE_NAME_RULE = "[a-z0-9_-]{1,32}"
-NODE_NAME_RE = re.compile(rf"^{NODE_NAME_RULE}$")
+NODE_NAME_RE = re.compile(rf"^{NODE_NAME_RULE}\Z")
 # Every remote object of the fleet is called `harvester.<node>.<actor>`.
 PREFIX = "harvester"
 

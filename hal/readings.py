@@ -11,7 +11,7 @@ from hal.errors import ReadingError
 from hal.names import NODE_NAME_RULE, is_node_name
 
 # Sensor names may carry a dot or a longer label (`network-<target>`); node names follow hal.names.
-NAME_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")
+NAME_RE = re.compile(r"^[a-z0-9_.-]{1,64}\Z")
 
 # Quality flags: "ok" is a trustworthy value; "calibrating" is a value whose algorithm
 # has not converged yet (IAQ burn-in) and must never fire an alert; "unavailable" has

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hal.errors import ReadingError
+from hal.files import read_text_limited
 from hal.readings import QUANTITIES, Reading
 
 EXIT_OK, EXIT_PLUGIN, EXIT_USAGE = 0, 1, 2
@@ -47,15 +48,20 @@ def _reading(row: Any, default_ts: float) -> Reading:
         raise UsageProblem(f"reading {row!r}: {exc}") from None
 
 
+MAX_READINGS_BYTES = 8 * 1024 * 1024  # recorded readings for a test run; /dev/zero is not one
+
+
 def load_batches(path: Path, now: float) -> list[list[Reading]]:
     """Readings file: one batch (a list of readings), several (a list of lists), or {"batches": [...]}.
 
     Missing fields default: node/sensor "test", unit from the quantity, ts now, quality "ok".
     """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = json.loads(read_text_limited(path, MAX_READINGS_BYTES))
+    except (OSError, ValueError) as exc:  # InputFileError and JSON errors are ValueErrors
         raise UsageProblem(f"cannot read readings from {path}: {exc}") from None
+    except RecursionError:
+        raise UsageProblem(f"cannot read readings from {path}: JSON nested too deeply") from None
     if isinstance(data, dict):
         data = data.get("batches")
     if not isinstance(data, list) or not data:

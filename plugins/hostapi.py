@@ -33,7 +33,7 @@ from plugins.state import PluginState, StateLimit, check_entry
 
 log = logging.getLogger(__name__)
 
-ALERT_ID_RE = re.compile(r"^[a-z0-9_.:-]{1,64}$")
+ALERT_ID_RE = re.compile(r"^[a-z0-9_.:-]{1,64}\Z")
 SEVERITIES = ("info", "warning", "critical")
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 MAX_LOG_CHARS = 1000

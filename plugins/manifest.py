@@ -46,7 +46,7 @@ from hal.readings import QUANTITIES
 from hal.schema import ANY, NUMBER, REQUIRED, Field, Problems, all_of, between, matches, rule
 from plugins.errors import ManifestError
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")
 LIMITS = {"call_ms": (1, 10_000, 50), "memory_mb": (16, 1024, 32), "load_ms": (10, 60_000, 2_000)}
 MAX_LED_INDEX = 1023
 MAX_VERSION_CHARS = 32  # it travels in every alert event; the hub checks the same bound
@@ -251,6 +251,10 @@ def read_manifest(path: Path | str, expected_name: str | None = None) -> tuple[M
         raise ManifestError(f"{path}: manifest not found (every plugin needs NAME.toml beside it)") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: not valid TOML: tables or arrays nested too deeply") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     return parse_manifest(data, str(path), expected_name), raw
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Any
 
 import bottle
 
+from actors.hub.ingest import shown
 from web.context import WebContext
-from web.http import ApiError, RawJson, api, float_param
+from web.http import ApiError, RawJson, api, float_param, query_param
 
 MAX_POINTS = 10_000
 MAX_ALERTS = 1000
@@ -17,11 +19,22 @@ MAX_ALERTS = 1000
 def require_series(ctx: WebContext, node: str, sensor: str | None = None, quantity: str | None = None) -> None:
     """404 naming the first unknown part of node/sensor/quantity."""
     if not ctx.hub.has_series(node):
-        raise ApiError(404, f"unknown node {node!r}; known: {', '.join(ctx.hub.node_names()) or 'none'}")
+        raise ApiError(404, f"unknown node {shown(node)}; known: {', '.join(ctx.hub.node_names()) or 'none'}")
     if sensor is not None and not ctx.hub.has_series(node, sensor):
-        raise ApiError(404, f"node {node!r} has no sensor {sensor!r}")
+        raise ApiError(404, f"node {node!r} has no sensor {shown(sensor)}")
     if quantity is not None and not ctx.hub.has_series(node, sensor, quantity):
-        raise ApiError(404, f"sensor {node}/{sensor} has no quantity {quantity!r}")
+        raise ApiError(404, f"sensor {node}/{sensor} has no quantity {shown(quantity)}")
+
+
+def check_day(day: str) -> None:
+    """400 unless `day` is a calendar date written YYYY-MM-DD."""
+    # ASCII digits only: \d would take any script's digits, and fromisoformat alone takes 20240101 too
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", day):
+        raise ApiError(400, f"day must be a date written YYYY-MM-DD, got {shown(day)}")
+    try:
+        datetime.date.fromisoformat(day)
+    except ValueError as exc:
+        raise ApiError(400, f"day {day!r} is not a calendar date ({exc}); expected YYYY-MM-DD") from None
 
 
 def install(app: bottle.Bottle, ctx: WebContext) -> None:
@@ -44,8 +57,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
     @api
     def history() -> dict[str, Any]:
         auth.require_reader()
-        q = bottle.request.query
-        node, sensor, quantity = q.get("node"), q.get("sensor"), q.get("quantity")
+        node, sensor, quantity = query_param("node"), query_param("sensor"), query_param("quantity")
         if not node or not sensor or not quantity:
             raise ApiError(400, "node, sensor and quantity are required query parameters")
         now = ctx.clock()
@@ -53,12 +65,12 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         since = float_param("since", until - 3600)
         if since >= until:
             raise ApiError(400, f"since ({since}) must be before until ({until})")
-        step = q.get("step") or "auto"
+        step = query_param("step") or "auto"
         if step == "auto":
             span = until - since
             step = "raw" if span <= 2 * 3600 else "1m" if span <= 2 * 86400 else "1h"
         if step not in ("raw", "1m", "1h"):
-            raise ApiError(400, f"step must be raw, 1m, 1h or auto, got {step!r}")
+            raise ApiError(400, f"step must be raw, 1m, 1h or auto, got {shown(step)}")
         require_series(ctx, node, sensor, quantity)
         points = hub.history(node, sensor, quantity, since, until, step, MAX_POINTS)
         columns = ["ts", "value"] if step == "raw" else ["ts", "min", "mean", "max"]
@@ -69,9 +81,9 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
     @api
     def alerts() -> dict[str, Any]:
         auth.require_reader()
-        state = bottle.request.query.get("state") or "active"
+        state = query_param("state") or "active"
         if state not in ("active", "all"):
-            raise ApiError(400, f"state must be active or all, got {state!r}")
+            raise ApiError(400, f"state must be active or all, got {shown(state)}")
         return {"ts": ctx.clock(), "alerts": hub.alerts(active_only=state == "active", limit=MAX_ALERTS)}
 
     @app.get("/api/jobs")
@@ -86,9 +98,9 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
     @api
     def summaries() -> dict[str, Any]:
         auth.require_reader()
-        day = bottle.request.query.get("day") or None
-        if day is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
-            raise ApiError(400, f"day must be YYYY-MM-DD, got {day!r}")
+        day = query_param("day") or None
+        if day is not None:
+            check_day(day)
         return {"day": day, "summaries": hub.summaries(day)}
 
     @app.get("/api/actuators")

@@ -17,7 +17,7 @@ from web.http import ApiError, api, int_field, read_json_object
 log = logging.getLogger(__name__)
 BUZZER_ACTIONS = ("beep", "on", "off", "silence")
 LED_ACTIONS = ("set_pixel", "set_named", "fill", "clear", "brightness")
-PLUGIN_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")  # as plugins.manifest; the node checks it again
+PLUGIN_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")  # as plugins.manifest; the node checks it again
 MAX_PIXEL = 1023  # the strip itself knows its length and rejects indexes past it
 
 

@@ -90,7 +90,7 @@ class Dashboard:
         values = {r["key"]: {k: r[k] for k in ("text", "cls", "title", "bar", "tag")}
                   for c in m["cards"] for s in c["sections"] for r in s["rows"]}
         values.update({f"alert/{a['id']}/since": {"text": a["since"]} for a in m["alerts"]})
-        nodes = {c["name"]: {"online": c["online"], "status": c["status"], "clock": c["clock"]} for c in m["cards"]}
+        nodes = {c["name"]: {"online": c["online"], "status": c["status"], "warning": c["warning"]} for c in m["cards"]}
         return {"ts": m["ts"], "status": m["status"], "sig": m["sig"], "alerts_sig": m["alerts_sig"],
                 "jobs_sig": m["jobs_sig"],
                 "alert_count": len(m["alerts"]), "nodes": nodes, "values": values, "leds": m["leds"],

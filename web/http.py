@@ -11,8 +11,9 @@ from typing import Any
 import bottle
 
 from actors.errors import BadRequest
+from actors.hub.ingest import clipped, shown
 
-MAX_BODY = 1024 * 1024  # bytes; larger pushes get 413
+MAX_BODY = 1024 * 1024  # bytes; larger pushes get 413 (web.server caps waitress's buffering near it)
 MAX_CONTROL_BODY = 16 * 1024  # a control command is a few dozen bytes
 
 
@@ -72,13 +73,17 @@ def _reject_constant(name: str) -> float:
 
 
 def read_json_body(max_bytes: int = MAX_BODY) -> Any:
-    """The request body as JSON, size-limited and strict (no NaN/Infinity); ApiError otherwise."""
+    """The request body as JSON, size-limited and strict (no NaN/Infinity); ApiError otherwise.
+
+    The declared length is refused before the body is touched: bottle.request.body reads all
+    of it (into a temporary file past 100 KiB)."""
     length = bottle.request.content_length
     if length > max_bytes:
-        raise ApiError(413, f"body of {length} bytes exceeds the {max_bytes}-byte limit")
+        raise ApiError(413, f"body of {length} bytes exceeds the {max_bytes}-byte limit; send at most "
+                            f"{max_bytes} bytes")
     raw = bottle.request.body.read(max_bytes + 1)
     if len(raw) > max_bytes:
-        raise ApiError(413, f"body exceeds the {max_bytes}-byte limit")
+        raise ApiError(413, f"body exceeds the {max_bytes}-byte limit; send at most {max_bytes} bytes")
     if not raw:
         raise ApiError(400, "empty body; expected JSON")
     try:
@@ -98,7 +103,7 @@ def read_json_object(allowed: set[str], max_bytes: int = MAX_CONTROL_BODY) -> di
         raise ApiError(400, f"body must be a JSON object, got {type(body).__name__}")
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise ApiError(400, f"unknown field(s) {clipped(', '.join(unknown), 200)}; allowed: {', '.join(sorted(allowed))}")
     return body
 
 
@@ -109,17 +114,32 @@ def bearer_token() -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def query_param(name: str) -> str | None:
+    """A query parameter decoded as UTF-8 (None when absent); 400 when its bytes are not UTF-8.
+
+    Bottle decodes the query string as latin-1, so `pi4%F0%9F%94%A5` would read as 'pi4ð\x9f\x94¥':
+    re-encoding as latin-1 gives back the bytes the client sent."""
+    raw = bottle.request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise ApiError(400, f"query parameter {name!r} is not UTF-8: {shown(raw)}; expected percent-encoded "
+                            "UTF-8") from None
+
+
 def float_param(name: str, default: float) -> float:
     """A finite number from the query string, or `default` when absent; 400 otherwise."""
-    raw = bottle.request.query.get(name)
+    raw = query_param(name)
     if raw in (None, ""):
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ApiError(400, f"query parameter {name!r} must be a number (epoch seconds), got {raw!r}") from None
+        raise ApiError(400, f"query parameter {name!r} must be a number (epoch seconds), got {shown(raw)}") from None
     if not math.isfinite(value):
-        raise ApiError(400, f"query parameter {name!r} must be finite")
+        raise ApiError(400, f"query parameter {name!r} must be a finite number (epoch seconds), got {shown(raw)}")
     return value
 
 
@@ -129,5 +149,5 @@ def int_field(body: dict[str, Any], name: str, low: int, high: int, default: int
     if value is None:
         raise ApiError(400, f"{name!r} is required")
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ApiError(400, f"{name!r} must be an integer in {low}..{high}, got {value!r}")
+        raise ApiError(400, f"{name!r} must be an integer in {low}..{high}, got {shown(value)}")
     return value

@@ -129,6 +129,13 @@ def _nodes(out: Exposition, nodes: list[dict[str, Any]]) -> None:
             if isinstance(outbox.get("pending_batches"), int):
                 out.add("harvester_outbox_pending_batches", "gauge", "Batches in the spoke's outbox, not yet at the hub.",
                         outbox["pending_batches"], node=name)
+            if isinstance(outbox.get("held_in_memory"), int):
+                out.add("harvester_outbox_held_batches", "gauge",
+                        "Batches the spoke holds in memory because its disk refused them.",
+                        outbox["held_in_memory"], node=name)
+            if isinstance(outbox.get("disk_full"), bool):
+                out.add("harvester_outbox_disk_full", "gauge",
+                        "1 while the spoke's disk refuses writes to its outbox.", int(outbox["disk_full"]), node=name)
             if isinstance(outbox.get("dropped_batches"), int):
                 out.add("harvester_outbox_dropped_batches_total", "counter",
                         "Batches the spoke's full outbox dropped (oldest first).", outbox["dropped_batches"], node=name)

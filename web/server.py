@@ -2,18 +2,57 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from typing import Any
 
-from waitress.server import create_server
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
+from waitress.task import ErrorTask
+from waitress.utilities import RequestEntityTooLarge
 
 from actors.client import Fleet
 from actors.hub.state import Hub
 from actors.hub.tokens import Tokens
 from web.app import create_app
+from web.http import MAX_BODY
 from web.upstream import CommandGate, Upstream
 
 log = logging.getLogger(__name__)
+
+# waitress buffers a whole request body (to a temporary file past 512 KiB) before the app
+# sees it, and by default accepts 1 GiB: its own cap is what refuses a huge upload, on the
+# declared Content-Length before reading any of it, or once a chunked body grows past it.
+# It counts chunked framing (sizes, CRLFs) too, so it sits a little above the app's limit:
+# bodies in between are read and refused by the app's exact check, with the same message.
+BODY_CAP = MAX_BODY + 64 * 1024
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress's own refusals (body too large, malformed request) as JSON errors, like the app's."""
+
+    def execute(self) -> None:
+        """Answer the parser's error with {"error": ...} and close the connection."""
+        err: Any = self.request.error
+        if isinstance(err, RequestEntityTooLarge):
+            declared = self.request.content_length
+            size = f" of {declared} bytes" if declared else ""
+            message = f"body{size} exceeds the {MAX_BODY}-byte limit; send at most {MAX_BODY} bytes"
+        else:
+            message = f"{err.reason}: {err.body}"
+        body = json.dumps({"error": message}).encode()
+        self.status = f"{err.code} {err.reason}"
+        self.response_headers.extend([("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    """A waitress connection whose protocol-level errors answer in JSON."""
+
+    error_task_class = JsonErrorTask
 
 
 class WebServer:
@@ -32,7 +71,13 @@ class WebServer:
         self.app = create_app(hub, tokens, node=node, upstream=self.upstream, public_read=public_read,
                               local_actors=local_actors)
         self._server = create_server(self.app, host=host, port=port, threads=threads,
-                                     ident="harvester", clear_untrusted_proxy_headers=True)
+                                     ident="harvester", clear_untrusted_proxy_headers=True,
+                                     max_request_body_size=BODY_CAP)
+        # the server of every listening address makes its connections' channels (several
+        # addresses come as a MultiSocketServer whose map holds one server each)
+        for server in [self._server, *getattr(self._server, "map", {}).values()]:
+            if isinstance(server, BaseWSGIServer):
+                server.channel_class = JsonErrorChannel
         self.port = self._server.effective_port
         self.url = f"http://{host}:{self.port}/"
         self._stopping = threading.Event()

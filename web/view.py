@@ -207,8 +207,20 @@ def node_card(node: dict[str, Any], now: float, actors: set[str], ping: dict[str
             "role_label": "Hub" if node["role"] == "hub" else "Spoke",
             "profile_label": "WASM" if node["profile"] == "wasm" else "Native",
             "online": node["online"], "status": status_text(node, now),
-            "clock": "" if node.get("clock_ok", True) else f"clock off by {node['clock_offset']:+.0f} s",
+            "warning": warning_text(node),
             "sections": _sections(node, ping), "leds": "leds" in actors, "buzzer": "buzzer" in actors}
+
+
+def warning_text(node: dict[str, Any]) -> str:
+    """What is wrong with a node beyond being offline: a clock off, a spoke's disk refusing its outbox."""
+    out = []
+    if not node.get("clock_ok", True):
+        out.append(f"clock off by {node['clock_offset']:+.0f} s")
+    outbox = node.get("outbox") or {}
+    if outbox.get("disk_full"):
+        out.append(f"disk full: {outbox.get('held_in_memory', 0)} batches held in memory, "
+                   f"{outbox.get('dropped_batches', 0)} dropped")
+    return " · ".join(out)
 
 
 def status_text(node: dict[str, Any], now: float) -> str:

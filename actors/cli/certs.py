@@ -26,7 +26,7 @@ from hal.files import write_atomic
 from hal.names import NODE_NAME_RULE, is_node_name
 from nameserver.security import NODE, ORGANIZATION, USER, TlsFiles
 
-HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
 CA_DAYS = 3650
 NODE_DAYS = 825  # about two years: renew with the OS upgrade cycle of a Pi fleet
 USER_DAYS = 365

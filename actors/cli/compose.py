@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from actors.errors import cannot_listen
 from actors.node.agent import NodeAgent
 from actors.node.config import NodeConfig
 
@@ -15,9 +16,12 @@ def build_node(config: NodeConfig, hal_mode: str | None = None) -> NodeAgent:
             from web.server import WebServer
 
             hub_role = node.role
-            return WebServer(hub_role.hub, hub_role.tokens, config.name, config.hub_host, config.nameserver_port,
-                             web.host, web.port, public_read=web.public_read,
-                             local_actors=frozenset(a.name for a in node.actors))
+            try:
+                return WebServer(hub_role.hub, hub_role.tokens, config.name, config.hub_host,
+                                 config.nameserver_port, web.host, web.port, public_read=web.public_read,
+                                 local_actors=frozenset(a.name for a in node.actors))
+            except OSError as exc:
+                raise cannot_listen("web.port", web.host, web.port, exc) from exc
 
         agent.attach(dashboard)
     return agent

@@ -82,6 +82,9 @@ class HealthProbe:
         except pyro_errors.CommunicationError as exc:
             return Verdict(False, f"agent harvester.{self.node}.agent does not answer: {exc}")
         version, role = info.get("version"), info.get("role")
+        problems = info.get("problems") or []
+        if problems:
+            return Verdict(False, f"{self.node} is degraded: {'; '.join(map(str, problems))}", True, role, version)
         if self.expect_version and version != self.expect_version:
             return Verdict(False, f"agent answers with version {version}, expected {self.expect_version}",
                            role=role, version=version)

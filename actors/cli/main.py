@@ -7,6 +7,7 @@ import ast
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +20,14 @@ if TYPE_CHECKING:
     from actors.client import Fleet
 
 T = TypeVar("T")
-EXIT_UNREACHABLE = 3  # the name server or a node did not answer (or refused)
+# Exit codes: 0 ok; 1 the command ran and said no (a check failed, a node is unhealthy, a job
+# failed); 2 bad input (arguments, config, files); 3 the name server or a node did not answer
+# (or refused, or has no such name); 4 this machine would not let us (a port taken, a folder not writable, no space);
+# 70 an error nobody foresaw (a bug: --log-level DEBUG shows the traceback).
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_ENVIRONMENT = 4
+EXIT_INTERNAL = 70
 PARALLEL_CALLS = 16  # nodes asked at once by `ls` and `jobs`: a frozen one costs one timeout, not one each
 
 
@@ -150,13 +158,21 @@ def cmd_node(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s")
     # APScheduler logs every job run at INFO; a node polls every few seconds.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
+    from actors.errors import CannotListen
+    from nameserver.pyro import InsecureBindError
     from nameserver.security import TlsConfigError
 
     try:
         build_node(cfg, hal_mode=args.hal).run_forever()
     except TlsConfigError as exc:
         print(f"{cfg.path}: security: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except InsecureBindError as exc:
+        print(f"{cfg.path}: agent.host: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CannotListen as exc:
+        print(f"{cfg.path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     return 0
 
 
@@ -516,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
     except CliFailure as exc:
         print(f"harvester {args.command}: {exc}", file=sys.stderr)
         return exc.code
@@ -527,6 +545,27 @@ def main(argv: list[str] | None = None) -> int:
                     "HARVESTER_TLS_KEY; see README, Security)")
         print(f"harvester {args.command}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return 3
+    except Exception as exc:
+        # Every error a user can cause has its own message above or in its command; this is the
+        # net under them: one line, and the traceback only when asked for.
+        if args.log_level == "DEBUG":
+            traceback.print_exc()
+        code, what = _unforeseen(exc)
+        print(f"harvester {args.command}: {what}", file=sys.stderr)
+        return code
+
+
+def _unforeseen(exc: Exception) -> tuple[int, str]:
+    """(exit code, one line) for an error no command turned into a message of its own."""
+    from nameserver.pyro import InsecureBindError
+
+    if isinstance(exc, InsecureBindError | ValueError):  # bad input that reached a deeper layer
+        return EXIT_USAGE, f"{exc}"
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return EXIT_ENVIRONMENT, f"{exc.strerror or exc}{where}"
+    return EXIT_INTERNAL, (f"unexpected {type(exc).__name__}: {exc} (a bug; run with --log-level DEBUG "
+                           "for the traceback and report it)")
 
 
 if __name__ == "__main__":

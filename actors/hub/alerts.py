@@ -12,7 +12,7 @@ from typing import Any
 from actors.errors import BadRequest
 from hal.names import is_node_name
 
-ALERT_ID_RE = re.compile(r"^[a-z0-9_.:-]{1,64}$")
+ALERT_ID_RE = re.compile(r"^[a-z0-9_.:-]{1,64}\Z")
 STATES = ("raised", "cleared", "acknowledged")
 SEVERITIES = ("info", "warning", "critical")
 FIELDS = frozenset({"plugin", "version", "alert", "state", "severity", "message", "node", "raised_by",

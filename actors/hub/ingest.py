@@ -1,22 +1,98 @@
-"""The hub's ingest contract: what a pushed batch may hold, checked before anything is stored."""
+"""The hub's ingest contract: what a pushed batch or a hello may hold, checked before anything is stored.
+
+Every number that reaches SQLite is range-checked here: an INTEGER column holds a signed
+64-bit value and the sqlite3 module raises OverflowError (not a BadRequest) for anything
+larger, and every string must encode as UTF-8 (a lone surrogate, which JSON's \\ud800
+escapes can carry, makes the insert fail)."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import math
+import reprlib
+from typing import Any, NamedTuple
 
 from actors.errors import BadRequest
 from actors.hub.alerts import MAX_ALERTS_PER_BATCH, validate_alert
 from actors.hub.store import Batch, Row
+from actors.node.config import PROFILES, ROLES
 from hal.errors import ReadingError
 from hal.names import NODE_NAME_RULE, is_node_name
-from hal.readings import Reading, check_fields
+from hal.readings import NAME_RE, Reading, check_fields
 
 MAX_BATCHES_PER_CALL = 500
 MAX_READINGS_PER_BATCH = 1000
 MAX_FUTURE_S = 86400.0  # a reading stamped further ahead than this is rejected
+SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1  # SQLite's INTEGER: signed 64-bit
 
+# A hello's info is kept in memory and in the nodes table and rewritten whenever it changes:
+# a node's own hello is a few hundred bytes (role, profile, push interval, one staleness
+# limit per sensor), so these leave room for hundreds of sensors and refuse a megabyte.
+MAX_INFO_BYTES = 16 * 1024  # the info as UTF-8 JSON
+MAX_INFO_ITEMS = 512  # object keys and list items, counted through every level
+MAX_INFO_STRING = 256  # characters in any key or string
+MAX_INFO_DEPTH = 8  # nested objects and lists
+MAX_STALE_AFTER_S = 1e7  # a sensor's staleness limit (the config allows 10 days plus a push interval)
 
 READING_KEYS = frozenset({"node", "sensor", "quantity", "value", "unit", "ts", "quality", "reason"})
+ALERT_NUMBERS = ("value", "ts", "since")
+ALERT_TEXTS = ("plugin", "version", "message", "sensor", "quantity")
+
+
+class _Brief(reprlib.Repr):
+    """repr() cut short for error messages, safe for integers too long to print."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        # str() of an int over 4300 digits raises ValueError: name its size instead
+        if x.bit_length() > 256:
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_brief = _Brief()
+_brief.maxstring = _brief.maxother = 60
+_brief.maxlong = 40
+
+
+def shown(value: Any) -> str:
+    """A value as an error message shows it: its repr, on one line, at most about 60 characters."""
+    return _brief.repr(value)
+
+
+def clipped(message: str, limit: int = 300) -> str:
+    """Text for a one-line message (a rule's message quoting a whole value, a list of names), cut to `limit`."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
+    return message if len(message) <= limit else f"{message[:limit]}... (cut at {limit} characters)"
+
+
+def is_sqlite_number(value: Any) -> bool:
+    """True for an int or float SQLite stores as given: a 64-bit integer, or a finite float."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return SQLITE_INT_MIN <= value <= SQLITE_INT_MAX
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def is_utf8(text: str) -> bool:
+    """True when the string encodes as UTF-8 (it has no lone surrogate), so SQLite can store it."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _too_big_for_float(value: Any) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    except (TypeError, ValueError):
+        return False
+    return False
 
 
 def validate_batch(batch: Any, now: float) -> Batch:
@@ -28,14 +104,15 @@ def validate_batch(batch: Any, now: float) -> Batch:
         raise BadRequest(f"a batch must be an object, got {type(batch).__name__}")
     unknown = set(batch) - {"node", "seq", "readings", "alerts"}
     if unknown:
-        raise BadRequest(f"unknown batch field(s): {', '.join(sorted(map(str, unknown)))}")
+        raise BadRequest(f"unknown batch field(s): {clipped(', '.join(sorted(map(str, unknown))), 200)}; "
+                         "allowed: node, seq, readings, alerts")
     node, seq, readings = batch.get("node"), batch.get("seq"), batch.get("readings")
     if not is_node_name(node):
-        raise BadRequest(f"batch 'node' must match {NODE_NAME_RULE}, got {node!r}")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-        raise BadRequest(f"batch 'seq' must be a positive integer, got {seq!r}")
+        raise BadRequest(f"batch 'node' must match {NODE_NAME_RULE}, got {shown(node)}")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= SQLITE_INT_MAX:
+        raise BadRequest(f"batch 'seq' must be a positive integer up to {SQLITE_INT_MAX}, got {shown(seq)}")
     if not isinstance(readings, list):
-        raise BadRequest("batch 'readings' must be a list")
+        raise BadRequest(f"batch 'readings' must be a list, got {type(readings).__name__}")
     if len(readings) > MAX_READINGS_PER_BATCH:
         raise BadRequest(f"a batch holds at most {MAX_READINGS_PER_BATCH} readings, got {len(readings)}")
     rows: list[Row] = []
@@ -48,7 +125,8 @@ def validate_batch(batch: Any, now: float) -> Batch:
             raise BadRequest(f"batch {node}#{seq} reading {i}: a reading must be an object")
         if not READING_KEYS.issuperset(raw):
             extra = ", ".join(sorted(map(str, set(raw) - READING_KEYS)))
-            raise BadRequest(f"batch {node}#{seq} reading {i}: unknown reading field(s): {extra}")
+            raise BadRequest(f"batch {node}#{seq} reading {i}: unknown reading field(s): {clipped(extra, 200)}; "
+                             f"allowed: {', '.join(sorted(READING_KEYS))}")
         try:
             # subscripts, not a generator over the key names: 0.18 us less a reading, which pays
             # for building each row as a Row
@@ -59,17 +137,134 @@ def validate_batch(batch: Any, now: float) -> Batch:
         try:
             check_fields(raw.get("node", node), sensor, quantity, value, unit, ts, quality, reason)
         except ReadingError as exc:
-            raise BadRequest(f"batch {node}#{seq} reading {i}: {exc}") from None
+            raise BadRequest(f"batch {node}#{seq} reading {i}: {clipped(str(exc))}") from None
+        except OverflowError:  # math.isfinite() of an int too large for a float
+            field = "value" if _too_big_for_float(value) else "ts"
+            raise BadRequest(f"batch {node}#{seq} reading {i}: {field} must be a finite number, "
+                             f"got {shown(raw[field])}") from None
         if raw.get("node", node) != node:
-            raise BadRequest(f"batch {node}#{seq} reading {i} names node {raw['node']!r}")
-        if ts > limit:
-            raise BadRequest(f"batch {node}#{seq} reading {i}: timestamp {ts} is {ts - now:.0f} s in the future")
+            raise BadRequest(f"batch {node}#{seq} reading {i} names node {shown(raw['node'])}; "
+                             f"expected the batch's node {node!r}")
+        # bounds ts both ways (so an int ts fits SQLite); the value is bounded by its quantity's range
+        if ts > limit or ts < 0:
+            if ts < 0:
+                raise BadRequest(f"batch {node}#{seq} reading {i}: timestamp {shown(ts)} is before 1970; "
+                                 "expected epoch seconds")
+            raise BadRequest(f"batch {node}#{seq} reading {i}: timestamp {shown(ts)} is more than "
+                             f"{MAX_FUTURE_S:.0f} s in the future (the hub's clock reads {now:.0f})")
+        if reason is not None and not is_utf8(reason):
+            raise BadRequest(f"batch {node}#{seq} reading {i}: reason {shown(reason)} is not valid Unicode "
+                             "(a lone surrogate); expected text that encodes as UTF-8")
         rows.append(new_row(Row, (sensor, quantity, value, unit, ts, quality, reason)))
     events = batch.get("alerts", [])
     if not isinstance(events, list) or len(events) > MAX_ALERTS_PER_BATCH:
         raise BadRequest(f"batch {node}#{seq} 'alerts' must be a list of at most {MAX_ALERTS_PER_BATCH} events")
-    alerts = [validate_alert(e, node, f"batch {node}#{seq} alert {i}") for i, e in enumerate(events)]
+    alerts = [validate_event(e, node, f"batch {node}#{seq} alert {i}") for i, e in enumerate(events)]
     return Batch(node, seq, rows, alerts)
+
+
+def validate_event(event: Any, sender: str, where: str) -> dict[str, Any]:
+    """An alert event checked by actors.hub.alerts and for what SQLite can store; BadRequest otherwise."""
+    try:
+        checked = validate_alert(event, sender, where)
+    except BadRequest as exc:
+        raise BadRequest(clipped(str(exc))) from None
+    except OverflowError:  # math.isfinite() of an int too large for a float
+        field = next(k for k in ALERT_NUMBERS if _too_big_for_float(event.get(k)))
+        raise BadRequest(f"{where}: bad alert field {field!r}: expected a finite number, "
+                         f"got {shown(event[field])}") from None
+    for key in ALERT_NUMBERS:
+        v = checked[key]
+        if v is not None and not is_sqlite_number(v):
+            raise BadRequest(f"{where}: bad alert field {key!r}: expected a finite number "
+                             f"(an integer within ±{SQLITE_INT_MAX}), got {shown(v)}")
+    for key in ALERT_TEXTS:
+        v = checked[key]
+        if isinstance(v, str) and not is_utf8(v):
+            raise BadRequest(f"{where}: bad alert field {key!r}: {shown(v)} is not valid Unicode "
+                             "(a lone surrogate); expected text that encodes as UTF-8")
+    return checked
+
+
+class Hello(NamedTuple):
+    """A checked hello: who the node is, how often it pushes, and the info to keep."""
+
+    node: str
+    role: str
+    profile: str
+    push_interval: float
+    info: dict[str, Any]
+
+
+def validate_hello(info: Any) -> Hello:
+    """Check a node's hello (its info dict); raise BadRequest saying what is wrong and what is expected.
+
+    Top-level values of other types than JSON's are dropped, as before; anything nested must be JSON."""
+    name = info.get("node") if isinstance(info, dict) else None
+    if not is_node_name(name):
+        raise BadRequest(f"hello needs a valid 'node' ({NODE_NAME_RULE}), got {shown(name)}")
+    role, profile = info.get("role", "spoke"), info.get("profile", "wasm")
+    if role not in ROLES or profile not in PROFILES:
+        raise BadRequest(f"bad role/profile {shown(role)}/{shown(profile)}; expected a role in {', '.join(ROLES)} "
+                         f"and a profile in {', '.join(PROFILES)}")
+    interval = info.get("push_interval", 5.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 3600:
+        raise BadRequest(f"bad push_interval {shown(interval)}; expected seconds in (0, 3600]")
+    clean = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, list, dict))}
+    _check_info(clean)
+    stale = clean.get("stale_after")
+    if stale is not None:
+        if not isinstance(stale, dict):
+            raise BadRequest(f"hello 'stale_after' must map sensor names to seconds, got {type(stale).__name__}")
+        for sensor, limit in stale.items():
+            if not NAME_RE.match(sensor) or isinstance(limit, bool) or not isinstance(limit, (int, float)) \
+                    or not 0 < limit <= MAX_STALE_AFTER_S:
+                raise BadRequest(f"hello 'stale_after' {shown(sensor)}: {shown(limit)}; expected a sensor name "
+                                 f"and seconds in (0, {MAX_STALE_AFTER_S:.0f}]")
+    try:
+        size = len(json.dumps(clean, allow_nan=False, ensure_ascii=False).encode("utf-8"))
+    except (TypeError, ValueError) as exc:  # _check_info lets none through; a last guard for the store
+        raise BadRequest(f"hello info is not JSON: {exc}") from None
+    if size > MAX_INFO_BYTES:
+        raise BadRequest(f"hello info is {size} bytes as JSON; at most {MAX_INFO_BYTES} allowed")
+    return Hello(name, role, profile, float(interval), clean)
+
+
+def _check_info(info: dict[str, Any]) -> None:
+    """Walk a hello's info without recursion, within the item, string, depth and number bounds."""
+    items = 0
+    todo: list[tuple[str, Any, int]] = [("info", info, 0)]
+    while todo:
+        where, value, depth = todo.pop()
+        if isinstance(value, str):
+            if len(value) > MAX_INFO_STRING or not is_utf8(value):
+                raise BadRequest(f"hello {where}: strings must be UTF-8 text of at most {MAX_INFO_STRING} "
+                                 f"characters, got {shown(value)} ({len(value)} characters)")
+        elif value is None or isinstance(value, bool):
+            pass
+        elif isinstance(value, (int, float)):
+            if not is_sqlite_number(value):
+                raise BadRequest(f"hello {where}: numbers must be finite (integers within ±{SQLITE_INT_MAX}), "
+                                 f"got {shown(value)}")
+        elif isinstance(value, (dict, list, tuple)):
+            if depth >= MAX_INFO_DEPTH:
+                raise BadRequest(f"hello info nests deeper than {MAX_INFO_DEPTH} levels at {where}")
+            items += len(value)
+            if items > MAX_INFO_ITEMS:
+                raise BadRequest(f"hello info holds more than {MAX_INFO_ITEMS} keys and list items; "
+                                 "send only what describes the node")
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if not isinstance(k, str) or len(k) > MAX_INFO_STRING or not is_utf8(k):
+                        raise BadRequest(f"hello {where}: keys must be UTF-8 strings of at most {MAX_INFO_STRING} "
+                                         f"characters, got {shown(k)}")
+                    todo.append((f"{where}.{clipped(k, 40)}" if len(where) < 80 else where, v, depth + 1))
+            else:
+                todo.extend((f"{where}[{j}]" if len(where) < 80 else where, v, depth + 1)
+                            for j, v in enumerate(value))
+        else:
+            raise BadRequest(f"hello {where}: {type(value).__name__} is not JSON; expected a string, number, "
+                             "boolean, null, list or object")
 
 
 def to_row(r: Reading) -> Row:

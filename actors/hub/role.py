@@ -12,7 +12,7 @@ from typing import Any
 from apscheduler.schedulers.base import BaseScheduler
 
 from actors.base import Actor
-from actors.errors import StoreFull
+from actors.errors import StoreFull, cannot_listen
 from actors.hub.aggregator import AggregatorActor
 from actors.hub.prober import PROBE_INTERVAL, SpokeProber
 from actors.hub.state import Hub
@@ -83,8 +83,11 @@ class HubRole(NodeRole):
         if cfg.embedded_nameserver:
             from nameserver.server import EmbeddedNameServer
 
-            self.nameserver = EmbeddedNameServer(cfg.hub_host, cfg.nameserver_port,
-                                                 allow_insecure=cfg.allow_insecure_lan).start()
+            try:
+                self.nameserver = EmbeddedNameServer(cfg.hub_host, cfg.nameserver_port,
+                                                     allow_insecure=cfg.allow_insecure_lan).start()
+            except OSError as exc:
+                raise cannot_listen("hub.nameserver_port", cfg.hub_host, cfg.nameserver_port, exc) from exc
 
     def install(self, scheduler: BaseScheduler, first_run: datetime) -> None:
         """Probe the spokes; evaluate hub plugins on what they pushed."""

@@ -12,15 +12,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.errors import BadRequest
-from actors.hub.alerts import validate_alert
-from actors.hub.ingest import MAX_BATCHES_PER_CALL, to_row, validate_batch
+from actors.hub.ingest import (
+    MAX_BATCHES_PER_CALL,
+    MAX_STALE_AFTER_S,
+    to_row,
+    validate_batch,
+    validate_event,
+    validate_hello,
+)
 from actors.hub.store import Row, Store
-from actors.node.config import PROFILES, ROLES
-from hal.names import NODE_NAME_RULE, is_node_name
 from hal.readings import Reading
 
 ONLINE_INTERVALS = 3  # a node is online if it pushed within this many push intervals
+# What the hub keeps of a spoke's outbox state from its probes (shown on the dashboard and in /metrics)
+OUTBOX_KEYS = ("pending_batches", "held_in_memory", "dropped_batches", "disk_full", "disk_error")
 CLOCK_SKEW_LIMIT = 30.0  # a node whose clock differs more than this is flagged
+# A sender's clock (sent_at, X-Sent-At) is epoch seconds from 1970 to 2286: a board without a
+# real-time clock that booted in 1970 is still measured; 1e308 or -1e18 is not a clock.
+MAX_SENT_AT = 1e10
 # A cached view is dropped this long before a flag of it would turn: far more than the rounding
 # of `now - ts > limit` (about 1e-7 s at today's epoch), so a reused part never disagrees with a new one.
 FLIP_MARGIN = 1e-3
@@ -72,63 +81,64 @@ class Hub:
             self._latest.setdefault(node, {}).setdefault(row.sensor, {})[row.quantity] = row
 
     def hello(self, info: dict[str, Any], sent_at: float | None = None) -> dict[str, Any]:
-        """A node introduces itself (role, profile, push interval); returns its last acked seq."""
-        name = info.get("node") if isinstance(info, dict) else None
-        if not is_node_name(name):
-            raise BadRequest(f"hello needs a valid 'node' ({NODE_NAME_RULE}), got {name!r}")
-        role, profile = info.get("role", "spoke"), info.get("profile", "wasm")
-        if role not in ROLES or profile not in PROFILES:
-            raise BadRequest(f"bad role/profile {role!r}/{profile!r}")
-        interval = info.get("push_interval", 5.0)
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 3600:
-            raise BadRequest(f"bad push_interval {interval!r}")
+        """A node introduces itself (role, profile, push interval); returns its last acked seq.
+
+        A refused hello (BadRequest, or a store that cannot write) changes nothing."""
+        h = validate_hello(info)
+        sent = plausible_sent_at(sent_at)
         now = self._clock()
-        clean = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, list, dict))}
         with self._lock:
-            st = self._nodes.get(name)
+            st = self._nodes.get(h.node)
+            offset = st.clock_offset if st is not None else None
+            if sent is not None:
+                offset = round(sent - now, 3)
             # hello is also the spokes' heartbeat: write to disk only when something changed
             changed = st is None or (st.role, st.profile, st.push_interval, st.info) != \
-                (role, profile, float(interval), clean)
-            st = st or self._nodes.setdefault(name, NodeState(name))
-            st.role, st.profile, st.push_interval, st.info = role, profile, float(interval), clean
+                (h.role, h.profile, h.push_interval, h.info)
+            if changed:
+                # written before the node changes in memory, under the lock a push's registration
+                # takes too: a write that fails (a full disk) leaves the hub as it was
+                self.store.upsert_node(h.node, h.role, h.profile, h.push_interval, now, offset, dict(h.info))
+            st = st or self._nodes.setdefault(h.node, NodeState(h.node))
+            st.role, st.profile, st.push_interval, st.info = h.role, h.profile, h.push_interval, h.info
             st.last_seen = now
             st.version += 1
-            self._observe_clock(st, sent_at, now)
-            snapshot = (st.role, st.profile, st.push_interval, st.last_seen, st.clock_offset, dict(st.info))
+            self._observe_clock(st, sent, now)
             last_seq = st.last_seq
-        if changed:
-            self.store.upsert_node(name, *snapshot)
         return {"last_seq": last_seq}
 
     def push(self, batches: Any, sent_at: float | None = None) -> dict[str, Any]:
         """Commit batches idempotently on (node, seq), then acknowledge them.
 
         All or nothing: one bad batch rejects the call with BadRequest and stores nothing."""
-        if not isinstance(batches, list):
-            batches = [batches]
-        if not batches:
-            raise BadRequest("no batches")
-        if len(batches) > MAX_BATCHES_PER_CALL:
-            raise BadRequest(f"at most {MAX_BATCHES_PER_CALL} batches per push, got {len(batches)}")
         now = self._clock()
         try:
+            if not isinstance(batches, list):
+                batches = [batches]
+            if not batches:
+                raise BadRequest("no batches; expected a batch or a list of 1 to "
+                                 f"{MAX_BATCHES_PER_CALL} batches")
+            if len(batches) > MAX_BATCHES_PER_CALL:
+                raise BadRequest(f"at most {MAX_BATCHES_PER_CALL} batches per push, got {len(batches)}")
             checked = [validate_batch(b, now) for b in batches]
         except BadRequest:
-            self.rejected += 1
+            self.count_rejected()
             raise
+        sent = plausible_sent_at(sent_at)
         seen = {b.node: now for b in checked}
-        with self._lock:
-            unknown = sorted(n for n in seen if n not in self._nodes)
-            for n in unknown:
-                self._nodes[n] = NodeState(n)
-                self.store.upsert_node(n, "spoke", "wasm", 5.0, now, None, {})
         new = set(self.store.commit_batches(checked, now, seen))
         with self._lock:
+            # A node is registered only once its batches are committed: a refused push, or a
+            # commit that fails, leaves no node behind (in memory or in the store).
+            unknown = sorted(n for n in seen if n not in self._nodes)
+            for n in unknown:
+                self.store.upsert_node(n, "spoke", "wasm", 5.0, now, None, {})
+                self._nodes[n] = NodeState(n)
             for b in checked:
                 st = self._nodes[b.node]
                 st.last_seen = now
                 st.version += 1
-                self._observe_clock(st, sent_at, now)
+                self._observe_clock(st, sent, now)
                 if (b.node, b.seq) in new:
                     st.last_seq = max(st.last_seq, b.seq)
                     self._remember(b.node, b.rows)
@@ -138,9 +148,14 @@ class Hub:
             self.duplicates += duplicates
         return {"acked": [b.seq for b in checked], "duplicates": duplicates, "hello": unknown}
 
+    def count_rejected(self) -> None:
+        """Count one push refused as malformed (harvester_hub_rejected_pushes_total)."""
+        with self._lock:
+            self.rejected += 1
+
     def record_alerts(self, node: str, events: list[dict[str, Any]]) -> None:
         """Alert events raised on the hub itself (no batch, no network hop)."""
-        checked = [validate_alert(e, node, f"local alert {i}") for i, e in enumerate(events)]
+        checked = [validate_event(e, node, f"local alert {i}") for i, e in enumerate(events)]
         self.store.record_alerts(checked, self._clock())
 
     def alerts(self, active_only: bool = True, limit: int = 200) -> list[dict[str, Any]]:
@@ -160,11 +175,12 @@ class Hub:
         """Acknowledge an active alert at the hub; the caller forwards it to the node that raised it."""
         return self.store.acknowledge(alert_id, by, self._clock())
 
-    def _observe_clock(self, st: NodeState, sent_at: float | None, now: float) -> None:
-        if isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool) and math.isfinite(sent_at):
-            offset = sent_at - now
+    def _observe_clock(self, st: NodeState, sent: float | None, now: float) -> None:
+        """Record the node's clock offset from a plausible_sent_at() value (None: not measured)."""
+        if sent is not None:
+            offset = sent - now
             if abs(offset) > CLOCK_SKEW_LIMIT and (st.clock_offset is None or abs(st.clock_offset) <= CLOCK_SKEW_LIMIT):
-                log.warning("node %s clock is off by %.1f s", st.name, offset)
+                log.warning("node %s clock is off by %s", st.name, offset_text(offset))
             st.clock_offset = round(offset, 3)
 
     def ingest_local(self, node: str, readings: list[Reading]) -> None:
@@ -213,7 +229,7 @@ class Hub:
                 st.health = {k.rsplit(".", 1)[-1]: {"state": v.get("state"), "last_error": v.get("last_error")}
                              for k, v in health.items() if isinstance(v, dict) and "state" in v}
                 outbox = health.get("outbox")
-                st.outbox = {k: outbox.get(k) for k in ("pending_batches", "dropped_batches")} \
+                st.outbox = {k: outbox.get(k) for k in OUTBOX_KEYS} \
                     if isinstance(outbox, dict) else None
             if st is not None and st.reachable != reachable:
                 if st.reachable is not None:
@@ -318,4 +334,24 @@ class Hub:
 def _limit_for(limits: dict[str, Any], sensor: str, default: float) -> float:
     """The staleness limit of a sensor; network targets (`network-hub`) share their sensor's."""
     value = limits.get(sensor, limits.get(sensor.split("-", 1)[0]))
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+    # hello checks the limits; a row stored before it did may still hold anything
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_STALE_AFTER_S:
+        return float(value)
+    return default
+
+
+def plausible_sent_at(value: Any) -> float | None:
+    """A sender's clock reading as a float when it is epoch seconds in 0..MAX_SENT_AT, else None.
+
+    The clock is advisory (it only flags a node whose clock is off), so over Pyro5 an absurd
+    value is ignored rather than refusing the batches it came with."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_SENT_AT:
+        return float(value)  # NaN fails the comparison; a huge int never reaches float()
+    return None
+
+
+def offset_text(seconds: float) -> str:
+    """A clock offset for a log line: `+120.5 s`, or in days when it is more than one."""
+    if abs(seconds) < 86400:
+        return f"{seconds:+.1f} s"
+    return f"{seconds / 86400:+.1f} days ({seconds:+.0f} s)"

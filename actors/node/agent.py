@@ -18,6 +18,7 @@ from Pyro5.api import Daemon, expose
 
 from actors.base import Actor
 from actors.devices.sensor import SensorActor
+from actors.errors import cannot_listen
 from actors.node.config import NodeConfig, SensorConfig
 from actors.node.jobs import JobContext, JobRunner, JobsActor, actor_caller
 from actors.node.role import NodeRole, make_role
@@ -60,7 +61,16 @@ class AgentActor(Actor):
                 "version": package_version(),
                 "pid": os.getpid(), "actors": sorted(a.object_name for a in self._agent.actors),
                 "sensors": {s.name: {"kind": s.kind, "interval_s": s.interval} for s in cfg.sensors},
-                "wasmtime_loaded": "wasmtime" in sys.modules}
+                "wasmtime_loaded": "wasmtime" in sys.modules, "problems": self._agent.role.problems()}
+
+    @expose
+    def health(self) -> dict[str, Any]:
+        """The agent's health; 'degraded' with the reason while the node cannot keep its readings (disk full)."""
+        out = super().health()
+        problems = self._agent.role.problems()
+        if problems:
+            out["state"], out["last_error"] = "degraded", problems[0]
+        return out
 
     @expose
     def fleet_health(self) -> dict[str, Any]:
@@ -184,7 +194,10 @@ class NodeAgent:
         check_bind(cfg.agent_host, tls=cfg.security.tls, allow_insecure=cfg.allow_insecure_lan)
         self._build_actors()
         self.role.start()
-        self.daemon = HarvesterDaemon(host=cfg.agent_host, port=cfg.agent_port)
+        try:
+            self.daemon = HarvesterDaemon(host=cfg.agent_host, port=cfg.agent_port)
+        except OSError as exc:
+            raise cannot_listen("agent.port", cfg.agent_host, cfg.agent_port, exc) from exc
         for actor in self.actors:
             uri = self.daemon.register(actor, objectId=actor.object_name)
             self.registrar.add(actor.object_name, str(uri), actor.metadata())
@@ -236,7 +249,11 @@ class NodeAgent:
         """Start, then block until SIGTERM/SIGINT, then stop cleanly."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # what did start (a name server, the daemon) must not outlive the failure
+            raise
         announce_started(self)  # READY=1, and WATCHDOG=1 beats when the unit sets WatchdogSec=
         try:
             while not self._stop.wait(1.0):

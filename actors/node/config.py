@@ -14,6 +14,7 @@ from typing import Any
 
 from actors.node.jobspec import JobSpec, parse_jobs
 from hal.context import MODES, EmulatedI2CDevice, MockSettings
+from hal.files import InputFileError, read_text_limited
 from hal.schema import NUMBER, REQUIRED, Field, Problems, between, node_name, one_of, rule
 from hal.sensor import SENSOR_KINDS
 
@@ -206,15 +207,22 @@ def _apply_override(data: dict[str, Any], assignment: str) -> None:
     data.setdefault(section, {})[name] = value
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a node config is a few KiB; anything this big is the wrong file
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> NodeConfig:
     """Read, validate and return a node config; raise ConfigError listing every problem."""
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text_limited(p, MAX_CONFIG_BYTES))
     except FileNotFoundError:
         raise ConfigError(str(p), [("", "file not found")]) from None
+    except InputFileError as exc:
+        raise ConfigError(str(p), [("", str(exc))]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [("", f"not valid TOML: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError(str(p), [("", "not valid TOML: tables or arrays nested too deeply")]) from None
     for assignment in overrides or []:
         _apply_override(data, assignment)
     return parse_config(data, str(p), base_dir=p.resolve().parent)
@@ -245,6 +253,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
     hub_name = t["hub"].get("name")
     if hub_name and node.get("role") == "hub" and hub_name != node.get("name"):
         c.add("hub.name", f"names hub {hub_name!r}, but this hub is called {node.get('name')!r}")
+    _plaintext_binds(c, t, node.get("role") == "hub")
     if c:
         raise ConfigError(path, c.items)
 
@@ -299,6 +308,21 @@ def _sensors(c: Problems, rows: Any) -> list[SensorConfig]:
         stale = values.get("stale_after")
         out.append(SensorConfig(name, kind.kind, interval, float(stale) if stale else 3 * interval, params))
     return out
+
+
+def _plaintext_binds(c: Problems, t: dict[str, Any], is_hub: bool) -> None:
+    """The rule the node applies before its first socket: no plaintext Pyro5 beyond loopback unless allowed."""
+    from nameserver.pyro import is_loopback
+
+    if t["security"].get("tls") or t["agent"].get("allow_insecure_lan"):
+        return
+    binds = [("agent.host", t["agent"].get("host"))]
+    if is_hub and t["hub"].get("embedded_nameserver") is not False:
+        binds.append(("hub.host", t["hub"].get("host")))  # the embedded name server listens there
+    for key, host in binds:
+        if isinstance(host, str) and not is_loopback(host):
+            c.add(key, f"{host} is beyond loopback and security.tls is off: anyone on the LAN could call "
+                       "the actors; turn on TLS ([security]) or set agent.allow_insecure_lan = true")
 
 
 def _security(c: Problems, t: dict[str, Any], base: Path) -> SecurityConfig:

@@ -14,10 +14,10 @@ from hal.schema import ANY, NUMBER, REQUIRED, Field, Problems, between, matches,
 
 KINDS = ("call", "quiet_hours", "daily_summary", "rollup", "retention")
 HUB_ONLY = ("daily_summary", "rollup", "retention")
-JOB_NAME_RE = re.compile(r"^[a-z0-9_-]{1,48}$")
-CALL_RE = re.compile(rf"^{PREFIX}\.{NODE_NAME_RULE}\.[a-z0-9_-]{{1,64}}\.[a-z_][a-z0-9_]{{0,63}}$")
-ACTOR_RE = re.compile(rf"^{PREFIX}\.{NODE_NAME_RULE}\.[a-z0-9_-]{{1,64}}$")
-HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+JOB_NAME_RE = re.compile(r"^[a-z0-9_-]{1,48}\Z")
+CALL_RE = re.compile(rf"^{PREFIX}\.{NODE_NAME_RULE}\.[a-z0-9_-]{{1,64}}\.[a-z_][a-z0-9_]{{0,63}}\Z")
+ACTOR_RE = re.compile(rf"^{PREFIX}\.{NODE_NAME_RULE}\.[a-z0-9_-]{{1,64}}\Z")
+HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)\Z")
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,10 @@ class NodeRole:
         """Role state for the agent's fleet_health() (the spoke's outbox)."""
         return {}
 
+    def problems(self) -> list[str]:
+        """What keeps this node from doing its job right now (a full disk), in words; empty when fine."""
+        return []
+
     def liveness_interval(self) -> float:
         """How often the hub hears from this node: it is online for three of these."""
         return self.config.push_interval

@@ -50,6 +50,7 @@ class Pusher:
     def push_once(self) -> int:
         """Drain the outbox to the hub in order; returns batches acknowledged in this run."""
         acked_total = 0
+        self.outbox.retry()  # batches held in memory while the disk was full go to disk first
         try:
             with self._aggregator() as agg:
                 acked_total = self._drain(agg)

@@ -69,6 +69,14 @@ class SpokeRole(NodeRole):
         """The outbox's pending and dropped counts."""
         return {"outbox": self.outbox.stats()}
 
+    def problems(self) -> list[str]:
+        """The outbox's disk refusing writes (readings are then held in memory, or dropped)."""
+        stats = self.outbox.stats() if hasattr(self, "outbox") else {}
+        if not stats.get("disk_full"):
+            return []
+        return [f"outbox {stats['disk_error']}; {stats['held_in_memory']} batches held in memory, "
+                f"{stats['dropped_batches']} dropped"]
+
     def stop(self) -> None:
         """Close the outbox."""
         if hasattr(self, "outbox"):

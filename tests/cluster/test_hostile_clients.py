@@ -8,15 +8,19 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from actors.client import connect
 from nameserver.transport import raise_fd_limit
+from tests.cluster.conftest import ROOT, assert_exactly_once
 from tests.helpers import wait_for
 
 HOST = "127.0.0.1"
@@ -146,3 +150,61 @@ def test_hostile_a_frozen_spoke_fails_commands_fast_and_never_delays_reads(proc_
         os.killpg(pi4.proc.pid, signal.SIGCONT)
     wait_for(lambda: _post(url, token, {"node": "pi4", "action": "off"})[0] == 200, timeout=60, interval=1,
              what="commands to pi4 working again once it runs")
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                                capture_output=True).returncode == 0
+
+
+def _fill(path: Path) -> None:
+    """Write zeros until the filesystem is full."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_hostile_a_full_spoke_disk_is_said_everywhere_and_loses_nothing(proc_cluster, tmp_path):
+    c = proc_cluster
+    state = c.state("pi4")
+    if not _mount_tmpfs(state, "4m"):
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        c.add("hub", "hub", sensors=[{"name": "monitor", "kind": "monitor", "interval": 2.0}])
+        c.add("pi4", sensors=SPOKE_SENSORS, push_interval=1.0)
+        wait_for(lambda: c.hub_last_seq("pi4") > 2, timeout=60, what="pi4 pushing to the hub")
+        base = f"http://{HOST}:{c.web_port}"
+
+        def pi4_view() -> dict:
+            with urllib.request.urlopen(f"{base}/api/readings", timeout=5) as res:
+                return next(n for n in json.load(res)["nodes"] if n["name"] == "pi4")
+
+        _fill(state / "filler")
+        full = wait_for(lambda: (pi4_view().get("outbox") or {}).get("disk_full") and pi4_view(), timeout=60,
+                        what="the hub showing pi4's disk full")
+        assert full["outbox"]["held_in_memory"] >= 1
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as res:
+            assert 'harvester_outbox_disk_full{node="pi4"} 1' in res.read().decode()
+        health = subprocess.run([sys.executable, "-m", "actors.cli", "health", "--node", "pi4", "--ns",
+                                 f"{HOST}:{c.ns_port}"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert health.returncode == 1 and "disk full" in health.stderr, health
+        with urllib.request.urlopen(f"{base}/", timeout=5) as res:
+            assert "disk full" in res.read().decode()
+        (state / "filler").unlink()  # space returns
+        wait_for(lambda: not (pi4_view().get("outbox") or {}).get("disk_full"), timeout=60,
+                 what="pi4's disk writable again at the hub")
+        c.wait_drained("pi4", timeout=90)
+        c.nodes["pi4"].stop()
+        assert_exactly_once(c, "pi4")  # and no batch dropped: held in memory, written later, pushed once
+        log = (c.tmp / "pi4.log").read_text()
+        assert log.count("outbox cannot write") == 1 and log.count("accepts writes again") == 1, log[-3000:]
+    finally:
+        c.stop()
+        subprocess.run(["umount", "-l", str(state)], capture_output=True)

@@ -6,8 +6,11 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from urllib.parse import quote, quote_from_bytes
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from actors.hub.state import Hub
 from actors.hub.store import Store
@@ -148,3 +151,72 @@ def test_web_public_read_is_a_config_key(tmp_path: Path):
     path = write_node_config(tmp_path / "hub.toml", "hub", "hub", 9090, web_port=8080)
     assert load_config(path).web.public_read is True
     assert load_config(path, ["web.public_read=false"]).web.public_read is False
+
+
+@pytest.mark.parametrize("path, status, message", [
+    ("/api/alerts?state=pi4%F0%9F%94%A5", 400, "state must be active or all, got 'pi4🔥'"),
+    ("/api/history?node=pi4%F0%9F%94%A5&sensor=dht22&quantity=temperature", 404, "unknown node 'pi4🔥'"),
+    ("/api/history?node=hub&sensor=caf%C3%A9&quantity=temperature", 404, "node 'hub' has no sensor 'café'"),
+    ("/api/history?node=hub&sensor=monitor&quantity=cpu_load&step=%E2%9C%93", 400,
+     "step must be raw, 1m, 1h or auto, got '✓'"),
+    ("/api/history?node=hub&sensor=monitor&quantity=cpu_load&since=%C2%BD", 400,
+     "query parameter 'since' must be a number (epoch seconds), got '½'"),
+    ("/api/summaries?day=%E2%91%A0", 400, "day must be a date written YYYY-MM-DD, got '①'"),
+    ("/api/alerts?state=%FF%FE", 400, "query parameter 'state' is not UTF-8"),
+    ("/api/history?node=%C3&sensor=a&quantity=b", 400, "query parameter 'node' is not UTF-8"),
+])
+def test_web_api_query_values_are_read_as_utf8(cluster, web, path, status, message):
+    got, body = web.get(path)
+    assert (got, message in body["error"]) == (status, True), body
+    assert "\n" not in body["error"]
+
+
+@pytest.mark.parametrize("day, message", [
+    ("2024-13-45", "day '2024-13-45' is not a calendar date (month must be in 1..12); expected YYYY-MM-DD"),
+    ("2023-02-29", "day '2023-02-29' is not a calendar date (day is out of range for month); expected YYYY-MM-DD"),
+    ("0000-01-01", "day '0000-01-01' is not a calendar date (year 0 is out of range); expected YYYY-MM-DD"),
+    ("20240101", "day must be a date written YYYY-MM-DD, got '20240101'"),
+    ("%D9%A2%D9%A0%D9%A2%D9%A4-01-01", "day must be a date written YYYY-MM-DD, got '٢٠٢٤-01-01'"),
+])
+def test_web_api_summaries_day_must_be_a_calendar_date(cluster, web, day, message):
+    status, body = web.get(f"/api/summaries?day={day}")
+    assert (status, body) == (400, {"error": message})
+    assert web.get("/api/summaries?day=2024-02-29") == (200, {"day": "2024-02-29", "summaries": []})
+
+
+# property-based: any query values, percent-encoded UTF-8 or raw bytes, on every read route:
+# a 2xx, or a 4xx with a one-line JSON error; reads never change the hub.
+QUERY_VALUE = (st.text(max_size=30).map(lambda t: quote(t, safe=""))
+               | st.binary(max_size=12).map(lambda b: quote_from_bytes(b, safe=""))
+               | st.sampled_from(["1e308", "-1e308", "nan", "inf", "9" * 400, "2024-13-45", "2024-02-29",
+                                  "raw", "1m", "1h", "auto", "all", "active", "hub", "monitor", "cpu_load"]))
+ROUTES = {"/api/history": ["node", "sensor", "quantity", "since", "until", "step"], "/api/alerts": ["state"],
+          "/api/summaries": ["day"], "/api/readings": [], "/api/nodes": [], "/healthz": []}
+
+
+@st.composite
+def api_paths(draw) -> str:
+    route = draw(st.sampled_from(sorted(ROUTES)))
+    names = draw(st.lists(st.sampled_from(ROUTES[route] or ["x"]), max_size=6))
+    query = "&".join(f"{n}={draw(QUERY_VALUE)}" for n in names)
+    return f"{route}?{query}" if query else route
+
+
+def test_web_api_fuzz_query_params_only_2xx_or_a_json_4xx(cluster, web):
+    hub = cluster.hub.role.hub
+    statuses: dict[int, int] = {}
+
+    @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(path=api_paths())
+    def check(path: str) -> None:
+        before = (hub.node_names(), hub.duplicates, hub.rejected)
+        status, headers, body = web.request("GET", path)
+        statuses[status] = statuses.get(status, 0) + 1
+        assert status < 500 and headers["content-type"] == "application/json", (path, status, body)
+        if status >= 400:
+            assert status in (400, 404) and isinstance(body["error"], str), (path, body)
+            assert "\n" not in body["error"] and len(body["error"]) < 400, (path, body)
+        assert (hub.node_names(), hub.duplicates, hub.rejected) == before
+
+    check()
+    assert statuses.get(200, 0) > 50 and statuses.get(400, 0) > 50, statuses

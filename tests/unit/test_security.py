@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 import subprocess
 import sys
@@ -191,7 +192,12 @@ def test_security_plaintext_lan_bind_is_refused_before_any_socket(tmp_path):
     check_bind("192.0.2.10", tls=True, allow_insecure=False)
     data = {"node": {"name": "pi4", "role": "spoke", "state_dir": str(tmp_path)},
             "hub": {"host": "127.0.0.1"}, "agent": {"host": "192.0.2.10"}}
-    agent = NodeAgent(parse_config(data))
+    # the config check refuses it first, with the same rule ...
+    with pytest.raises(ConfigError, match="agent.host: 192.0.2.10 is beyond loopback and security.tls is off"):
+        parse_config(data)
+    # ... and a config that got past it some other way still never opens the socket
+    allowed = parse_config({**data, "agent": {**data["agent"], "allow_insecure_lan": True}})
+    agent = NodeAgent(dataclasses.replace(allowed, allow_insecure_lan=False))
     try:
         with pytest.raises(InsecureBindError):
             agent.start()

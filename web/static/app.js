@@ -172,7 +172,7 @@ function apply(d) {
     card.classList.toggle("offline", !n.online);
     $("[data-online]", card).textContent = n.online ? "online" : "offline";
     $("[data-status]", card).textContent = n.status;
-    $("[data-clock]", card).textContent = n.clock;
+    $("[data-warning]", card).textContent = n.warning;
   }
   const rows = new Map($$("[data-key]").map((el) => [el.dataset.key, el]));
   for (const [key, v] of Object.entries(d.values)) {

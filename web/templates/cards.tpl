@@ -9,7 +9,7 @@
     <span class="badge profile-{{c['profile']}}">{{c['profile_label']}}</span>
     <span class="pill" data-online>{{'online' if c['online'] else 'offline'}}</span>
   </header>
-  <p class="seen"><span data-status>{{c['status']}}</span> <span class="clock" data-clock>{{c['clock']}}</span></p>
+  <p class="seen"><span data-status>{{c['status']}}</span> <span class="warning" data-warning>{{c['warning']}}</span></p>
 % for s in c['sections']:
   <section class="group">
     <h3>{{s['title']}}</h3>
