@@ -118,6 +118,12 @@ def lookup(ns_host: str, ns_port: int, name: str, timeout: float) -> str:
         raise pyro_errors.NamingError(f"cannot reach the name server at {ns_host}:{ns_port}: {exc}") from exc
 
 
+def check_method_name(method: Any) -> None:
+    """AttributeError unless `method` can name a remote method (Python's own attributes never can)."""
+    if not isinstance(method, str) or not method.isidentifier() or method.startswith("_"):
+        raise AttributeError(f"{method!r} is not a remote method name; `harvester call NAME describe` lists them")
+
+
 class ActorHandle:
     """A remote actor: call its methods like local ones; `help()` prints their docs."""
 
@@ -150,6 +156,7 @@ class ActorHandle:
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call `method` remotely; reads are retried on connection errors, commands are not."""
+        check_method_name(method)
         attempts = 1 + (self._retries if method in IDEMPOTENT else 0)
         delay = 0.2
         for attempt in range(attempts):

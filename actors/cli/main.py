@@ -232,6 +232,17 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
+    from actors.client import check_method_name
+    from actors.node.jobspec import ACTOR_RE
+
+    # said before any network: a name server that is fine must not be blamed for a typo
+    if not ACTOR_RE.match(args.name):
+        raise CliFailure(f"{args.name!r} is not an actor name: harvester.<node>.<actor>, e.g. harvester.pi4.dht22 "
+                         "(`harvester ls` lists them)", EXIT_USAGE)
+    try:
+        check_method_name(args.method)
+    except AttributeError as exc:
+        raise CliFailure(str(exc), EXIT_USAGE) from None
     fleet = _client(args)
     try:
         result = remote_call(fleet, args.name, args.method, *[_arg(a) for a in args.args])

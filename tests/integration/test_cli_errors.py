@@ -108,3 +108,13 @@ def test_cli_errors_jobs_on_unknown_node_and_job(cluster, pi4):
                    "no actor 'harvester.nope.jobs' in the name server")
     out = harvester("jobs", "run", "nope", "--node", "pi4", "--ns", ns)
     assert out.returncode == USAGE and "Traceback" not in out.stderr and "nope" in out.stderr, out
+
+
+@pytest.mark.parametrize("name, method, says", [
+    ("", "read", "'' is not an actor name"),
+    ("harvester.pi4.dht22", "__class__", "'__class__' is not a remote method name"),
+    ("pi4.dht22", "read", "is not an actor name: harvester.<node>.<actor>"),
+])
+def test_cli_errors_call_with_a_bad_name_blames_the_name_not_the_name_server(name, method, says):
+    # port 1: nothing listens there; the mistake must be found before any connection is tried
+    one_clear_line(harvester("call", name, method, "--ns", "127.0.0.1:1"), USAGE, says)
