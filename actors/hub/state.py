@@ -4,54 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from actors.errors import BadRequest
 from actors.hub.ingest import (
     MAX_BATCHES_PER_CALL,
-    MAX_STALE_AFTER_S,
     to_row,
     validate_batch,
     validate_event,
     validate_hello,
 )
 from actors.hub.store import Row, Store
+from actors.hub.views import CLOCK_SKEW_LIMIT, NodeState, ViewCache
 from hal.readings import Reading
 
-ONLINE_INTERVALS = 3  # a node is online if it pushed within this many push intervals
 # What the hub keeps of a spoke's outbox state from its probes (shown on the dashboard and in /metrics)
 OUTBOX_KEYS = ("pending_batches", "held_in_memory", "dropped_batches", "disk_full", "disk_error")
-CLOCK_SKEW_LIMIT = 30.0  # a node whose clock differs more than this is flagged
 # A sender's clock (sent_at, X-Sent-At) is epoch seconds from 1970 to 2286: a board without a
 # real-time clock that booted in 1970 is still measured; 1e308 or -1e18 is not a clock.
 MAX_SENT_AT = 1e10
-# A cached view is dropped this long before a flag of it would turn: far more than the rounding
-# of `now - ts > limit` (about 1e-7 s at today's epoch), so a reused part never disagrees with a new one.
-FLIP_MARGIN = 1e-3
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class NodeState:
-    """What the hub knows about one node."""
-
-    name: str
-    role: str = "spoke"
-    profile: str = "wasm"
-    push_interval: float = 5.0
-    last_seen: float | None = None
-    last_seq: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
-    clock_offset: float | None = None
-    reachable: bool | None = None  # from the hub's pings of the node's agent; None = not probed yet
-    health: dict[str, Any] = field(default_factory=dict)  # actor -> {state, last_error}, from probes
-    outbox: dict[str, Any] | None = None  # the spoke's {pending_batches, dropped_batches}, from probes
-    version: int = 0  # bumped by every change (under the hub's lock): keys the JSON view's cache
 
 class Hub:
     """The hub's view: stored batches, latest value per node/sensor/quantity, node liveness."""
@@ -62,7 +38,7 @@ class Hub:
         self._lock = threading.Lock()
         self._nodes: dict[str, NodeState] = {}
         self._latest: dict[str, dict[str, dict[str, Row]]] = {}
-        self._view_cache: dict[str, list[Any]] = {}  # see _views
+        self._views = ViewCache()
         self.readings_stored = 0
         self.duplicates = 0
         self.rejected = 0
@@ -210,15 +186,6 @@ class Hub:
                 per_sensor[quantity] = row
         self.readings_stored += len(rows)
 
-    @staticmethod
-    def _recent_until(st: NodeState) -> float:
-        """Until when the node counts as having pushed recently (-inf if it never pushed)."""
-        return -math.inf if st.last_seen is None else st.last_seen + ONLINE_INTERVALS * st.push_interval
-
-    def is_online(self, st: NodeState, now: float) -> bool:
-        """Pushed within ONLINE_INTERVALS push intervals, and its agent did not just refuse a ping."""
-        return now <= self._recent_until(st) and st.reachable is not False
-
     def set_reachable(self, node: str, reachable: bool, health: dict[str, Any] | None = None) -> None:
         """Record the outcome of the hub's last probe of the node's agent (and its actors' health)."""
         with self._lock:
@@ -253,66 +220,15 @@ class Hub:
         The node dicts are shared with other callers and the cache: read them, never change them."""
         now = self._clock()
         with self._lock:
-            entries = self._views(now)
-        return {"ts": now, "nodes": [e[3] for e in entries]}
+            entries = self._views.views(self._nodes, self._latest, now)
+        return {"ts": now, "nodes": [e.view for e in entries]}
 
     def snapshot_json(self) -> str:
         """json.dumps(snapshot()), character for character, encoding only the nodes that changed."""
         now = self._clock()
         with self._lock:
-            entries = self._views(now)
-        parts = []
-        for e in entries:  # encoding needs no lock: a cached entry is replaced, never changed
-            if e[4] is None:
-                e[4] = json.dumps(e[3], allow_nan=False, ensure_ascii=False)
-            parts.append(e[4])
-        return f'{{"ts": {json.dumps(now)}, "nodes": [{", ".join(parts)}]}}'
-
-    def _views(self, now: float) -> list[list[Any]]:
-        """Each node's [version, built at, valid until, view, JSON text or None], rebuilt if it changed.
-
-        A node's view depends on its state and on the time (online and stale flags turn as
-        it passes), so each cached view carries the node's version and the interval in which
-        its flags hold. Pages and API clients poll every second or two while each node pushes
-        every few seconds: most views are reused. Building and encoding every node on every
-        request cost 33 ms at 800 spokes x 10 sensors, under the lock the pushes need."""
-        entries = []
-        for name in sorted(self._nodes):
-            st = self._nodes[name]
-            e = self._view_cache.get(name)
-            if e is None or e[0] != st.version or not e[1] <= now <= e[2]:
-                view, until = self._node_view(st, now)
-                e = self._view_cache[name] = [st.version, now, until, view, None]
-            entries.append(e)
-        return entries
-
-    def _node_view(self, st: NodeState, now: float) -> tuple[dict[str, Any], float]:
-        """One node of the snapshot, and until when (at the latest) its time-dependent flags hold."""
-        until = math.inf
-        sensors: dict[str, dict[str, Any]] = {}
-        limits = st.info.get("stale_after") or {}
-        for sensor, quantities in sorted(self._latest.get(st.name, {}).items()):
-            # A sensor's own limit (sent in hello); otherwise a push cycle's worth of slack.
-            limit = _limit_for(limits, sensor, ONLINE_INTERVALS * st.push_interval)
-            view = {}
-            for q, r in sorted(quantities.items()):
-                stale = now - r.ts > limit
-                if not stale:  # turns stale once now passes ts + limit (kept short of it by FLIP_MARGIN)
-                    until = min(until, r.ts + limit - FLIP_MARGIN)
-                view[q] = {"value": r.value, "unit": r.unit, "ts": r.ts, "quality": r.quality, "reason": r.reason,
-                           "stale": stale}
-            sensors[sensor] = view
-        online = self.is_online(st, now)
-        recent_until = self._recent_until(st)
-        if now <= recent_until:  # the online flag turns when the node stops counting as recent
-            until = min(until, recent_until - FLIP_MARGIN)
-        return ({"name": st.name, "role": st.role, "profile": st.profile,
-                 "online": online, "last_seen": st.last_seen,
-                 "reachable": st.reachable, "actors": dict(st.health), "outbox": st.outbox,
-                 "last_seq": st.last_seq, "push_interval": st.push_interval,
-                 "clock_offset": st.clock_offset,
-                 "clock_ok": st.clock_offset is None or abs(st.clock_offset) <= CLOCK_SKEW_LIMIT,
-                 "sensors": sensors}, until)
+            entries = self._views.views(self._nodes, self._latest, now)
+        return f'{{"ts": {json.dumps(now)}, "nodes": [{", ".join(e.json() for e in entries)}]}}'
 
     def node_names(self) -> list[str]:
         """Known nodes."""
@@ -330,15 +246,6 @@ class Hub:
             if sensors is None or sensor not in sensors:
                 return self.store.series_exists(node, sensor, quantity)
             return quantity is None or quantity in sensors[sensor] or self.store.series_exists(node, sensor, quantity)
-
-def _limit_for(limits: dict[str, Any], sensor: str, default: float) -> float:
-    """The staleness limit of a sensor; network targets (`network-hub`) share their sensor's."""
-    value = limits.get(sensor, limits.get(sensor.split("-", 1)[0]))
-    # hello checks the limits; a row stored before it did may still hold anything
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_STALE_AFTER_S:
-        return float(value)
-    return default
-
 
 def plausible_sent_at(value: Any) -> float | None:
     """A sender's clock reading as a float when it is epoch seconds in 0..MAX_SENT_AT, else None.

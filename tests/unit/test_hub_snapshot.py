@@ -8,8 +8,9 @@ import random
 
 import pytest
 
-from actors.hub.state import ONLINE_INTERVALS, Hub
+from actors.hub.state import Hub
 from actors.hub.store import Store
+from actors.hub.views import ONLINE_INTERVALS, node_view
 from tests.clocks import ManualClock
 
 QUANTITIES = [("temperature", "°C", 21.0), ("humidity", "%", 45.0), ("cpu_load", "%", 10.0)]
@@ -18,7 +19,7 @@ QUANTITIES = [("temperature", "°C", 21.0), ("humidity", "%", 45.0), ("cpu_load"
 def expected(hub: Hub) -> str:
     """The body built from scratch, with no cache."""
     now = hub.test_clock()
-    fresh = {"ts": now, "nodes": [hub._node_view(hub._nodes[n], now)[0] for n in sorted(hub._nodes)]}
+    fresh = {"ts": now, "nodes": [node_view(hub._nodes[n], hub._latest.get(n, {}), now)[0] for n in sorted(hub._nodes)]}
     return json.dumps(fresh, allow_nan=False, ensure_ascii=False)
 
 
@@ -82,14 +83,14 @@ def test_parts_are_reused_until_the_node_changes(hub):
         hub.push([{"node": node, "seq": 1, "readings": [
             {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 20.0, "ts": clock.t}]}], clock.t)
     first = hub.snapshot_json()
-    cached_a, cached_b = hub._view_cache["a"], hub._view_cache["b"]
+    cached_a, cached_b = hub._views.entries["a"], hub._views.entries["b"]
     clock.t += 0.5
     hub.push([{"node": "a", "seq": 2, "readings": [
         {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 21.0, "ts": clock.t}]}], clock.t)
     second = hub.snapshot_json()
     assert second != first and second == expected(hub)
-    assert hub._view_cache["b"] is cached_b  # b did not change: its view and text were reused
-    assert hub._view_cache["a"] is not cached_a
+    assert hub._views.entries["b"] is cached_b  # b did not change: its view and text were reused
+    assert hub._views.entries["a"] is not cached_a
 
 
 def test_a_clock_stepping_back_rebuilds_rather_than_trusting_the_cache(hub):
