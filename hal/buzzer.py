@@ -282,7 +282,9 @@ class BuzzerDevice:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    # isnan only on floats: math.isnan(10**400) raises OverflowError instead of answering
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and not (isinstance(value, float) and math.isnan(value)))
 
 
 def _check_count(count: int) -> None:

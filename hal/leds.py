@@ -422,10 +422,11 @@ def _check_rgb(r: int, g: int, b: int) -> RGB:
 
 
 def _check_brightness(value: float, error: type[Exception]) -> float:
+    # The range test comes first: math.isnan(10**400) raises OverflowError (NaN fails it anyway).
     if (not isinstance(value, (int, float)) or isinstance(value, bool)
-            or math.isnan(value) or not 0.0 <= value <= 1.0):
+            or not 0.0 <= value <= 1.0 or math.isnan(value)):
         raise error(f"brightness must be a number in 0..1, got {value!r}")
-    return float(value)
+    return float(value) + 0.0  # IEEE: -0.0 + 0.0 is +0.0, so state() never echoes -0.0
 
 
 def _to_byte(level: float) -> int:

@@ -215,8 +215,11 @@ class HostApi:
         """Queue beeps on a granted buzzer."""
         ctx = self._call()
         target = self._buzzer_target(ctx, node, "beep")
-        if not 1 <= count <= MAX_COUNT or not MIN_MS <= on_ms <= MAX_MS:
-            raise HostRefusal(f"beep needs count 1..{MAX_COUNT} and on-ms {MIN_MS}..{MAX_MS}, got {count}, {on_ms}")
+        # whole numbers only, as the buzzer actor takes them: a float is refused here, to the plugin
+        if any(type(v) is not int for v in (count, on_ms)) or not 1 <= count <= MAX_COUNT \
+                or not MIN_MS <= on_ms <= MAX_MS:
+            raise HostRefusal(f"beep needs count 1..{MAX_COUNT} and on-ms {MIN_MS}..{MAX_MS} as integers, "
+                              f"got {count!r}, {on_ms!r}")
         ctx.actions.append({"action": "beep", "node": target, "count": count, "on_ms": on_ms})
 
     def play(self, node: str | None, pattern: str) -> None:

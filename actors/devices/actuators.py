@@ -4,23 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-from actors.base import Actor, remote
+from actors.base import Actor, Bool, Int, Number, Str, remote
 from actors.devices.supervise import DeviceSlot
 from actors.errors import ActorUnavailable
-from hal.buzzer import BuzzerDevice
+from hal.buzzer import MAX_COUNT, MAX_MS, MIN_MS, PATTERNS, BuzzerDevice
 from hal.errors import ActuatorArgumentError
 from hal.leds import LedStrip
 from hal.names import object_name
 
 D = TypeVar("D")
+# The longest strip a node config allows is 1024 pixels; the strip refuses indexes past its own length.
+PIXEL = Int(0, 1023)
+CHANNEL = Int(0, 255)
 
 
 class DeviceActor(Actor, Generic[D]):
     """An actor over one supervised device: calls get ActorUnavailable while it is down."""
 
     kind = "actuator"
+    argument_error: ClassVar[type[Exception]] = ActuatorArgumentError
 
     def __init__(self, node: str, name: str, build: Callable[[], D], role: str = "spoke") -> None:
         super().__init__(node, name, role, tags={f"device:{name}"})
@@ -54,21 +58,21 @@ class LedsActor(DeviceActor[LedStrip]):
     def __init__(self, node: str, build: Callable[[], LedStrip], role: str = "spoke") -> None:
         super().__init__(node, "leds", build, role)
 
-    @remote
+    @remote(index=PIXEL, r=CHANNEL, g=CHANNEL, b=CHANNEL)
     def set_pixel(self, index: int, r: int, g: int, b: int) -> dict[str, Any]:
         """Set pixel `index` (0-based) to an RGB colour (0..255 each) and show it."""
         with self.device() as strip:
             strip.set_pixel(index, r, g, b)
             return strip.state()
 
-    @remote
+    @remote(index=PIXEL, colour=Str(32))
     def set_named(self, index: int, colour: str) -> dict[str, Any]:
         """Set pixel `index` to a named colour (red, green, amber, blue, off, ...)."""
         with self.device() as strip:
             strip.set_named(index, colour)
             return strip.state()
 
-    @remote
+    @remote(r=CHANNEL, g=CHANNEL, b=CHANNEL)
     def fill(self, r: int, g: int, b: int) -> dict[str, Any]:
         """Set every pixel to one RGB colour and show it."""
         with self.device() as strip:
@@ -82,7 +86,7 @@ class LedsActor(DeviceActor[LedStrip]):
             strip.clear()
             return strip.state()
 
-    @remote
+    @remote(value=Number(0.0, 1.0, optional=True))
     def brightness(self, value: float | None = None) -> float:
         """Get, or set (0.0..1.0), the strip's global brightness."""
         with self.device() as strip:
@@ -103,7 +107,7 @@ class BuzzerActor(DeviceActor[BuzzerDevice]):
     def __init__(self, node: str, build: Callable[[], BuzzerDevice], role: str = "spoke") -> None:
         super().__init__(node, "buzzer", build, role)
 
-    @remote
+    @remote(count=Int(1, MAX_COUNT), duration_ms=Int(MIN_MS, MAX_MS), tone_hz=Number(optional=True))
     def beep(self, count: int = 1, duration_ms: int = 200, tone_hz: float | None = None) -> dict[str, Any]:
         """Beep `count` times, `duration_ms` on and as long off (non-blocking).
 
@@ -113,17 +117,20 @@ class BuzzerActor(DeviceActor[BuzzerDevice]):
             result = buzzer.beep(count=count, on_ms=duration_ms, off_ms=gap, tone_hz=tone_hz)
             return {**buzzer.state(), **result}
 
-    @remote
+    @remote(pattern=Str(choices=tuple(PATTERNS)))
     def play(self, pattern: str) -> dict[str, Any]:
         """Play a named pattern (alert, warning, critical, confirm); returns state plus `sounded`."""
         with self.device() as buzzer:
-            return {**buzzer.state(), **buzzer.play(pattern)}
+            result = buzzer.play(pattern)
+            # The state after the command: the hub caches this answer for the dashboard.
+            return {**buzzer.state(), **result}
 
     @remote
     def on(self) -> dict[str, Any]:
         """Sound continuously until off() or silence(); returns state plus `sounded`."""
         with self.device() as buzzer:
-            return {**buzzer.state(), **buzzer.on()}
+            result = buzzer.on()
+            return {**buzzer.state(), **result}
 
     @remote
     def off(self) -> dict[str, Any]:
@@ -139,11 +146,11 @@ class BuzzerActor(DeviceActor[BuzzerDevice]):
             buzzer.silence()
             return buzzer.state()
 
-    @remote
+    @remote(muted=Bool())
     def mute(self, muted: bool = True) -> dict[str, Any]:
         """Mute (quiet hours, acknowledged alert) or unmute; muted beeps are dropped and counted."""
         with self.device() as buzzer:
-            buzzer.muted = bool(muted)
+            buzzer.muted = muted
             return buzzer.state()
 
     @remote

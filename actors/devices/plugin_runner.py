@@ -11,12 +11,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from actors.base import Actor, remote
+from actors.base import Actor, Bool, Int, ListOf, Record, Str, remote
 from actors.client import ActorHandle
 from actors.errors import BadRequest
 from hal.errors import ReadingError
 from hal.names import object_name
 from nameserver.pyro import CALL_TIMEOUT
+from plugins.alerts import HISTORY
 from plugins.errors import UnknownPlugin
 from plugins.host import PluginHost
 from plugins.services import Actuators
@@ -61,6 +62,12 @@ def remote_actuators(ns_host: str, ns_port: int, timeout: float = CALL_TIMEOUT) 
     return route
 
 
+# Plugin names are [a-z][a-z0-9_]{0,47} (plugins.manifest); unknown ones get BadRequest by name.
+PLUGIN = Str(48)
+# An on-demand evaluation gets one node's batch: a few quantities per sensor, never thousands.
+MAX_READINGS = 1000
+
+
 class PluginsActor(Actor):
     """`harvester.<node>.plugins`: list, status, reload, enable/disable, evaluate, alerts."""
 
@@ -79,31 +86,31 @@ class PluginsActor(Actor):
         """One line per plugin: name, version, state (ok/quarantined/error/disabled), calls, errors, p50/p99 ms."""
         return self.host.summary()
 
-    @remote
+    @remote(name=Str(48, optional=True))
     def status(self, name: str | None = None) -> dict[str, Any]:
         """Full health of one plugin, or of all: state, last error, counters, call times, manifest."""
         self._known(name)
         return self.host.status(name)
 
-    @remote
+    @remote(name=Str(48, optional=True))
     def reload(self, name: str | None = None) -> dict[str, Any]:
         """Re-read plugin files now (one by name, or scan all); a broken edit keeps the old version."""
         self._known(name)
         return self.host.reload(name)
 
-    @remote
+    @remote(name=PLUGIN)
     def enable(self, name: str) -> dict[str, Any]:
         """Run a disabled plugin again."""
         self._known(name)
         return self.host.set_enabled(name, True)
 
-    @remote
+    @remote(name=PLUGIN)
     def disable(self, name: str) -> dict[str, Any]:
         """Stop running a plugin (its active alerts are cleared); remembered across restarts."""
         self._known(name)
         return self.host.set_enabled(name, False)
 
-    @remote
+    @remote(readings=ListOf(Record(), MAX_READINGS, optional=True), name=Str(48, optional=True), apply=Bool())
     def evaluate(self, readings: list[dict[str, Any]] | None = None, name: str | None = None,
                  apply: bool = False) -> list[dict[str, Any]]:
         """Evaluate now: on the given reading dicts, or on the latest batch of each sensor.
@@ -118,18 +125,18 @@ class PluginsActor(Actor):
         except (ReadingError, UnknownPlugin) as exc:
             raise BadRequest(str(exc)) from None
 
-    @remote
+    @remote(name=PLUGIN)
     def poll(self, name: str) -> dict[str, Any]:
         """Measure a plugin-implemented sensor now; returns the outcome and its readings."""
         self._known(name)
         return self.host.poll(name)
 
-    @remote
+    @remote(limit=Int(1, HISTORY))
     def alerts(self, limit: int = 100) -> dict[str, Any]:
         """Active alerts of this node's plugins and the latest raise/clear/acknowledge events."""
         return {"active": self.host.alerts.active(), "history": self.host.alerts.history(limit)}
 
-    @remote
+    @remote(alert_id=Str(optional=True), plugin=Str(48, optional=True))
     def acknowledge(self, alert_id: str | None = None, plugin: str | None = None) -> list[dict[str, Any]]:
         """Acknowledge active alerts (by id and/or plugin; none given: all) and silence the buzzer."""
         return self.host.acknowledge(alert_id, plugin)

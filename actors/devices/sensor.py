@@ -8,9 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from Pyro5.api import expose
-
-from actors.base import Actor, remote
+from actors.base import Actor, query, remote
 from actors.devices.supervise import DeviceSlot
 from actors.errors import ActorUnavailable
 from hal.names import object_name
@@ -83,7 +81,7 @@ class SensorActor(Actor):
             raise ActorUnavailable(f"{self.object_name} has not been polled yet")
         return out
 
-    @expose
+    @query
     def info(self) -> dict[str, Any]:
         """Kind, quantities and poll interval of this sensor."""
         return {"name": self.object_name, "quantities": list(self.quantities),

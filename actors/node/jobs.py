@@ -16,7 +16,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from Pyro5 import errors as pyro_errors
 
-from actors.base import Actor, remote
+from actors.base import Actor, Str, remote
 from actors.errors import BadRequest
 from actors.node.jobspec import JobSpec, quiet_cron
 
@@ -200,7 +200,7 @@ class JobsActor(Actor):
         """Every job: trigger, next run, last run, last result or error, duration."""
         return self.runner.list()
 
-    @remote
+    @remote(name=Str(48))  # job names are [a-z0-9_-]{1,48} (jobspec); unknown ones get BadRequest
     def run(self, name: str) -> dict[str, Any]:
         """Run a job now (outside its schedule) and return its record."""
         return self.runner.run(name)

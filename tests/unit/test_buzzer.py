@@ -194,6 +194,8 @@ def test_buzzer_on_replaces_pattern(buzzer: BuzzerDevice, factory: MockFactory) 
     ({"count": 2, "off_ms": 0}, r"off_ms must be a number of ms in 10\.\.5000"),
     ({"off_ms": 5001}, r"off_ms must be"),
     ({"tone_hz": 440}, r"not tonal; tone_hz must be None"),
+    ({"on_ms": 10**400}, r"on_ms must be"),  # math.isnan() of it would raise OverflowError
+    ({"on_ms": float("inf")}, r"on_ms must be"),
 ])
 def test_buzzer_beep_rejects_bad_arguments(buzzer: BuzzerDevice, factory: MockFactory,
                                            kwargs: dict[str, Any], message: str) -> None:
@@ -336,7 +338,7 @@ def test_tonal_default_tone_is_mid_tone(tonal: BuzzerDevice, tonal_factory: Mock
     assert tonal_factory.pin(PIN).frequency is None
 
 
-@pytest.mark.parametrize("tone", [219.9, 880.1, 0, -5, True, "440", float("nan")])
+@pytest.mark.parametrize("tone", [219.9, 880.1, 0, -5, True, "440", float("nan"), float("inf"), 10**400])
 def test_tonal_rejects_tone_outside_range(tonal: BuzzerDevice, tonal_factory: MockFactory, tone: Any) -> None:
     assert tonal.tone_range == (220.0, 880.0)
     with pytest.raises(ActuatorArgumentError, match=r"tone_hz must be a number in 220\.\.880 Hz"):

@@ -134,6 +134,8 @@ def test_buzzer_grant_and_arguments(rig: Rig, tmp_path: Path, factory: MockFacto
         rig.call(lambda api: api.play(None, "siren"))
     with pytest.raises(HostRefusal, match="count 1..20"):
         rig.call(lambda api: api.beep(None, 99, 100))
+    with pytest.raises(HostRefusal, match="as integers, got 2, 100.0"):  # the buzzer actor takes ints only
+        rig.call(lambda api: api.beep(None, 2, 100.0))
     quiet = Rig(tmp_path / "q", factory.__class__(pin_class=MockPWMPin), {"leds": [1]})
     with pytest.raises(HostRefusal, match="denied: the buzzer on this node is not granted"):
         quiet.call(lambda api: api.beep(None, 1, 100))
