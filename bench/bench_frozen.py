@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             wait(pi4_online, 90)
             token = json.loads((Path(tmp) / "state-hub" / "tokens.json").read_text())["operator"]
+            # online can come before the spoke's names are registered (its first sweep may find
+            # the hub's name server not up yet)
+            wait(lambda: request(f"{base}/api/buzzer/control", {"node": "pi4", "action": "off"}, token)[0] == 200,
+                 30)
             os.killpg(procs["pi4"].pid, signal.SIGSTOP)
             body = {"node": "pi4", "action": "beep", "count": 1}
             with ThreadPoolExecutor(n + 2) as pool:

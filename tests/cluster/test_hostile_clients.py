@@ -111,7 +111,10 @@ def test_hostile_a_frozen_spoke_fails_commands_fast_and_never_delays_reads(proc_
     wait_for(online, timeout=60, what="pi4 online at the hub")
     token = json.loads((c.state("hub") / "tokens.json").read_text())["operator"]
     url = f"{base}/api/buzzer/control"
-    assert _post(url, token, {"node": "pi4", "action": "off"})[0] == 200
+    # online (pushing) can come before pi4's names are registered: its first sweep may have
+    # found the hub's name server not yet up, and the next comes a register interval later
+    wait_for(lambda: _post(url, token, {"node": "pi4", "action": "off"})[0] == 200, timeout=30,
+             what="pi4's buzzer registered and answering")
     finished: list[str] = []  # completion order of every request, commands and reads alike
     lock = threading.Lock()
 
