@@ -24,7 +24,7 @@ from nameserver.security import TlsFiles, use_client_tls
 IDEMPOTENT = frozenset({"ping", "health", "describe", "info", "read", "latest", "state", "readings",
                         "nodes", "fleet_health", "list", "status"})
 RETRYABLE = (pyro_errors.CommunicationError, pyro_errors.NamingError)
-IDLE_RECONNECT_S = 10.0  # well under the daemons' COMMTIMEOUT (actors/pyro.py)
+IDLE_RECONNECT_S = 10.0  # well under the idle time after which daemons close a connection (nameserver.transport.IDLE_S)
 READING_KEYS = frozenset({"sensor", "quantity", "value", "unit", "ts"})
 TABLE_ROWS = 100  # a history of thousands of readings is for code, not for the screen
 
@@ -139,7 +139,7 @@ class ActorHandle:
         proxy = getattr(self._local, "proxy", None)
         idle = time.monotonic() - getattr(self._local, "used", 0.0)
         if proxy is not None and idle > IDLE_RECONNECT_S:
-            # the daemon drops a connection silent for COMMTIMEOUT; a command on it would fail
+            # the daemon closes a connection idle for IDLE_S; a command on a closed one would fail
             # and is never retried, so reconnect before the daemon's limit, not after
             self._drop()
             proxy = None

@@ -38,8 +38,8 @@ NODE, USER = "node", "user"
 IDENTITY_KINDS = (NODE, USER)
 ORGANIZATION = "Harvester"
 ENV_CA, ENV_CERT, ENV_KEY = "HARVESTER_TLS_CA", "HARVESTER_TLS_CERT", "HARVESTER_TLS_KEY"
-# The TLS handshake now runs in the worker thread (see SecureDaemonMixin); a peer that connects
-# and says nothing holds that worker only this long, not the full COMMTIMEOUT.
+# A peer must finish the TLS handshake and Pyro5's own within this: the selector transport
+# closes a connection silent this long, and a worker doing a handshake gives up after it.
 HANDSHAKE_TIMEOUT = 5.0
 
 

@@ -109,6 +109,62 @@ def raise_fd_limit(wanted: int = 4 * MAX_CONNECTIONS) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
+class ConnectionTable:
+    """Every open connection of one server, and the choice of which to close (thread-safe)."""
+
+    def __init__(self, max_connections: int, first_message_s: float) -> None:
+        self.max_connections = max_connections
+        self.first_message_s = first_message_s
+        self._lock = threading.Lock()
+        self._clients: dict[int, _Client] = {}  # id(client) -> client
+
+    def add(self, client: _Client) -> bool:
+        """Remember a new connection; True when that makes one too many."""
+        with self._lock:
+            self._clients[id(client)] = client
+            return len(self._clients) > self.max_connections
+
+    def remove(self, client: _Client) -> bool:
+        """Forget a connection; True only the first time (whoever gets True closes it)."""
+        with self._lock:
+            if client.closed:
+                return False
+            client.closed = True
+            self._clients.pop(id(client), None)
+            return True
+
+    def victim(self, newcomer: str) -> tuple[_Client, int] | None:
+        """The longest-idle connection of the peer address holding the most (and how many it holds)."""
+        with self._lock:
+            idle = [c for c in self._clients.values() if not c.busy and not c.closed]
+        if not idle:
+            return None
+        counts = Counter(c.peer for c in idle)
+        busiest = max(counts, key=lambda p: (counts[p], p == newcomer))
+        return min((c for c in idle if c.peer == busiest), key=lambda c: c.last), counts[busiest]
+
+    def stale(self, now: float) -> list[_Client]:
+        """Connections that never finished their handshake in time, stalled mid-message, or sat idle too long."""
+        with self._lock:
+            return [c for c in self._clients.values() if not c.busy and (
+                (not c.handshaken and now - c.accepted > self.first_message_s)
+                or (c.partial_since is not None and now - c.partial_since > REQUEST_S)
+                or now - c.last > IDLE_S)]
+
+    def per_peer(self) -> dict[str, int]:
+        """Open connections per peer address."""
+        with self._lock:
+            return dict(Counter(c.peer for c in self._clients.values()))
+
+    def all(self) -> list[_Client]:
+        """Every open connection."""
+        with self._lock:
+            return list(self._clients.values())
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+
 class SelectorPoolServer:
     """Pyro5's transport-server interface (init/loop/events/shutdown/close/sockets/wakeup)."""
 
@@ -127,16 +183,14 @@ class SelectorPoolServer:
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._returned: queue.SimpleQueue[_Client] = queue.SimpleQueue()
-        self._clients: dict[int, _Client] = {}  # id(client) -> client, every open connection
         self._running: Counter[str] = Counter()  # peer -> calls running (selector thread only)
         self._waiting: dict[str, deque[_Client]] = {}  # peer -> ready connections over its share
         self._partial: dict[int, _Client] = {}  # holding part of a message (selector thread only)
         self._next_partial_check = 0.0
-        self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers or config.THREADPOOL_SIZE, thread_name_prefix="pyro-call")
         self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
         # Pyro5 clients send their handshake at once: a connection silent this long is not one
-        self._first_message_s = float(getattr(daemon, "handshake_timeout", FIRST_MESSAGE_S))
+        self._table = ConnectionTable(max_connections, float(getattr(daemon, "handshake_timeout", FIRST_MESSAGE_S)))
         self.evicted = 0
 
     @classmethod
@@ -155,7 +209,7 @@ class SelectorPoolServer:
         return cls(daemon, sock, location)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} on {self.locationStr}; {len(self._clients)} connections>"
+        return f"<{type(self).__name__} on {self.locationStr}; {len(self._table)} connections>"
 
     # -- the selector loop ----------------------------------------------------------------
     def loop(self, loopCondition: Any = lambda: True) -> None:  # noqa: N803  (Pyro5's name)
@@ -211,10 +265,7 @@ class SelectorPoolServer:
         peer = addr[0] if isinstance(addr, tuple) else str(addr)
         now = time.monotonic()
         client = _Client(socketutil.SocketConnection(csock), peer, now, now)
-        with self._lock:
-            self._clients[id(client)] = client
-            crowded = len(self._clients) > self.max_connections
-        if crowded:
+        if self._table.add(client):
             self._evict_one(peer)
         self._watch(client)
 
@@ -314,11 +365,8 @@ class SelectorPoolServer:
 
     # -- closing ---------------------------------------------------------------------------
     def _close(self, client: _Client) -> None:
-        with self._lock:
-            if client.closed:
-                return
-            client.closed = True
-            self._clients.pop(id(client), None)
+        if not self._table.remove(client):
+            return
         self._partial.pop(id(client), None)
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(client.conn.sock)
@@ -331,33 +379,24 @@ class SelectorPoolServer:
 
     def _evict_one(self, newcomer: str) -> None:
         """Close the longest-idle connection, from the peer address holding the most."""
-        with self._lock:
-            idle = [c for c in self._clients.values() if not c.busy and not c.closed]
-        if not idle:
+        found = self._table.victim(newcomer)
+        if found is None:
             return
-        counts = Counter(c.peer for c in idle)
-        busiest = max(counts, key=lambda p: (counts[p], p == newcomer))
-        victim = min((c for c in idle if c.peer == busiest), key=lambda c: c.last)
+        victim, held = found
         self.evicted += 1
         if self.evicted == 1 or self.evicted % 1000 == 0:
             log.warning("more than %d connections: closing idle ones, %s holds %d (%d closed so far)",
-                        self.max_connections, busiest, counts[busiest], self.evicted)
+                        self.max_connections, victim.peer, held, self.evicted)
         self._close(victim)
 
     def _reap(self, now: float) -> None:
         """Close connections that never finished their handshake in time, or sat idle too long."""
-        with self._lock:
-            stale = [c for c in self._clients.values() if not c.busy and (
-                (not c.handshaken and now - c.accepted > self._first_message_s)
-                or (c.partial_since is not None and now - c.partial_since > REQUEST_S)
-                or now - c.last > IDLE_S)]
-        for client in stale:
+        for client in self._table.stale(now):
             self._close(client)
 
     def connections(self) -> dict[str, int]:
         """Open connections per peer address (for health and tests)."""
-        with self._lock:
-            return dict(Counter(c.peer for c in self._clients.values()))
+        return self._table.per_peer()
 
     def shutdown(self) -> None:
         """Stop the loop and close everything."""
@@ -368,9 +407,7 @@ class SelectorPoolServer:
     def close(self) -> None:
         """Close the listening socket, every connection and the worker pool."""
         self.shutting_down = True
-        with self._lock:
-            clients = list(self._clients.values())
-        for client in clients:
+        for client in self._table.all():
             self._close(client)
         sock, self.sock = self.sock, None
         if sock is not None:

@@ -62,6 +62,32 @@ def _stat(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+class DisabledSet:
+    """The plugins an operator disabled, kept in a JSON file across restarts (callers lock)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.names: set[str] = self._read()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def set(self, name: str, disabled: bool) -> None:
+        """Disable or enable `name`, and write the file."""
+        (self.names.add if disabled else self.names.discard)(name)
+        if self.path is not None:
+            write_json_atomic(self.path, sorted(self.names))
+
+    def _read(self) -> set[str]:
+        if self.path is None or not self.path.exists():
+            return set()
+        try:
+            return set(json.loads(self.path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("%s unreadable (%s); every plugin starts enabled", self.path, exc)
+            return set()
+
+
 class PluginHost:
     """The plugins of one node. Thread-safe: evaluate() runs from poll jobs, scan() from its own job."""
 
@@ -83,7 +109,7 @@ class PluginHost:
         self._slots: dict[str, PluginSlot] = {}
         self._stamps: dict[str, Stamp] = {}
         self._samples: OrderedDict[tuple[str, str], tuple[str, set[str], str]] = OrderedDict()
-        self._disabled: set[str] = self._read_disabled()
+        self._disabled = DisabledSet(self.state_dir / "disabled.json" if self.state_dir else None)
 
     # -- backend and slots -------------------------------------------------------------------
     @property
@@ -238,8 +264,7 @@ class PluginHost:
         with slot.lock:
             slot.enabled = enabled
         with self._lock:
-            (self._disabled.discard if enabled else self._disabled.add)(name)
-            self._write_disabled()
+            self._disabled.set(name, disabled=not enabled)
         if not enabled:
             self.alerts.clear_plugin(name, "plugin disabled")
         return slot.status()
@@ -340,21 +365,3 @@ class PluginHost:
             slot.close()
 
     # -- persistence of the enabled flags -------------------------------------------------------
-    def _disabled_path(self) -> Path | None:
-        return self.state_dir / "disabled.json" if self.state_dir else None
-
-    def _read_disabled(self) -> set[str]:
-        path = self._disabled_path()
-        if path is None or not path.exists():
-            return set()
-        try:
-            return set(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError) as exc:
-            log.warning("%s unreadable (%s); every plugin starts enabled", path, exc)
-            return set()
-
-    def _write_disabled(self) -> None:
-        path = self._disabled_path()
-        if path is None:
-            return
-        write_json_atomic(path, sorted(self._disabled))

@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 COMMAND_TIMEOUT = 3.0  # seconds a spoke gets to answer a command
 POLL_TIMEOUT = 1.0  # seconds a spoke gets to answer a state read for the page
 MARGIN = 0.5  # on top of a call's timeout, for the name lookup and thread hand-over
-# A connection idle longer than this is closed rather than reused: the spoke's daemon drops
-# connections silent for COMMTIMEOUT (30 s), and a command sent on a dropped connection fails.
+# A connection idle longer than this is closed rather than reused: the spoke's daemon closes
+# connections idle for nameserver.transport.IDLE_S, and a command sent on a closed one fails.
 IDLE_REUSE = 10.0
 MAX_IDLE_PER_ACTOR = 4
 # waitress serves every request from 8 threads. A command holds its request's thread while it

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from actors.errors import StoreFull
+from actors.hub.housekeeping import STEPS, StoreHousekeeping
 
 SCHEMA_VERSION = 2
 # Columns added since the schema version last changed, added in place where missing. An
@@ -69,7 +69,6 @@ CREATE TABLE IF NOT EXISTS daily_summaries (
     PRIMARY KEY (day, node, sensor, quantity)
 );
 """
-STEPS = {"1m": 60, "1h": 3600}
 INSERT_SAMPLE = "INSERT INTO samples (series, ts, value, quality, reason, seq, received) VALUES (?,?,?,?,?,?,?)"
 
 
@@ -98,7 +97,7 @@ class StoreSchemaError(RuntimeError):
     """The database file was written by an incompatible version."""
 
 
-class Store:
+class Store(StoreHousekeeping):
     """Thread-safe access to the hub database (one connection, serialized by a lock)."""
 
     def __init__(self, path: Path | str, max_mb: float = 0) -> None:
@@ -327,71 +326,6 @@ class Store:
         """True when the store holds a series for node (and sensor, and quantity)."""
         with self._lock:
             return any(n == node and sensor in (None, s) and quantity in (None, q) for n, s, q in self._series)
-
-    # -- housekeeping ---------------------------------------------------------------------
-    def rollup(self) -> int:
-        """Recompute every 1-minute and 1-hour bucket touched by rows inserted since the last
-        run (tracked by id, not by clock), so late, backfilled readings land in the right
-        bucket. Returns the buckets written."""
-        written = 0
-        with self._transaction() as db:
-            row = db.execute("SELECT value FROM meta WHERE key='rollup_id'").fetchone()
-            since = int(row[0]) if row else 0
-            (upto,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()
-            if upto <= since:
-                return 0
-            for step in STEPS.values():
-                cur = db.execute(
-                    f"""INSERT OR REPLACE INTO rollups
-                    SELECT {step}, x.series, CAST(x.ts / {step} AS INTEGER) * {step} AS b,
-                           MIN(x.value), AVG(x.value), MAX(x.value), COUNT(x.value)
-                    FROM samples x
-                    JOIN (SELECT DISTINCT series, CAST(ts / {step} AS INTEGER) * {step} AS b
-                          FROM samples WHERE id > ? AND id <= ? AND value IS NOT NULL) t
-                      ON x.series = t.series AND x.ts >= t.b AND x.ts < t.b + {step}
-                    WHERE x.value IS NOT NULL
-                    GROUP BY x.series, b""", (since, upto))
-                written += max(cur.rowcount, 0)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_id', ?)", (upto,))
-        return written
-
-    def daily_summary(self, start: float, end: float, day: str) -> int:
-        """Min/mean/max per series and the alerts raised about it in [start, end), stored under
-        `day`; running it again for the same day replaces that day. Returns the series summarised."""
-        with self._transaction() as db:
-            db.execute("DELETE FROM daily_summaries WHERE day = ?", (day,))
-            cur = db.execute(
-                """INSERT INTO daily_summaries
-                SELECT ?, s.node, s.sensor, s.quantity, s.unit, MIN(x.value), AVG(x.value), MAX(x.value),
-                       COUNT(x.value),
-                       (SELECT COUNT(*) FROM alert_events e WHERE e.state = 'raised' AND e.node = s.node
-                          AND e.sensor = s.sensor AND (e.quantity IS NULL OR e.quantity = s.quantity)
-                          AND e.ts >= ? AND e.ts < ?)
-                FROM samples x JOIN series s ON s.id = x.series
-                WHERE x.ts >= ? AND x.ts < ? AND x.value IS NOT NULL
-                GROUP BY x.series""", (day, start, end, start, end))
-        return max(cur.rowcount, 0)
-
-    def summaries(self, day: str | None = None, limit: int = 2000) -> list[dict[str, Any]]:
-        """Stored daily summaries (one day, or the most recent days first)."""
-        cols = ("day", "node", "sensor", "quantity", "unit", "min", "mean", "max", "n", "alerts")
-        sql = f"SELECT {', '.join(cols)} FROM daily_summaries"
-        args: tuple[Any, ...] = ()
-        if day is not None:
-            sql, args = sql + " WHERE day = ?", (day,)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY day DESC, node, sensor, quantity LIMIT ?",
-                                    (*args, limit)).fetchall()
-        return [dict(zip(cols, r, strict=True)) for r in rows]
-
-    def retain(self, raw_days: float, rollup_days: float, now: float | None = None) -> dict[str, int]:
-        """Delete raw readings and rollups older than their retention."""
-        now = time.time() if now is None else now
-        with self._transaction() as db:
-            raw = db.execute("DELETE FROM samples WHERE ts < ? AND id < (SELECT MAX(id) FROM samples)",
-                             (now - raw_days * 86400,)).rowcount
-            roll = db.execute("DELETE FROM rollups WHERE bucket < ?", (now - rollup_days * 86400,)).rowcount
-        return {"raw_deleted": raw, "rollups_deleted": roll}
 
     def close(self) -> None:
         """Close the database."""
