@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from Pyro5 import errors as pyro_errors
 from Pyro5.api import Proxy
@@ -204,7 +204,24 @@ class ActorHandle:
         return f"<actor {self.name}>"
 
 
-class NodeHandle(Mapping[str, ActorHandle]):
+V = TypeVar("V")
+
+
+class _LiveView(Mapping[str, V]):
+    """A read-only mapping over what the name server holds now: equal only to itself, hashable,
+    and truthy without a round trip (Mapping's defaults would list the name server for each)."""
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class NodeHandle(_LiveView[ActorHandle]):
     """The actors of one node: a read-only mapping of actor name -> ActorHandle (`node.dht22` works too)."""
 
     def __init__(self, fleet: Fleet, node: str) -> None:
@@ -258,16 +275,6 @@ class NodeHandle(Mapping[str, ActorHandle]):
     def _ipython_key_completions_(self) -> list[str]:
         return self.actors()
 
-    # a live view of the name server: equal only to itself, hashable, truthy without a round trip
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __bool__(self) -> bool:
-        return True
-
     def __repr__(self) -> str:
         try:
             return f"<node {self.node}: {', '.join(self.actors())}>"
@@ -275,7 +282,7 @@ class NodeHandle(Mapping[str, ActorHandle]):
             return f"<node {self.node}: name server unreachable ({type(exc).__name__})>"
 
 
-class Fleet(Mapping[str, NodeHandle]):
+class Fleet(_LiveView[NodeHandle]):
     """Every node registered in one name server: a read-only mapping of node name -> NodeHandle."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9090, timeout: float = CALL_TIMEOUT,
@@ -360,16 +367,6 @@ class Fleet(Mapping[str, NodeHandle]):
 
     def _ipython_key_completions_(self) -> list[str]:
         return self.nodes()
-
-    # a live view of the name server: equal only to itself, hashable, truthy without a round trip
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __bool__(self) -> bool:
-        return True
 
     def __repr__(self) -> str:
         try:
