@@ -240,3 +240,55 @@ def test_web_plugin_reload(cluster, hot_pi4, operator):
     status, body = operator.post("/api/plugins/pi4/no_such/reload", {})
     assert status == 404 and "has no plugin 'no_such'; known: " in body["error"]
     assert operator.post("/api/plugins/pi9/room_temperature/reload", {})[0] == 404
+
+
+def _values():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                        st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40),
+                        st.sampled_from(["pi4", "hub", "nope", "beep", "on", "off", "silence", "set_pixel",
+                                         "fill", "clear", "brightness", "set_named", "red", "-0.0"]))
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(max_size=8), inner, max_size=3), max_leaves=6)
+
+
+def test_web_control_fuzz_bodies_only_get_answers_and_a_refusal_changes_nothing(cluster, pi4, operator):
+    """Generated bodies and paths on every control route: 2xx, or a JSON 4xx naming the problem; 502/503/504
+    only speak of the spoke. A 4xx leaves the LED strip, the buzzer and the hub's alerts as they were."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    leds, buzzer = actor(pi4, "leds"), actor(pi4, "buzzer")
+    hub = cluster.hub.role.hub
+    keys = ["node", "action", "index", "rgb", "colour", "value", "duration_ms", "count", "extra"]
+    valid = [{"node": "pi4", "action": "off"}, {"node": "pi4", "action": "beep", "count": 1, "duration_ms": 10},
+             {"node": "pi4", "action": "fill", "rgb": [0, 0, 40]}, {"node": "pi4", "action": "brightness", "value": -0.0},
+             {"node": "pi4", "action": "set_pixel", "index": 3, "rgb": [1, 2, 3]}]
+    bodies = st.one_of(st.sampled_from(valid), st.dictionaries(st.sampled_from(keys), _values(), max_size=5), _values())
+    paths = st.one_of(st.sampled_from(["/api/buzzer/control", "/api/leds/control"]),
+                      st.builds(lambda a: f"/api/alerts/{a}/ack", st.sampled_from(["1", "0", "x", "99999999999999999999"])),
+                      st.builds(lambda n, p: f"/api/plugins/{n}/{p}/reload", st.sampled_from(["pi4", "nope", "PI4"]),
+                                st.sampled_from(["room", "x" * 60, "Bad", "air_quality"])))
+    seen: dict[int, int] = {}
+
+    def state() -> tuple:
+        # the buzzer's 'last_command' says when: a 4xx must leave even that unchanged
+        return (leds.state(), buzzer.state(), [a["id"] for a in hub.alerts()])
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=True)
+    @given(path=paths, body=bodies)
+    def check(path: str, body: object) -> None:
+        before = state()
+        status, _, answer = operator.request("POST", path, body)
+        seen[status] = seen.get(status, 0) + 1
+        assert status < 500 or status in (502, 503, 504), (path, body, status, answer)
+        if status >= 400:
+            assert isinstance(answer, dict) and isinstance(answer.get("error"), str) and answer["error"], answer
+            assert "\n" not in answer["error"] and len(answer["error"]) < 2000, answer
+        if 400 <= status < 500:
+            assert state() == before, (path, body, status, answer)
+
+    check()
+    assert any(s < 300 for s in seen) and any(400 <= s < 500 for s in seen), seen
