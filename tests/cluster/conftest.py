@@ -39,7 +39,14 @@ class ProcNode:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout=20)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                # a node that does not stop within 20 s (say, mid-way through building the plugin
+                # sandbox) must not outlive the test, nor keep the others from being stopped
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=20)
+                raise
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
@@ -96,8 +103,14 @@ class ProcCluster:
                  interval=0.5, what=f"the hub to catch up with {targets}")
 
     def stop(self) -> None:
+        failures = []
         for node in reversed(list(self.nodes.values())):
-            node.stop()
+            try:
+                node.stop()
+            except subprocess.TimeoutExpired as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
 
 def assert_exactly_once(cluster: ProcCluster, spoke: str) -> dict[str, int]:
