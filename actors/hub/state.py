@@ -104,11 +104,10 @@ class Hub:
         seen = {b.node: now for b in checked}
         new = set(self.store.commit_batches(checked, now, seen))
         with self._lock:
-            # A node is registered only once its batches are committed: a refused push, or a
-            # commit that fails, leaves no node behind (in memory or in the store).
+            # A node is registered with its batches: a refused push, or a commit that fails,
+            # leaves no node behind (in memory or in the store).
             unknown = sorted(n for n in seen if n not in self._nodes)
-            for n in unknown:
-                self.store.upsert_node(n, "spoke", "wasm", 5.0, now, None, {})
+            for n in unknown:  # its registry row was written with its batches
                 self._nodes[n] = NodeState(n)
             for b in checked:
                 st = self._nodes[b.node]

@@ -171,8 +171,11 @@ class Store(StoreHousekeeping):
         """Insert new batches and advance each node's seq in one transaction.
 
         Returns the (node, seq) pairs that were new. Batches at or below a node's stored
-        seq are skipped: that is the idempotence of push."""
+        seq are skipped: that is the idempotence of push. A node without a registry row gets
+        one in the same transaction, so its batches and its row are stored together or not at all."""
         with self._transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO nodes VALUES (?, 'spoke', 'wasm', 5.0, ?, NULL, '{}')",
+                           list(seen.items()))
             last = self._last_seqs({b.node for b in batches})
             rows: list[tuple[Any, ...]] = []
             new: list[tuple[str, int]] = []

@@ -144,7 +144,8 @@ def test_push_http_fuzz_only_4xx_and_nothing_stored(cluster):
     conn = http.client.HTTPConnection(HOST, cluster.web_port, timeout=10)
     statuses: dict[int, int] = {}
 
-    @settings(max_examples=1200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=1200, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=True)
     @given(body=bad_bodies())
     def check(body: bytes) -> None:
         status, _ = post(conn, body, token)
@@ -298,7 +299,8 @@ def test_push_http_fuzz_edges_only_2xx_or_4xx_and_a_refusal_changes_nothing(clus
     conn = http.client.HTTPConnection(HOST, cluster.web_port, timeout=10)
     statuses: dict[int, int] = {}
 
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=True)
     @given(push=edge_pushes())
     def check(push: tuple[bytes, dict[str, str]]) -> None:
         body, headers = push

@@ -206,7 +206,8 @@ def test_web_api_fuzz_query_params_only_2xx_or_a_json_4xx(cluster, web):
     hub = cluster.hub.role.hub
     statuses: dict[int, int] = {}
 
-    @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=True)
     @given(path=api_paths())
     def check(path: str) -> None:
         before = (hub.node_names(), hub.duplicates, hub.rejected)

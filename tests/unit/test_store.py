@@ -253,8 +253,8 @@ def test_store_every_write_runs_in_one_transaction(hub, monkeypatch):
 
     monkeypatch.setattr(hub.store, "_transaction", spy)
     t = hub.clock.t
-    hub.push([batch("pi4", 1, t)])  # upsert_node (new node) + commit_batches
-    assert len(opened) == 2
+    hub.push([batch("pi4", 1, t)])  # a new node: its registry row goes in with its batches
+    assert len(opened) == 1
     for write in (lambda: hub.ingest_local("pi4", [Reading.measured("pi4", "monitor", "cpu_load", 1.0, t)]),
                   lambda: hub.record_alerts("pi4", [alert_event("raised", t)]),
                   lambda: hub.acknowledge(hub.alerts()[0]["id"], by="operator"),
