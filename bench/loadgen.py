@@ -91,10 +91,11 @@ def run_step(ns: int, web: int, n_spokes: int, sensors: int, seconds: float, thr
     from Pyro5.api import Proxy
 
     from nameserver.pyro import configure
+    from nameserver.registry import find_aggregator
 
     configure()
     with Proxy(f"PYRO:Pyro.NameServer@127.0.0.1:{ns}") as nsp:
-        agg_uri = str(nsp.lookup("harvester.hub.aggregator"))
+        agg_uri = find_aggregator(nsp, None)[1]  # as a spoke finds it, whatever the hub is called
     spokes = [Spoke(f"sim{i:04d}", sensors) for i in range(n_spokes)]
     push_ms: list[float] = []
     errors_seen: list[str] = []
