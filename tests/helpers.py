@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -11,9 +12,31 @@ from typing import Any
 HOST = "127.0.0.1"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return low, high
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the kernel's ephemeral range.
+
+    A port handed out by binding port 0 is released before its user binds it; meanwhile a
+    daemon binding port 0 (every node agent does) may be given the same one, and the user
+    then finds it taken. Ports below the ephemeral range are never handed out that way."""
+    low, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free below the range: fall back to the kernel's pick
         s.bind((HOST, 0))
         return s.getsockname()[1]
 
