@@ -34,6 +34,7 @@ from nameserver.security import HarvesterDaemon, apply_node_tls
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT = 5.0
+FIRST_REGISTER_RETRY_S = 1.0
 
 
 class Attachment(Protocol):
@@ -203,26 +204,37 @@ class NodeAgent:
             self.registrar.add(actor.object_name, str(uri), actor.metadata())
         threading.Thread(target=self.daemon.requestLoop, name="pyro-daemon", daemon=True).start()
         log.info("%s serving %d actors at %s", cfg.name, len(self.actors), self.daemon.locationStr)
-        self.registrar.sweep()
-        self._install_jobs()
+        registered = self.registrar.sweep()
+        self._install_jobs(registered)
         self.attached = [factory(self) for factory in self._attachments]
         for service in self.attached:
             service.start()
         self.scheduler.start()
         threading.Thread(target=self.jobs.apply_quiet_hours_now, name="quiet-hours", daemon=True).start()
 
-    def _install_jobs(self) -> None:
+    def _install_jobs(self, registered: bool) -> None:
         now = time_now()
         for actor in self.sensors:
             self.scheduler.add_job(self._poll, "interval", args=[actor], seconds=actor.interval,
                                    id=f"poll:{actor.name}", next_run_time=now)
         self.scheduler.add_job(self.registrar.sweep, "interval", seconds=self.config.register_interval,
                                id="register")
+        if not registered:
+            # A node started with its hub (a power cut, the demo) may find the name server not
+            # up yet; its pushes get through as soon as the hub is, so its names must too, not a
+            # whole register interval later (the hub would show it online with no actors).
+            self.scheduler.add_job(self._register_until_done, "interval", seconds=FIRST_REGISTER_RETRY_S,
+                                   id="register:first")
         self.role.install(self.scheduler, now)
         # a first sandbox compile takes seconds: scan in a job, never in start()
         self.scheduler.add_job(self.plugins.scan, "interval", seconds=2.0, id="plugins:scan", next_run_time=now)
         self.scheduler.add_job(self._poll_plugin_sensors, "interval", seconds=1.0, id="plugins:poll")
         self.jobs.install()
+
+    def _register_until_done(self) -> None:
+        """Retry the first registration every second until it succeeds, then stop retrying."""
+        if self.registrar.sweep():
+            self.scheduler.remove_job("register:first")
 
     def _evaluate_plugins(self, readings: list[Reading]) -> None:
         try:

@@ -101,3 +101,25 @@ def test_hub_names_config_check_catches_a_spoke_naming_a_missing_hub(tmp_path, c
     mismatched = write_node_config(tmp_path / "h.toml", "central", "hub", 9090, web_port=8080, hub_name="other")
     assert main(["config", "check", str(mismatched)]) == 1
     assert "hub.name: names hub 'other', but this hub is called 'central'" in capsys.readouterr().out
+
+
+def test_hub_names_a_spoke_started_before_its_hub_registers_as_soon_as_the_hub_is_up(tmp_path):
+    """Its regular sweep is a minute away; its names must not be."""
+    ns = free_port()
+    cfg = write_node_config(tmp_path / "pi4.toml", "pi4", "spoke", ns, sensors=SENSORS)
+    cfg.write_text(cfg.read_text().replace("register_interval = 1", "register_interval = 60"))
+    spoke = NodeAgent(load_config(cfg))
+    spoke.start()  # the name server is not there: the first sweep fails
+    hub = None
+    try:
+        assert spoke.registrar.sweeps == 0
+        hub = build_node(load_config(write_node_config(tmp_path / "hub.toml", "hub", "hub", ns, web_port=free_port())))
+        hub.start()
+        wait_for(lambda: spoke.registrar.sweeps >= 1, timeout=20, what="pi4's names registered")
+        from actors.client import connect
+
+        assert "pi4" in connect("127.0.0.1", ns)
+    finally:
+        spoke.stop()
+        if hub is not None:
+            hub.stop()
