@@ -17,13 +17,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_all(quick: bool) -> dict[str, Any]:
     """Run each benchmark with bounded settings; a failing one is recorded, not fatal."""
-    from bench import bench_dashboard, bench_ingest, bench_latency, bench_nodes, bench_plugins, loadgen
+    from bench import (
+        bench_dashboard,
+        bench_frozen,
+        bench_idle,
+        bench_ingest,
+        bench_latency,
+        bench_nodes,
+        bench_plugins,
+        loadgen,
+    )
 
     plan = [
         ("ingest", bench_ingest.main, ["--seconds", "3" if quick else "5"]),
         ("plugins", bench_plugins.main, ["--iterations", "1000" if quick else "3000"]),
         ("dashboard", bench_dashboard.main, ["--seconds", "5" if quick else "10"]),
         ("latency", bench_latency.main, ["--calls", "300" if quick else "1000"]),
+        ("idle", bench_idle.main, ["--held", "0,130,500", "--lookups", "30"]),
+        ("frozen", bench_frozen.main, ["--commands", "20"]),
         ("nodes", bench_nodes.main, ["--seconds", "60" if quick else "600", "--warmup", "20" if quick else "60"]),
         ("load", loadgen.main, ["--seconds", "10" if quick else "30", "--max-spokes", "800" if quick else "1600"]),
     ]
@@ -86,6 +97,14 @@ def table(r: dict[str, Any]) -> list[tuple[str, str]]:
                      f"{http.get('/api/readings', {}).get('p99_ms')}, {http.get('/api/dashboard', {}).get('p99_ms')}, "
                      f"{step.get('hub_cpu_percent')}{'' if step.get('keeps_up') else ' (falls behind)'}"))
     rows.append(("largest fleet sustained (spokes x 10 sensors at 1 Hz)", f"{g('load', 'largest_sustained_spokes')}"))
+    for row in g("idle", "rows") or []:
+        rows.append((f"name-server lookups ok with {row['held']} silent connections held, {row['server']}",
+                     f"{row['ok']}/{row['lookups']} (held {row['opened']}), max {row['max_ms']} ms"))
+    if g("frozen", "commands"):
+        rows.append(("20 commands to a frozen spoke: median / slowest (ms), waited",
+                     f"{g('frozen', 'commands', 'p50_ms')} / {g('frozen', 'commands', 'max_ms')}, {g('frozen', 'waited')}"))
+        rows.append(("reads meanwhile: median / slowest (ms)",
+                     f"{g('frozen', 'reads', 'p50_ms')} / {g('frozen', 'reads', 'max_ms')}"))
     return rows
 
 
