@@ -10,6 +10,14 @@ from pathlib import Path
 from typing import Any
 
 HOST = "127.0.0.1"
+# A job several tests schedule on pi4: it fills the LED strip, once an hour
+CLEAR_LEDS_JOB = '''
+[[jobs]]
+name = "clear-leds"
+interval = 3600
+call = "harvester.pi4.leds.fill"
+args = [0, 0, 40]
+'''
 
 
 def _ephemeral_range() -> tuple[int, int]:

@@ -154,5 +154,16 @@ def proc_cluster(tmp_path) -> Iterator[ProcCluster]:
         c.stop()
 
 
+def fill_disk(path: Path) -> None:
+    """Write zeros to `path` until its file system is full, to the last block."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
 def have_root_netns() -> bool:
     return os.geteuid() == 0 and shutil.which("ip") is not None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import ROOT, assert_exactly_once
+from tests.cluster.conftest import ROOT, assert_exactly_once, fill_disk
 from tests.helpers import HOST, wait_for
 
 SENSORS = [{"name": "dht22", "kind": "dht22", "interval": 0.5},
@@ -123,13 +123,7 @@ def test_chaos_hub_disk_full_refuses_pushes_and_loses_nothing(proc_cluster):
 
         node_token = Tokens(state / "tokens.json").ensure_node("probe")  # before the disk fills
         filler = Path(state) / "filler"
-        with open(filler, "wb") as f:  # fill the disk to the last block
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        fill_disk(filler)
         wait_for(lambda: c.outbox_pending("s1") > 20, timeout=60, what="the spoke keeping batches in its outbox")
         # the hub's HTTP /push refuses too, with a clear error
         body = (b'{"node": "probe", "seq": 1, "readings": [{"sensor": "x", "quantity": "temperature", '

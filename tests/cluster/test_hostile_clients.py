@@ -20,7 +20,7 @@ import pytest
 
 from actors.client import connect
 from nameserver.transport import raise_fd_limit
-from tests.cluster.conftest import ROOT, assert_exactly_once
+from tests.cluster.conftest import ROOT, assert_exactly_once, fill_disk
 from tests.helpers import wait_for
 
 HOST = "127.0.0.1"
@@ -161,17 +161,6 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
                                                 capture_output=True).returncode == 0
 
 
-def _fill(path: Path) -> None:
-    """Write zeros until the filesystem is full."""
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-
-
 @pytest.mark.slow
 @pytest.mark.root
 def test_hostile_a_full_spoke_disk_is_said_everywhere_and_loses_nothing(proc_cluster, tmp_path):
@@ -189,7 +178,7 @@ def test_hostile_a_full_spoke_disk_is_said_everywhere_and_loses_nothing(proc_clu
             with urllib.request.urlopen(f"{base}/api/readings", timeout=5) as res:
                 return next(n for n in json.load(res)["nodes"] if n["name"] == "pi4")
 
-        _fill(state / "filler")
+        fill_disk(state / "filler")
         full = wait_for(lambda: (pi4_view().get("outbox") or {}).get("disk_full") and pi4_view(), timeout=60,
                         what="the hub showing pi4's disk full")
         assert full["outbox"]["held_in_memory"] >= 1

@@ -17,15 +17,9 @@ from Pyro5.api import Daemon, Proxy, expose
 
 from actors.cli.main import enable_completion
 from actors.client import NotInFleet, Readings, connect
-from tests.helpers import HOST, wait_for
+from tests.helpers import CLEAR_LEDS_JOB, HOST, wait_for
 
-JOBS = '''
-[[jobs]]
-name = "clear-leds"
-interval = 3600
-call = "harvester.pi4.leds.fill"
-args = [0, 0, 40]
-
+JOBS = CLEAR_LEDS_JOB + '''
 [[jobs]]
 name = "rollup"
 interval = 3600

@@ -10,15 +10,9 @@ import sys
 from Pyro5.api import Proxy
 
 from actors.client import connect
-from tests.helpers import HOST, wait_for
+from tests.helpers import CLEAR_LEDS_JOB, HOST, wait_for
 
-JOBS = '''
-[[jobs]]
-name = "clear-leds"
-interval = 3600
-call = "harvester.pi4.leds.fill"
-args = [0, 0, 40]
-
+JOBS = CLEAR_LEDS_JOB + '''
 [[jobs]]
 name = "ghost"
 interval = 3600

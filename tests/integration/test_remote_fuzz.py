@@ -22,7 +22,7 @@ from actors.node.agent import NodeAgent
 from actors.node.config import load_config
 from hal.errors import ActuatorArgumentError
 from nameserver.pyro import configure
-from tests.helpers import HOST, free_port, write_node_config
+from tests.helpers import CLEAR_LEDS_JOB, HOST, free_port, write_node_config
 from tests.plugins_fixtures import write_plugin
 
 # A refusal: the caller's mistake, which must leave everything as it was.
@@ -44,13 +44,7 @@ def evaluate(readings, host):
         host.raise_alert("hot", "too hot", sensor=r.sensor, value=r.value)
     return {"value": r.value}
 '''
-JOBS = '''
-[[jobs]]
-name = "clear-leds"
-interval = 3600
-call = "harvester.pi4.leds.fill"
-args = [0, 0, 40]
-
+JOBS = CLEAR_LEDS_JOB + '''
 [[jobs]]
 name = "night"
 kind = "quiet_hours"
