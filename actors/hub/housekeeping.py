@@ -8,6 +8,8 @@ import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from actors.hub.holdings import SeqSet
+
 STEPS = {"1m": 60, "1h": 3600}  # rollup steps: name -> seconds
 
 
@@ -16,9 +18,19 @@ class StoreHousekeeping:
 
     _db: sqlite3.Connection
     _lock: threading.Lock
+    keep_batches: bool
+    _held: dict[str, SeqSet]
+    _floor: dict[str, int]
 
     if TYPE_CHECKING:
         def _transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    def _lower_holdings(self, floors: dict[str, int]) -> None:
+        with self._lock:
+            for node, floor in floors.items():
+                self._floor[node] = max(self._floor.get(node, 0), floor)
+                if node in self._held:
+                    self._held[node].remove_below(self._floor[node])
 
     def rollup(self) -> int:
         """Recompute every 1-minute and 1-hour bucket touched by rows inserted since the last
@@ -82,4 +94,15 @@ class StoreHousekeeping:
             raw = db.execute("DELETE FROM samples WHERE ts < ? AND id < (SELECT MAX(id) FROM samples)",
                              (now - raw_days * 86400,)).rowcount
             roll = db.execute("DELETE FROM rollups WHERE bucket < ?", (now - rollup_days * 86400,)).rowcount
+            floors = self._retain_batches(db, now - raw_days * 86400) if self.keep_batches else {}
+        self._lower_holdings(floors)
         return {"raw_deleted": raw, "rollups_deleted": roll}
+
+    def _retain_batches(self, db: sqlite3.Connection, cutoff: float) -> dict[str, int]:
+        """Delete kept batches received before the cutoff; a node's floor rises to the highest
+        seq deleted, so a copy of one of them offered again later is not taken for new."""
+        floors = dict(db.execute("SELECT node, MAX(seq) FROM batches WHERE received < ? GROUP BY node", (cutoff,)))
+        db.execute("DELETE FROM batches WHERE received < ?", (cutoff,))
+        db.executemany("INSERT INTO batch_floor VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET "
+                       "seq = MAX(seq, excluded.seq)", list(floors.items()))
+        return floors

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from actors.errors import StoreFull
+from actors.hub.holdings import Interval, SeqSet
 from actors.hub.housekeeping import STEPS, StoreHousekeeping
 
 SCHEMA_VERSION = 2
@@ -63,6 +64,19 @@ CREATE TABLE IF NOT EXISTS alerts (
     acknowledged INTEGER NOT NULL DEFAULT 0, acked_by TEXT, acked_ts REAL
 );
 CREATE INDEX IF NOT EXISTS alerts_key ON alerts (raised_by, plugin, alert, active);
+CREATE INDEX IF NOT EXISTS alerts_episode ON alerts (raised_by, plugin, alert, since);
+-- With several hubs: every batch as it came (the unit hubs copy to each other), the seq below
+-- which retention deleted a node's batches, and the singleton jobs' runs the cluster agreed on
+CREATE TABLE IF NOT EXISTS batches (
+    node TEXT NOT NULL, seq INTEGER NOT NULL, received REAL NOT NULL, readings TEXT NOT NULL,
+    alerts TEXT NOT NULL, PRIMARY KEY (node, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batches_received ON batches (received);
+CREATE TABLE IF NOT EXISTS batch_floor (node TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS job_runs (
+    job TEXT NOT NULL, key TEXT NOT NULL, hub TEXT NOT NULL, ran REAL NOT NULL, result TEXT NOT NULL,
+    PRIMARY KEY (job, key)
+);
 CREATE TABLE IF NOT EXISTS daily_summaries (
     day TEXT NOT NULL, node TEXT NOT NULL, sensor TEXT NOT NULL, quantity TEXT NOT NULL, unit TEXT NOT NULL,
     min REAL NOT NULL, mean REAL NOT NULL, max REAL NOT NULL, n INTEGER NOT NULL, alerts INTEGER NOT NULL,
@@ -100,8 +114,14 @@ class StoreSchemaError(RuntimeError):
 class Store(StoreHousekeeping):
     """Thread-safe access to the hub database (one connection, serialized by a lock)."""
 
-    def __init__(self, path: Path | str, max_mb: float = 0) -> None:
+    def __init__(self, path: Path | str, max_mb: float = 0, keep_batches: bool = False) -> None:
         self.path = Path(path)
+        # With several hubs every batch is kept as it came, and a batch is new when its
+        # (node, seq) is not held: a hub that was down receives later batches first and the
+        # ones it missed afterwards, from a peer. One hub keeps only each node's last seq.
+        self.keep_batches = keep_batches
+        self._held: dict[str, SeqSet] = {}
+        self._floor: dict[str, int] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -127,6 +147,13 @@ class Store(StoreHousekeeping):
             self._db.execute(f"PRAGMA max_page_count = {max(16, int(max_mb * 1024 * 1024 / page))}")
         self._series: dict[tuple[str, str, str], int] = {
             (n, s, q): i for i, n, s, q in self._db.execute("SELECT id, node, sensor, quantity FROM series")}
+        if keep_batches:
+            self._floor = dict(self._db.execute("SELECT node, seq FROM batch_floor"))
+            # runs of consecutive seqs per node ("gaps and islands"), one scan in SQLite
+            for node, lo, hi in self._db.execute(
+                    "SELECT node, MIN(seq), MAX(seq) FROM (SELECT node, seq, seq - ROW_NUMBER() OVER "
+                    "(PARTITION BY node ORDER BY seq) AS run FROM batches) GROUP BY node, run ORDER BY node, 1"):
+                self._held.setdefault(node, SeqSet()).add_range(lo, hi)
 
     def _series_id(self, node: str, sensor: str, quantity: str, unit: str) -> int:
         key = (node, sensor, quantity)
@@ -170,31 +197,100 @@ class Store(StoreHousekeeping):
     def commit_batches(self, batches: list[Batch], received: float, seen: dict[str, float]) -> list[tuple[str, int]]:
         """Insert new batches and advance each node's seq in one transaction.
 
-        Returns the (node, seq) pairs that were new. Batches at or below a node's stored
-        seq are skipped: that is the idempotence of push. A node without a registry row gets
-        one in the same transaction, so its batches and its row are stored together or not at all."""
+        Returns the (node, seq) pairs that were new. A batch already held is skipped: that is
+        the idempotence of push. A node without a registry row gets one in the same
+        transaction, so its batches and its row are stored together or not at all."""
         with self._transaction() as db:
             db.executemany("INSERT OR IGNORE INTO nodes VALUES (?, 'spoke', 'wasm', 5.0, ?, NULL, '{}')",
                            list(seen.items()))
-            last = self._last_seqs({b.node for b in batches})
-            rows: list[tuple[Any, ...]] = []
-            new: list[tuple[str, int]] = []
-            alerts: list[tuple[int, dict[str, Any]]] = []
-            for b in sorted(batches, key=lambda x: (x.node, x.seq)):
+            new = self._commit(db, batches, received)
+            db.executemany("UPDATE nodes SET last_seen = ? WHERE name = ?", [(ts, n) for n, ts in seen.items()])
+        self._hold(new)
+        return new
+
+    def commit_own(self, node: str, rows: list[Row], alerts: list[dict[str, Any]], received: float) -> int:
+        """The hub's own readings and alert events as its next batch (with several hubs, so that
+        they reach its peers as every node's do); returns the batch's seq."""
+        with self._transaction() as db:
+            held = self._held.get(node)
+            seq = max(self._last_seqs([node]).get(node, 0), held.maximum() if held else 0) + 1
+            new = self._commit(db, [Batch(node, seq, rows, alerts)], received)
+        self._hold(new)
+        return seq
+
+    def _commit(self, db: sqlite3.Connection, batches: list[Batch], received: float) -> list[tuple[str, int]]:
+        last = self._last_seqs({b.node for b in batches})
+        rows: list[tuple[Any, ...]] = []
+        new: list[tuple[str, int]] = []
+        alerts: list[tuple[int, dict[str, Any]]] = []
+        for b in sorted(batches, key=lambda x: (x.node, x.seq)):
+            if self.keep_batches:
+                if b.seq <= self._floor.get(b.node, 0) or db.execute(
+                        "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?)",
+                        (b.node, b.seq, received, json.dumps(b.rows), json.dumps(b.alerts))).rowcount == 0:
+                    continue
+                last[b.node] = max(last.get(b.node, 0), b.seq)
+            else:
                 if b.seq <= last.get(b.node, 0):
                     continue
                 last[b.node] = b.seq
-                new.append((b.node, b.seq))
-                rows.extend(self._rows(b.node, b.rows, b.seq, received))
-                alerts.extend((b.seq, e) for e in b.alerts)
-            db.executemany(INSERT_SAMPLE, rows)
-            db.executemany(
-                "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
-                list(last.items()))
-            db.executemany("UPDATE nodes SET last_seen = ? WHERE name = ?", [(ts, n) for n, ts in seen.items()])
-            for seq, event in alerts:
-                self._apply_alert(event, received, seq)
+            new.append((b.node, b.seq))
+            rows.extend(self._rows(b.node, b.rows, b.seq, received))
+            alerts.extend((b.seq, e) for e in b.alerts)
+        db.executemany(INSERT_SAMPLE, rows)
+        db.executemany(
+            "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
+            list(last.items()))
+        for seq, event in alerts:
+            self._apply_alert(event, received, seq)
         return new
+
+    def _hold(self, new: list[tuple[str, int]]) -> None:
+        """Add committed batches to the holdings (after the commit: the table is the truth,
+        the holdings what peers are told)."""
+        if not self.keep_batches or not new:
+            return
+        with self._lock:
+            for node, seq in new:
+                self._held.setdefault(node, SeqSet()).add(seq)
+
+    def holdings(self) -> dict[str, list[Interval]]:
+        """Per node, the intervals of seqs held (batches retention deleted are not among them)."""
+        with self._lock:
+            return {n: h.intervals() for n, h in self._held.items() if h}
+
+    def floors(self) -> dict[str, int]:
+        """Per node, the seq at and below which retention deleted its batches."""
+        with self._lock:
+            return dict(self._floor)
+
+    def missing(self, node: str, intervals: list[Interval]) -> list[Interval]:
+        """Which of `intervals` of a node's seqs this store lacks (above the node's floor)."""
+        with self._lock:
+            held = self._held.get(node) or SeqSet()
+            return held.missing_from(intervals, self._floor.get(node, 0))
+
+    def fetch_batches(self, node: str, intervals: list[Interval], limit: int) -> list[tuple[int, str, str]]:
+        """Up to `limit` held batches of a node in the intervals, in order, as (seq, rows JSON, alerts JSON)."""
+        out: list[tuple[int, str, str]] = []
+        with self._lock:
+            for lo, hi in intervals:
+                if len(out) >= limit:
+                    break
+                out.extend(self._db.execute("SELECT seq, readings, alerts FROM batches WHERE node=? AND seq>=? "
+                                            "AND seq<=? ORDER BY seq LIMIT ?", (node, lo, hi, limit - len(out))))
+        return out
+
+    def oldest_received(self, node: str, intervals: list[Interval]) -> float | None:
+        """The earliest receipt time of the held batches of a node in the intervals."""
+        oldest = None
+        with self._lock:
+            for lo, hi in intervals:
+                (t,) = self._db.execute("SELECT MIN(received) FROM batches WHERE node=? AND seq>=? AND seq<=?",
+                                        (node, lo, hi)).fetchone()
+                if t is not None and (oldest is None or t < oldest):
+                    oldest = t
+        return oldest
 
     def _rollback(self) -> None:
         if self._db.in_transaction:
@@ -203,27 +299,40 @@ class Store(StoreHousekeeping):
         self._series = {(n, s, q): i for i, n, s, q in self._db.execute("SELECT id, node, sensor, quantity FROM series")}
 
     def _apply_alert(self, e: dict[str, Any], received: float, seq: int | None = None) -> None:
-        """Append an event to the history and update the alert's current row (in a transaction)."""
+        """Append an event to the history and update its episode's row (in a transaction).
+
+        An episode is one raise of an alert, named by its key and `since` (every event of the
+        episode carries it). Events may arrive in any order (a hub that was down fetches them
+        from a peer later), so the rule is order-free: an episode is active until a clear of it
+        arrives, or until a newer episode of the same alert exists (its node raised it again,
+        so the old one ended)."""
         self._db.execute(
             "INSERT INTO alert_events (raised_by, plugin, alert, state, severity, message, node, sensor, quantity, "
             "value, ts, since, received, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (e["raised_by"], e["plugin"], e["alert"], e["state"], e["severity"], e["message"], e["node"],
              e["sensor"], e["quantity"], e["value"], e["ts"], e["since"], received, seq))
         key = (e["raised_by"], e["plugin"], e["alert"])
-        row = self._db.execute("SELECT id FROM alerts WHERE raised_by=? AND plugin=? AND alert=? AND active=1",
-                               key).fetchone()
-        if e["state"] == "raised" and row is None:
-            self._db.execute(
+        row = self._db.execute("SELECT id FROM alerts WHERE raised_by=? AND plugin=? AND alert=? AND since=?",
+                               (*key, e["since"])).fetchone()
+        if row is None:
+            (newer,) = self._db.execute("SELECT COUNT(*) FROM alerts WHERE raised_by=? AND plugin=? AND alert=? "
+                                        "AND since>?", (*key, e["since"])).fetchone()
+            active = 0 if e["state"] == "cleared" or newer else 1
+            cur = self._db.execute(
                 "INSERT INTO alerts (raised_by, plugin, alert, severity, message, node, sensor, quantity, value, "
-                "since, updated, active) VALUES (?,?,?,?,?,?,?,?,?,?,?,1)",
+                "since, updated, active) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (*key, e["severity"], e["message"], e["node"], e["sensor"], e["quantity"], e["value"], e["since"],
-                 e["ts"]))
-        elif e["state"] == "cleared" and row is not None:
+                 e["ts"], active))
+            row = (cur.lastrowid,)
+            # older episodes still open ended when this one began
+            self._db.execute("UPDATE alerts SET active=0, updated=? WHERE raised_by=? AND plugin=? AND alert=? "
+                             "AND since<? AND active=1", (e["since"], *key, e["since"]))
+        if e["state"] == "cleared":
             self._db.execute("UPDATE alerts SET active=0, updated=?, message=?, value=? WHERE id=?",
                              (e["ts"], e["message"], e["value"], row[0]))
-        elif e["state"] == "acknowledged" and row is not None:
-            self._db.execute("UPDATE alerts SET acknowledged=1, acked_ts=?, acked_by=COALESCE(acked_by, ?) "
-                             "WHERE id=?", (e["ts"], e["raised_by"], row[0]))
+        elif e["state"] == "acknowledged":
+            self._db.execute("UPDATE alerts SET acknowledged=1, acked_ts=COALESCE(acked_ts, ?), "
+                             "acked_by=COALESCE(acked_by, ?) WHERE id=?", (e["ts"], e["raised_by"], row[0]))
 
     def record_alerts(self, events: list[dict[str, Any]], received: float) -> None:
         """Alert events that did not come in a batch (the hub's own plugins)."""

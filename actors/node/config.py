@@ -118,11 +118,28 @@ class NodeConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     mock: MockSettings = field(default_factory=MockSettings)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    # every hub's name server as (host, port); one entry (hub_host, nameserver_port) for one hub
+    hub_hosts: list[tuple[str, int]] = field(default_factory=list)
+    cluster_secret_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.hub_hosts:
+            self.hub_hosts = [(self.hub_host, self.nameserver_port)]
 
     @property
     def is_hub(self) -> bool:
         """True for the hub node (runs name server, aggregator and web)."""
         return self.role == "hub"
+
+    @property
+    def is_cluster(self) -> bool:
+        """True when the fleet has several hubs (readings on every one, control state by Raft)."""
+        return len(self.hub_hosts) > 1
+
+    @property
+    def majority(self) -> int:
+        """How many hubs must hold a batch before a spoke deletes it (all of one, 2 of 3, 3 of 5)."""
+        return len(self.hub_hosts) // 2 + 1
 
 
 def _host(v: Any) -> str | None:
@@ -151,10 +168,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "state_dir": Field(str, REQUIRED, rule(lambda v: v.strip() != "", "a folder path, not empty")),
     },
     "hub": {
-        "host": Field(str, REQUIRED, _host),
+        # required unless hosts lists the hubs; on a hub, the address its name server listens on
+        "host": Field(str, None, _host),
         "name": Field(str, None, node_name),
         "nameserver_port": Field(int, 9090, between(1, 65535)),
         "embedded_nameserver": Field(bool, True),
+        # several hubs: every hub's name server as "host" or "host:port" (port: nameserver_port)
+        "hosts": Field(list, None, expect="a list of 1 to 5 \"host\" or \"host:port\" strings"),
+        "cluster_secret_file": Field(str, None, rule(lambda v: v.strip() != "", "a file path, not empty")),
     },
     "agent": {
         "host": Field(str, "127.0.0.1", _host),
@@ -254,6 +275,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
     if hub_name and node.get("role") == "hub" and hub_name != node.get("name"):
         c.add("hub.name", f"names hub {hub_name!r}, but this hub is called {node.get('name')!r}")
     _plaintext_binds(c, t, node.get("role") == "hub")
+    hub_hosts = _hub_hosts(c, t["hub"], node.get("role") == "hub")
     if c:
         raise ConfigError(path, c.items)
 
@@ -265,7 +287,10 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
     return NodeConfig(
         path=path, name=node["name"], role=node["role"], profile=node["profile"], hal=node["hal"],
         state_dir=resolve(node["state_dir"]),
-        hub_host=t["hub"]["host"], hub_name=t["hub"]["name"], nameserver_port=t["hub"]["nameserver_port"],
+        hub_host=t["hub"]["host"] or hub_hosts[0][0], hub_name=t["hub"]["name"],
+        nameserver_port=t["hub"]["nameserver_port"] if t["hub"]["host"] else hub_hosts[0][1],
+        hub_hosts=hub_hosts,
+        cluster_secret_file=resolve(t["hub"]["cluster_secret_file"]) if t["hub"]["cluster_secret_file"] else None,
         embedded_nameserver=t["hub"]["embedded_nameserver"],
         agent_host=agent["host"], agent_port=agent["port"],
         allow_insecure_lan=agent["allow_insecure_lan"], register_interval=float(agent["register_interval"]),
@@ -281,6 +306,46 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
                           float(t["store"]["max_mb"])),
         mock=mock, security=security,
     )
+
+
+MAX_HUBS = 5  # Raft needs a majority for every control write: 5 hubs ride out two down, more only add traffic
+
+
+def _hub_hosts(c: Problems, t: dict[str, Any], is_hub: bool) -> list[tuple[str, int]]:
+    """`hub.hosts` as [(host, port)], or [(hub.host, nameserver_port)] without it; problems go to `c`."""
+    default_port = t.get("nameserver_port") if isinstance(t.get("nameserver_port"), int) else 9090
+    raw = t.get("hosts")
+    if raw is None:
+        if not t.get("host"):
+            if not any(where == "hub.host" for where, _ in c.items):
+                c.add("hub.host", "missing (required unless hub.hosts lists the hubs)")
+            return [("127.0.0.1", default_port)]
+        return [(t["host"], default_port)]
+    out: list[tuple[str, int]] = []
+    if not 1 <= len(raw) <= MAX_HUBS:
+        c.add("hub.hosts", f"lists {len(raw)} hubs; give 1 to {MAX_HUBS} (3 ride out one hub down, 5 two)")
+    for i, entry in enumerate(raw):
+        host, sep, port_text = entry.rpartition(":") if isinstance(entry, str) else ("", "", "")
+        if isinstance(entry, str) and not sep:
+            host, port_text = entry, str(default_port)
+        problem = _host(host) if host else "is empty"
+        if not isinstance(entry, str) or problem or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            c.add(f"hub.hosts[{i}]", f'must be "host" or "host:port" (port 1-65535), got {entry!r}')
+            continue
+        if (host, int(port_text)) in out:
+            c.add(f"hub.hosts[{i}]", f"{entry!r} is listed twice")
+        out.append((host, int(port_text)))
+    if len(out) > 1 and is_hub:
+        own = (t.get("host"), default_port)
+        if t.get("host") and own not in out:
+            c.add("hub.hosts", f"does not list this hub itself ({own[0]}:{own[1]}, from hub.host and "
+                               "hub.nameserver_port); every hub's config lists all hubs, itself included")
+        if not t.get("host"):
+            c.add("hub.host", "missing: a hub of several names the address it listens on")
+        if not t.get("cluster_secret_file"):
+            c.add("hub.cluster_secret_file", "missing (required with several hubs): a file holding the secret "
+                                             "the hubs share to encrypt and authenticate their Raft traffic")
+    return out or [("127.0.0.1", default_port)]
 
 
 def _sensors(c: Problems, rows: Any) -> list[SensorConfig]:
