@@ -13,7 +13,7 @@ $(PY):
 
 # Reinstall only when the packaging metadata changes.
 $(STAMP): setup.cfg pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[wasm,test,pki]'
+	$(PY) -m pip install --quiet -e '.[wasm,test,pki,cluster]'
 	touch $(STAMP)
 
 setup: $(STAMP) sandbox

@@ -24,15 +24,22 @@ class HubNotFound(errors.NamingError):
     """The name server knows no aggregator to use (none, or several and no hub name given)."""
 
 
-def find_aggregator(ns: Any, hub_name: str | None) -> tuple[str, str]:
+def home_tag(host: str, port: int) -> str:
+    """The tag a hub gives its objects naming its own name server: with several hubs every
+    name server holds every hub's objects, and this tells which hub lives at which address."""
+    return f"ns:{host}:{port}"
+
+
+def find_aggregator(ns: Any, hub_name: str | None, home: str | None = None) -> tuple[str, str]:
     """(name, URI) of the hub's aggregator: by the hub's node name when given, else by its tags.
 
     Looking it up by what it is lets a hub have any valid name; a name server that holds
-    several hubs' aggregators needs the name, and this says so rather than guess."""
+    several hubs' aggregators needs the name (or `home`, the home_tag of the hub wanted), and
+    this says so rather than guess."""
     if hub_name:
         name = object_name(hub_name, "aggregator")
         return name, str(ns.lookup(name))
-    found = ns.yplookup(meta_all=set(AGGREGATOR_TAGS), return_metadata=False)
+    found = ns.yplookup(meta_all=set(AGGREGATOR_TAGS) | ({home} if home else set()), return_metadata=False)
     if not found:
         raise HubNotFound("no hub aggregator is registered in the name server (is the hub running?)")
     if len(found) > 1:
@@ -57,14 +64,15 @@ class Registration:
 
 
 class Registrar:
-    """Registers a node's names and re-registers them whenever a sweep runs."""
+    """Registers a node's names in every hub's name server, again whenever a sweep runs."""
 
-    def __init__(self, ns_host: str, ns_port: int, timeout: float = 3.0) -> None:
-        self._uri = ns_uri(ns_host, ns_port)
+    def __init__(self, addresses: list[tuple[str, int]], timeout: float = 3.0) -> None:
+        self._uris = [ns_uri(host, port) for host, port in addresses]
         self._timeout = timeout
         self._lock = threading.Lock()
         self._entries: dict[str, Registration] = {}
-        self._healthy: bool | None = None
+        self._healthy: dict[str, bool] = {}
+        self._sweeping = threading.Lock()  # the periodic sweep and the first-registration retry may overlap
         self.sweeps = 0
 
     def add(self, name: str, uri: str, metadata: set[str]) -> None:
@@ -78,11 +86,20 @@ class Registrar:
             return sorted(self._entries)
 
     def sweep(self) -> bool:
-        """Register every name whose entry is missing or different; True when the NS answered."""
+        """Register every name whose entry is missing or different, in every name server; True
+        when at least one answered (a hub that is down gets them at a later sweep)."""
         with self._lock:
             entries = list(self._entries.values())
+        with self._sweeping:
+            answered = [self._sweep_one(uri, entries) for uri in self._uris]
+            if any(answered):
+                self.sweeps += 1
+        return any(answered)
+
+    def _sweep_one(self, uri: str, entries: list[Registration]) -> bool:
+        healthy = self._healthy.get(uri)
         try:
-            with Proxy(self._uri) as ns:
+            with Proxy(uri) as ns:
                 ns._pyroTimeout = self._timeout
                 current = ns.list(prefix=f"{PREFIX}.", return_metadata=True)
                 for e in entries:
@@ -91,27 +108,27 @@ class Registrar:
                         ns.register(e.name, e.uri, metadata=set(e.metadata))
         except errors.SecurityError as exc:
             # Under TLS the name server accepts only this node's own names from its node certificate.
-            if self._healthy is not False:
-                log.error("name server %s refused our registrations: %s", self._uri, exc)
-            self._healthy = False
+            if healthy is not False:
+                log.error("name server %s refused our registrations: %s", uri, exc)
+            self._healthy[uri] = False
             return False
         except (errors.CommunicationError, errors.NamingError, OSError) as exc:
-            if self._healthy is not False:
-                log.warning("name server %s unreachable, will retry: %s", self._uri, exc)
-            self._healthy = False
+            if healthy is not False:
+                log.warning("name server %s unreachable, will retry: %s", uri, exc)
+            self._healthy[uri] = False
             return False
-        if self._healthy is False:
-            log.info("name server %s reachable again; %d names registered", self._uri, len(entries))
-        self._healthy = True
-        self.sweeps += 1
+        if healthy is False:
+            log.info("name server %s reachable again; %d names registered", uri, len(entries))
+        self._healthy[uri] = True
         return True
 
     def unregister_all(self) -> None:
         """Remove this node's names (clean shutdown); failures are logged, not raised."""
-        try:
-            with Proxy(self._uri) as ns:
-                ns._pyroTimeout = self._timeout
-                for name in self.names():
-                    ns.remove(name)
-        except (errors.CommunicationError, errors.NamingError, errors.SecurityError, OSError) as exc:
-            log.info("could not unregister names on shutdown: %s", exc)
+        for uri in self._uris:
+            try:
+                with Proxy(uri) as ns:
+                    ns._pyroTimeout = self._timeout
+                    for name in self.names():
+                        ns.remove(name)
+            except (errors.CommunicationError, errors.NamingError, errors.SecurityError, OSError) as exc:
+                log.info("could not unregister names at %s on shutdown: %s", uri, exc)

@@ -68,14 +68,19 @@ def write_node_config(path: Path, name: str, role: str, ns_port: int, *, profile
                       web_port: int | None = None, push_interval: float = 0.5,
                       sensors: list[dict[str, Any]] | None = None, leds: bool = False, buzzer: bool = False,
                       extra: str = "", host: str = HOST, hub_host: str = HOST, batch_limit: int = 50,
-                      embedded_nameserver: bool = True, hub_name: str | None = None) -> Path:
-    """Write a mock-mode node config for tests (127.0.0.1 unless a test namespace's address)."""
+                      embedded_nameserver: bool = True, hub_name: str | None = None,
+                      hub_hosts: list[str] | None = None, cluster_secret: Path | None = None) -> Path:
+    """Write a mock-mode node config for tests (127.0.0.1 unless a test namespace's address).
+
+    `hub_hosts` ("host:port" each) makes it a node of a fleet with several hubs."""
     lines = [
         "[node]", f'name = "{name}"', f'role = "{role}"', f'profile = "{profile}"', 'hal = "mock"',
         f'state_dir = "{path.parent / ("state-" + name)}"',
         "[hub]", f'host = "{hub_host}"', f"nameserver_port = {ns_port}",
         f"embedded_nameserver = {'true' if embedded_nameserver else 'false'}",
         *([f'name = "{hub_name}"'] if hub_name else []),
+        *([f"hosts = {list(hub_hosts)!r}".replace("'", '"')] if hub_hosts else []),
+        *([f'cluster_secret_file = "{cluster_secret}"'] if cluster_secret and role == "hub" else []),
         "[agent]", f'host = "{host}"', "port = 0", "register_interval = 1",
         # test namespaces are private hosts the test made; plaintext there is deliberate
         f"allow_insecure_lan = {'false' if host == HOST else 'true'}",

@@ -47,6 +47,12 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         auth.require_reader()
         return RawJson(hub.snapshot_json())
 
+    @app.get("/api/cluster")
+    @api
+    def cluster() -> dict[str, Any]:
+        auth.require_reader()
+        return hub.cluster_view(ctx.node)
+
     @app.get("/api/nodes")
     @api
     def nodes() -> list[dict[str, Any]]:

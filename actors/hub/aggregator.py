@@ -23,10 +23,11 @@ class AggregatorActor(Actor):
 
     kind = "aggregator"
 
-    def __init__(self, node: str, hub: Hub) -> None:
+    def __init__(self, node: str, hub: Hub, tags: set[str] | None = None) -> None:
         # Pushes from many spokes run side by side (Hub and Store lock what they share),
         # bounded so a flood cannot take every Pyro5 worker thread.
-        super().__init__(node, "aggregator", role="hub", gate=CallGate(concurrency=32, max_waiting=32))
+        super().__init__(node, "aggregator", role="hub", tags=tags,
+                         gate=CallGate(concurrency=32, max_waiting=32))
         self.hub = hub
 
     @remote

@@ -61,19 +61,28 @@ class StoreHousekeeping:
     def daily_summary(self, start: float, end: float, day: str) -> int:
         """Min/mean/max per series and the alerts raised about it in [start, end), stored under
         `day`; running it again for the same day replaces that day. Returns the series summarised."""
-        with self._transaction() as db:
-            db.execute("DELETE FROM daily_summaries WHERE day = ?", (day,))
-            cur = db.execute(
-                """INSERT INTO daily_summaries
-                SELECT ?, s.node, s.sensor, s.quantity, s.unit, MIN(x.value), AVG(x.value), MAX(x.value),
+        return self.put_summary(day, self.summary_rows(start, end, day))
+
+    def summary_rows(self, start: float, end: float, day: str) -> list[list[Any]]:
+        """The rows daily_summary stores for `day`, without storing them (several hubs: the leader
+        computes them once and every hub stores what the cluster agreed on)."""
+        with self._lock:
+            return [list(r) for r in self._db.execute(
+                """SELECT ?, s.node, s.sensor, s.quantity, s.unit, MIN(x.value), AVG(x.value), MAX(x.value),
                        COUNT(x.value),
                        (SELECT COUNT(*) FROM alert_events e WHERE e.state = 'raised' AND e.node = s.node
                           AND e.sensor = s.sensor AND (e.quantity IS NULL OR e.quantity = s.quantity)
                           AND e.ts >= ? AND e.ts < ?)
                 FROM samples x JOIN series s ON s.id = x.series
                 WHERE x.ts >= ? AND x.ts < ? AND x.value IS NOT NULL
-                GROUP BY x.series""", (day, start, end, start, end))
-        return max(cur.rowcount, 0)
+                GROUP BY x.series""", (day, start, end, start, end))]
+
+    def put_summary(self, day: str, rows: list[list[Any]]) -> int:
+        """Replace the stored summary of `day` with these rows; returns how many."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM daily_summaries WHERE day = ?", (day,))
+            db.executemany("INSERT INTO daily_summaries VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        return len(rows)
 
     def summaries(self, day: str | None = None, limit: int = 2000) -> list[dict[str, Any]]:
         """Stored daily summaries (one day, or the most recent days first)."""

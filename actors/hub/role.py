@@ -22,6 +22,7 @@ from actors.node.config import NodeConfig
 from actors.node.jobspec import JobSpec
 from actors.node.role import Evaluate, NodeRole
 from hal.readings import Reading
+from nameserver.registry import home_tag
 
 log = logging.getLogger(__name__)
 PUSHED_QUEUE = 1000  # batches waiting for hub plugins; beyond it they are counted, not evaluated
@@ -64,18 +65,25 @@ class HubRole(NodeRole):
         self.pushed = PushedQueue(evaluate)
         self.nameserver: Any = None
         self.prober: SpokeProber | None = None
+        self.group: Any = None  # actors.hub.group.HubGroup with several hubs
         self._store_full = False
 
     def build(self) -> list[Actor]:
         """Open the store and the token file; the hub introduces itself to its own view."""
         cfg = self.config
-        self.hub = Hub(Store(cfg.state_dir / "hub.sqlite3", cfg.store.max_mb))
+        self.hub = Hub(Store(cfg.state_dir / "hub.sqlite3", cfg.store.max_mb, keep_batches=cfg.is_cluster))
         tokens_file = (cfg.web.tokens_file if cfg.web else None) or cfg.state_dir / "tokens.json"
         self.tokens = Tokens(tokens_file)
         self.hub.hello(self.hello_info(), time.time())
         self.hub.on_batch = self.pushed.put
         self.prober = SpokeProber(self.hub, cfg.hub_host, cfg.nameserver_port)
-        return [AggregatorActor(cfg.name, self.hub)]
+        actors: list[Actor] = [AggregatorActor(cfg.name, self.hub, {home_tag(cfg.hub_host, cfg.nameserver_port)})]
+        if cfg.is_cluster:  # pysyncobj is imported by these hubs only
+            from actors.hub.group import HubGroup
+
+            self.group = HubGroup(cfg, self.hub)
+            actors.extend(self.group.actors())
+        return actors
 
     def start(self) -> None:
         """The embedded name server, before any daemon registers with it."""
@@ -88,12 +96,16 @@ class HubRole(NodeRole):
                                                      allow_insecure=cfg.allow_insecure_lan).start()
             except OSError as exc:
                 raise cannot_listen("hub.nameserver_port", cfg.hub_host, cfg.nameserver_port, exc) from exc
+        if self.group is not None:
+            self.group.start()
 
     def install(self, scheduler: BaseScheduler, first_run: datetime) -> None:
         """Probe the spokes; evaluate hub plugins on what they pushed."""
         assert self.prober is not None
         scheduler.add_job(self.prober.run, "interval", seconds=PROBE_INTERVAL, id="probe")
         scheduler.add_job(self.pushed.evaluate, "interval", seconds=1.0, id="plugins:pushed")
+        if self.group is not None:
+            self.group.install(scheduler)
 
     def store(self, readings: list[Reading]) -> None:
         """The hub's own readings, straight into its store."""
@@ -132,6 +144,8 @@ class HubRole(NodeRole):
         """Stop probing, close the name server and the store."""
         if self.prober is not None:
             self.prober.close()
+        if self.group is not None:
+            self.group.close()
         if self.nameserver is not None:
             self.nameserver.stop()
         if hasattr(self, "hub"):

@@ -17,7 +17,7 @@ from actors.hub.ingest import (
     validate_event,
     validate_hello,
 )
-from actors.hub.store import Row, Store
+from actors.hub.store import Batch, Row, Store
 from actors.hub.views import CLOCK_SKEW_LIMIT, NodeState, ViewCache
 from hal.readings import Reading
 
@@ -44,6 +44,8 @@ class Hub:
         self.rejected = 0
         # called with (node, rows) for every newly stored pushed batch; must be cheap
         self.on_batch: Callable[[str, list[Row]], None] | None = None
+        # with several hubs: the Raft member acknowledgements and singleton jobs go through
+        self.cluster: Any = None
         self._load()
 
     def _load(self) -> None:
@@ -131,6 +133,9 @@ class Hub:
     def record_alerts(self, node: str, events: list[dict[str, Any]]) -> None:
         """Alert events raised on the hub itself (no batch, no network hop)."""
         checked = [validate_event(e, node, f"local alert {i}") for i, e in enumerate(events)]
+        if self.store.keep_batches:  # a batch of their own, so the other hubs get them too
+            self.store.commit_own(node, [], checked, self._clock())
+            return
         self.store.record_alerts(checked, self._clock())
 
     def alerts(self, active_only: bool = True, limit: int = 200) -> list[dict[str, Any]]:
@@ -147,8 +152,21 @@ class Hub:
         return self.store.summaries(day, limit)
 
     def acknowledge(self, alert_id: int, by: str) -> dict[str, Any] | None:
-        """Acknowledge an active alert at the hub; the caller forwards it to the node that raised it."""
-        return self.store.acknowledge(alert_id, by, self._clock())
+        """Acknowledge an active alert at the hub; the caller forwards it to the node that raised it.
+
+        With several hubs the acknowledgement goes through Raft, so every hub applies it
+        (actors.hub.cluster.NoMajority when the hubs cannot agree: nothing is acknowledged)."""
+        if self.cluster is None:
+            return self.store.acknowledge(alert_id, by, self._clock())
+        alert = self.store.alert(alert_id)
+        if alert is None or not alert["active"]:
+            return None
+        self.cluster.acknowledge(episode_key(alert), by, self._clock())
+        return self.store.alert(alert_id)
+
+    def apply_ack(self, key: str, by: str, ts: float) -> None:
+        """An acknowledgement the cluster agreed on (from Raft's apply, on every hub)."""
+        self.store.acknowledge_episode(json.loads(key), by, ts)
 
     def _observe_clock(self, st: NodeState, sent: float | None, now: float) -> None:
         """Record the node's clock offset from a plausible_sent_at() value (None: not measured)."""
@@ -162,15 +180,91 @@ class Hub:
         """The hub's own readings, without a network hop."""
         now = self._clock()
         rows = [to_row(r) for r in readings]
-        self.store.insert_local(node, rows, now)
+        if self.store.keep_batches:  # as a batch, so the other hubs get them too
+            seq = self.store.commit_own(node, rows, [], now)
+        else:
+            self.store.insert_local(node, rows, now)
+            seq = 0
         with self._lock:
             st = self._nodes.get(node)
             if st is None:
                 st = self._nodes[node] = NodeState(node, role="hub", last_seen=now)
                 self.store.upsert_node(node, "hub", st.profile, st.push_interval, now, None, {})
             st.last_seen = now
+            st.last_seq = max(st.last_seq, seq)
             st.version += 1
             self._remember(node, rows)
+
+    # -- several hubs ---------------------------------------------------------------------
+    def cluster_view(self, name: str) -> dict[str, Any]:
+        """GET /api/cluster: the hubs, who leads, how far behind each is (one hub leads itself)."""
+        if self.cluster is not None:
+            return self.cluster.view()
+        return {"self": name, "leader": name, "term": 0, "has_quorum": True,
+                "members": [{"name": name, "address": None, "online": True, "role": "leader", "lag_s": 0.0}]}
+
+    def node_infos(self, names: set[str] | None = None) -> dict[str, dict[str, Any]]:
+        """What a hello told this hub about each node (all, or those named), for a peer hub."""
+        with self._lock:
+            return {n: {"role": st.role, "profile": st.profile, "push_interval": st.push_interval,
+                        "info": st.info} for n, st in self._nodes.items() if names is None or n in names}
+
+    def learn_nodes(self, infos: Any) -> None:
+        """Register nodes a peer hub knows and this one does not (checked as a hello is)."""
+        if not isinstance(infos, dict):
+            return
+        for name, known in list(infos.items())[:10_000]:
+            with self._lock:
+                if name in self._nodes:
+                    continue
+            if not isinstance(known, dict):
+                continue
+            try:
+                h = validate_hello({"node": name, "role": known.get("role"), "profile": known.get("profile"),
+                                    "push_interval": known.get("push_interval"), **(known.get("info") or {})})
+            except (BadRequest, TypeError):
+                log.warning("a peer hub described node %r in a way this hub refuses; skipped", name)
+                continue
+            with self._lock:
+                if h.node in self._nodes:
+                    continue
+                self.store.upsert_node(h.node, h.role, h.profile, h.push_interval, None, None, dict(h.info))
+                self._nodes[h.node] = NodeState(h.node, h.role, h.profile, h.push_interval, info=h.info)
+
+    def peer_seen(self, name: str) -> None:
+        """A peer hub answered: its liveness on this hub's view (it pushes nothing here)."""
+        now = self._clock()
+        with self._lock:
+            st = self._nodes.get(name)
+            if st is not None:
+                st.last_seen = now
+                st.version += 1
+
+    def ingest_peer(self, node: str, fetched: list[tuple[int, str, str]]) -> int:
+        """Batches of `node` copied from a peer hub, as (seq, rows JSON, alerts JSON); returns how
+        many were new. Stored exactly like a push (idempotent on (node, seq)), except that a copy
+        says nothing about when the node was last heard from."""
+        batches = []
+        for seq, rows_json, alerts_json in fetched:
+            rows = [Row._make(r) for r in json.loads(rows_json)]
+            batches.append(Batch(node, int(seq), rows, json.loads(alerts_json)))
+        if not batches:
+            return 0
+        with self._lock:
+            if node not in self._nodes:
+                self.store.upsert_node(node, "spoke", "wasm", 5.0, None, None, {})
+                self._nodes[node] = NodeState(node)
+        new = set(self.store.commit_batches(batches, self._clock(), {}))
+        with self._lock:
+            st = self._nodes[node]
+            for b in batches:
+                if (node, b.seq) in new:
+                    st.last_seq = max(st.last_seq, b.seq)
+                    self._remember(node, b.rows)
+                    if self.on_batch is not None and b.rows and st.role != "hub":
+                        self.on_batch(node, b.rows)
+            st.version += 1
+        return len(new)
 
     def _remember(self, node: str, rows: list[Row]) -> None:
         per_node = self._latest.setdefault(node, {})
@@ -245,6 +339,11 @@ class Hub:
             if sensors is None or sensor not in sensors:
                 return self.store.series_exists(node, sensor, quantity)
             return quantity is None or quantity in sensors[sensor] or self.store.series_exists(node, sensor, quantity)
+
+def episode_key(alert: dict[str, Any]) -> str:
+    """The name of an alert episode every hub agrees on (row ids differ from hub to hub)."""
+    return json.dumps([alert["raised_by"], alert["plugin"], alert["alert"], alert["since"]])
+
 
 def plausible_sent_at(value: Any) -> float | None:
     """A sender's clock reading as a float when it is epoch seconds in 0..MAX_SENT_AT, else None.

@@ -342,12 +342,14 @@ class Store(StoreHousekeeping):
 
     def alerts(self, active_only: bool = True, limit: int = 200) -> list[dict[str, Any]]:
         """Current alerts (active ones, or the most recent including cleared)."""
+        return self._alert_rows("WHERE active = 1" if active_only else "", (), limit)
+
+    def _alert_rows(self, where: str, args: tuple[Any, ...], limit: int) -> list[dict[str, Any]]:
         cols = ("id", "raised_by", "plugin", "alert", "severity", "message", "node", "sensor", "quantity", "value",
                 "since", "updated", "active", "acknowledged", "acked_by", "acked_ts")
-        where = "WHERE active = 1" if active_only else ""
         with self._lock:
             rows = self._db.execute(f"SELECT {', '.join(cols)} FROM alerts {where} ORDER BY since DESC LIMIT ?",
-                                    (limit,)).fetchall()
+                                    (*args, limit)).fetchall()
         return [{**dict(zip(cols, r, strict=True)), "active": bool(r[12]), "acknowledged": bool(r[13])} for r in rows]
 
     def alert_history(self, since: float, limit: int = 500) -> list[dict[str, Any]]:
@@ -366,7 +368,40 @@ class Store(StoreHousekeeping):
                              (by, ts, alert_id))
         if cur.rowcount == 0:
             return None
-        return next((a for a in self.alerts(active_only=True, limit=10_000) if a["id"] == alert_id), None)
+        return self.alert(alert_id)
+
+    def alert(self, alert_id: int) -> dict[str, Any] | None:
+        """One alert row by its id on this hub."""
+        return next((a for a in self._alert_rows("WHERE id = ?", (alert_id,), 1)), None)
+
+    def acknowledge_episode(self, key: list[Any], by: str, ts: float) -> None:
+        """Mark the alert episode (raised_by, plugin, alert, since) acknowledged, if this hub
+        holds it yet (a hub that gets its raise later applies the acknowledgement then)."""
+        with self._transaction() as db:
+            db.execute("UPDATE alerts SET acknowledged=1, acked_by=COALESCE(acked_by, ?), "
+                       "acked_ts=COALESCE(acked_ts, ?) WHERE raised_by=? AND plugin=? AND alert=? AND since=? "
+                       "AND acknowledged=0", (by, ts, *key))
+
+    def unacknowledged(self, keys: list[list[Any]]) -> list[list[Any]]:
+        """Which of these episodes this hub holds and has not marked acknowledged."""
+        out = []
+        with self._lock:
+            for key in keys:
+                if self._db.execute("SELECT 1 FROM alerts WHERE raised_by=? AND plugin=? AND alert=? AND since=? "
+                                    "AND acknowledged=0", key).fetchone():
+                    out.append(key)
+        return out
+
+    def record_job_run(self, job: str, key: str, hub: str, ran: float, result: str) -> None:
+        """A singleton job's run the cluster agreed on."""
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO job_runs VALUES (?,?,?,?,?)", (job, key, hub, ran, result))
+
+    def job_run(self, job: str, key: str) -> dict[str, Any] | None:
+        """The recorded run of a singleton job for one slot, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT hub, ran, result FROM job_runs WHERE job=? AND key=?", (job, key)).fetchone()
+        return None if row is None else {"hub": row[0], "ran": row[1], "result": row[2]}
 
     def insert_local(self, node: str, rows: list[Row], received: float) -> None:
         """The hub's own readings (seq 0: they never travel)."""

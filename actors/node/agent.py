@@ -100,9 +100,10 @@ class NodeAgent:
         self._attachments: list[Callable[[NodeAgent], Attachment]] = []
         self.attached: list[Attachment] = []
         self._stop = threading.Event()
-        self.registrar = Registrar(config.hub_host, config.nameserver_port)
+        self.registrar = Registrar(config.hub_hosts)
         self.scheduler = BackgroundScheduler(
-            timezone="UTC", executors={"default": ThreadPoolExecutor(max_workers=4)},
+            # every further hub adds a push or sync job that may wait on a frozen peer
+            timezone="UTC", executors={"default": ThreadPoolExecutor(max_workers=2 + 2 * len(config.hub_hosts))},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 30},
         )
         self.daemon: Daemon | None = None

@@ -22,6 +22,10 @@ from actors.node.jobspec import JobSpec, quiet_cron
 
 log = logging.getLogger(__name__)
 RESULT_CHARS = 200
+# With several hubs these kinds run on the leader only, once per slot (actors.hub.group)
+SINGLETON_KINDS = ("daily_summary",)
+CATCH_UP_EVERY_S = 10.0
+CATCH_UP_WINDOW_S = 6 * 3600  # a slot missed longer ago than this (every hub down) is not run late
 
 
 @dataclass
@@ -82,6 +86,38 @@ class JobRunner:
             if spec.jitter:
                 trigger.jitter = int(spec.jitter)
             self.scheduler.add_job(self.run, trigger, args=[spec.name], id=f"job:{spec.name}", **common)
+        if getattr(self.ctx.hub, "cluster", None) is not None:
+            self.scheduler.add_job(self.catch_up, "interval", seconds=CATCH_UP_EVERY_S, id="jobs:catch-up")
+
+    def catch_up(self) -> list[str]:
+        """On the leader of several hubs: run each singleton job whose last slot no hub ran (its
+        leader died at the scheduled time, or before it); returns the jobs run."""
+        group = self.ctx.hub.cluster
+        if not group.leads():
+            return []
+        now, ran = self.clock(), []
+        for spec in self.specs.values():
+            if not spec.enabled or spec.kind not in SINGLETON_KINDS:
+                continue
+            fired = self._last_fire(spec, now)
+            if fired is not None and group.ran(spec.name, self._previous_day(spec, fired)[2]) is None:
+                log.info("job %s: no hub ran its %s slot; running it now", spec.name,
+                         datetime.fromtimestamp(fired, ZoneInfo(spec.timezone)).isoformat())
+                self.run(spec.name, fired)
+                ran.append(spec.name)
+        return ran
+
+    def _last_fire(self, spec: JobSpec, now: float) -> float | None:
+        """The job's latest scheduled time in the last CATCH_UP_WINDOW_S, or None."""
+        tz = ZoneInfo(spec.timezone)
+        trigger = spec.cron_trigger() if spec.cron else None
+        if trigger is None:
+            return None
+        last, t = None, trigger.get_next_fire_time(None, datetime.fromtimestamp(now - CATCH_UP_WINDOW_S, tz))
+        while t is not None and t.timestamp() <= now:
+            last = t.timestamp()
+            t = trigger.get_next_fire_time(t, t + timedelta(seconds=1))
+        return last
 
     def apply_quiet_hours_now(self) -> None:
         """Set every quiet-hours target to the state the current time calls for."""
@@ -144,14 +180,21 @@ class JobRunner:
             keep = spec.kwargs
             return hub.store.retain(float(keep.get("raw_days", 30)), float(keep.get("rollup_days", 400)))
         if spec.kind == "daily_summary":
-            day = self._previous_day(spec)
-            return f"{hub.store.daily_summary(*day)} series summarised for {day[2]}"
+            start, end, day = self._previous_day(spec, extra[0] if extra else None)
+            if getattr(hub, "cluster", None) is None:
+                return f"{hub.store.daily_summary(start, end, day)} series summarised for {day}"
+
+            def summarise() -> tuple[str, Any]:
+                rows = hub.store.summary_rows(start, end, day)
+                return f"{len(rows)} series summarised for {day} by {ctx.node}", {"daily_summary": rows}
+
+            return hub.cluster.run_singleton(spec.name, day, summarise)
         raise BadRequest(f"unknown job kind {spec.kind}")
 
-    def _previous_day(self, spec: JobSpec) -> tuple[float, float, str]:
-        """Start and end (epoch) and label of yesterday in the job's time zone."""
+    def _previous_day(self, spec: JobSpec, at: float | None = None) -> tuple[float, float, str]:
+        """Start and end (epoch) and label of the day before `at` (default: now) in the job's time zone."""
         tz = ZoneInfo(spec.timezone)
-        today = datetime.fromtimestamp(self.clock(), tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        today = datetime.fromtimestamp(self.clock() if at is None else at, tz).replace(hour=0, minute=0, second=0, microsecond=0)
         yesterday = (today - timedelta(days=1)).replace(tzinfo=tz)
         return yesterday.timestamp(), today.timestamp(), yesterday.date().isoformat()
 

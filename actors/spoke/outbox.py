@@ -123,11 +123,11 @@ class Outbox:
             self._count_dropped(excess)
             self._db.execute("COMMIT")
 
-    def peek(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The oldest `limit` batches, in order, as wire dicts."""
+    def peek(self, limit: int = 50, after: int = 0) -> list[dict[str, Any]]:
+        """The oldest `limit` batches (with a seq above `after`), in order, as wire dicts."""
         with self._lock:
-            rows = self._db.execute("SELECT seq, readings, alerts FROM batches ORDER BY seq LIMIT ?",
-                                    (limit,)).fetchall()
+            rows = self._db.execute("SELECT seq, readings, alerts FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    (after, limit)).fetchall()
         out = []
         for seq, payload, events in rows:
             batch = {"node": self.node, "seq": seq, "readings": json.loads(payload)}
@@ -142,6 +142,11 @@ class Outbox:
             return
         with self._lock:
             self._db.executemany("DELETE FROM batches WHERE seq = ?", [(int(s),) for s in seqs])
+
+    def ack_upto(self, seq: int) -> int:
+        """Delete every batch up to `seq` (a majority of the hubs committed them); returns how many."""
+        with self._lock:
+            return self._db.execute("DELETE FROM batches WHERE seq <= ?", (int(seq),)).rowcount
 
     def ensure_after(self, seq: int) -> None:
         """Make the next sequence number exceed `seq` (the hub's last seen for this node).

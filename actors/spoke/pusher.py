@@ -1,8 +1,14 @@
-"""Drain a spoke's outbox to the hub's aggregator, in order, deleting only what the hub acknowledged."""
+"""Drain a spoke's outbox to the hubs' aggregators, in order, deleting only what the hubs acknowledged.
+
+With one hub a batch is deleted once that hub acknowledged its commit. With several, each
+hub has its own link (its own job, so a frozen hub stalls only its link), every link pushes
+every batch, and a batch is deleted once a majority of the hubs has committed it: the hubs
+that missed it copy it from a peer (actors.hub.replica). Without a majority the batches stay."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,79 +18,114 @@ from Pyro5.api import Proxy
 
 from actors.spoke.outbox import Outbox
 from nameserver.pyro import CALL_TIMEOUT
-from nameserver.registry import find_aggregator, ns_uri
+from nameserver.registry import find_aggregator, home_tag, ns_uri
 
 log = logging.getLogger(__name__)
 PUSH_CALLS_PER_RUN = 20  # bounds one push run; a backlog drains over consecutive runs
 
 
-class Pusher:
-    """One push run at a time (the scheduler's max_instances=1 makes sure of it)."""
+class HubLink:
+    """One hub as a spoke sees it: where its aggregator is, and how far it has acknowledged."""
 
-    def __init__(self, node: str, outbox: Outbox, ns_host: str, ns_port: int, hub_name: str | None,
+    def __init__(self, host: str, port: int, hub_name: str | None, several: bool) -> None:
+        self.address = f"{host}:{port}"
+        self.ns_uri = ns_uri(host, port)
+        # with several hubs every name server holds every hub's aggregator: take the one living here
+        self.hub_name = None if several else hub_name
+        self.home = home_tag(host, port) if several else None
+        self.agg_uri: str | None = None
+        self.hello_done = False
+        self.failing = False
+        self.acked = 0  # every outbox batch up to this seq is committed on this hub (this process's view)
+
+
+class Pusher:
+    """One push run per hub at a time (the scheduler's max_instances=1 makes sure of it)."""
+
+    def __init__(self, node: str, outbox: Outbox, hubs: list[tuple[str, int]], hub_name: str | None,
                  batch_limit: int, hello_info: Callable[[], dict[str, Any]]) -> None:
         self.node = node
         self.outbox = outbox
-        self._ns_uri = ns_uri(ns_host, ns_port)
-        self._hub_name = hub_name
+        self.links = [HubLink(host, port, hub_name, len(hubs) > 1) for host, port in hubs]
+        self.majority = len(hubs) // 2 + 1
         self._batch_limit = batch_limit
         self._hello_info = hello_info
-        self._agg_uri: str | None = None
-        self._hello_done = False
-        self._failing = False
+        self._lock = threading.Lock()
 
-    def _aggregator(self) -> Proxy:
-        """A new proxy to the hub's aggregator for one push run.
+    def _aggregator(self, link: HubLink) -> Proxy:
+        """A new proxy to a hub's aggregator for one push run.
 
         The name is resolved once and cached; the connection is not kept between runs, so
         a hub with hundreds of spokes holds no idle connections (Pyro5's thread server
         refuses connections beyond its pool)."""
-        if self._agg_uri is None:
-            with Proxy(self._ns_uri) as ns:
+        if link.agg_uri is None:
+            with Proxy(link.ns_uri) as ns:
                 ns._pyroTimeout = CALL_TIMEOUT
-                self._agg_uri = find_aggregator(ns, self._hub_name)[1]
-        proxy = Proxy(self._agg_uri)
+                link.agg_uri = find_aggregator(ns, link.hub_name, link.home)[1]
+        proxy = Proxy(link.agg_uri)
         proxy._pyroTimeout = CALL_TIMEOUT
         return proxy
 
     def push_once(self) -> int:
-        """Drain the outbox to the hub in order; returns batches acknowledged in this run."""
-        acked_total = 0
+        """Push to every hub in turn; returns the batches deleted from the outbox in this run."""
+        return sum(self.push_to(i) for i in range(len(self.links)))
+
+    def push_to(self, index: int) -> int:
+        """Drain the outbox to one hub in order; returns the batches this run deleted from the outbox."""
+        link = self.links[index]
         self.outbox.retry()  # batches held in memory while the disk was full go to disk first
         try:
-            with self._aggregator() as agg:
-                acked_total = self._drain(agg)
+            with self._aggregator(link) as agg:
+                deleted = self._drain(link, agg)
         except Exception as exc:  # the hub down, unreachable, or refusing (disk full): keep the outbox
-            self._hello_done = False
+            link.hello_done = False
             if isinstance(exc, pyro_errors.CommunicationError | pyro_errors.NamingError | OSError):
-                self._agg_uri = None  # the hub may have restarted on another port
-            if not self._failing:
-                log.warning("push to hub failed, readings stay in the outbox: %s: %s", type(exc).__name__, exc)
-            self._failing = True
-            return acked_total
-        if self._failing:
-            log.info("push to hub works again")
-        self._failing = False
-        return acked_total
+                link.agg_uri = None  # the hub may have restarted on another port
+            if not link.failing:
+                where = f" at {link.address}" if len(self.links) > 1 else ""
+                log.warning("push to hub%s failed, readings stay in the outbox: %s: %s", where,
+                            type(exc).__name__, exc)
+            link.failing = True
+            return 0
+        if link.failing:
+            log.info("push to hub%s works again", f" at {link.address}" if len(self.links) > 1 else "")
+        link.failing = False
+        return deleted
 
-    def _drain(self, agg: Proxy) -> int:
+    def _drain(self, link: HubLink, agg: Proxy) -> int:
         """Hello if needed, then push batches until the outbox is empty or the run's bound is hit."""
-        acked_total = 0
-        batches = self.outbox.peek(self._batch_limit)
-        if not self._hello_done or not batches:
+        deleted = 0
+        batches = self.outbox.peek(self._batch_limit, after=link.acked)
+        if not link.hello_done or not batches:
             # hello doubles as the heartbeat when there is nothing to push
             answer = agg.hello(self._hello_info(), time.time())
             self.outbox.ensure_after(int(answer.get("last_seq", 0)))
-            self._hello_done = True
+            link.hello_done = True
         for _ in range(PUSH_CALLS_PER_RUN):
             if not batches:
                 break
             answer = agg.push(batches, time.time())
-            self.outbox.ack(answer["acked"])
-            acked_total += len(answer["acked"])
+            acked = [int(s) for s in answer["acked"]]
+            if len(self.links) == 1:
+                self.outbox.ack(acked)
+                deleted += len(acked)
+            elif acked:
+                deleted += self._settle(link, max(acked))
             if self.node in answer.get("hello", []):
-                self._hello_done = False  # the hub restarted and forgot us
+                link.hello_done = False  # the hub restarted and forgot us
             if len(batches) < self._batch_limit:
                 break
-            batches = self.outbox.peek(self._batch_limit)
-        return acked_total
+            batches = self.outbox.peek(self._batch_limit, after=link.acked)
+        return deleted
+
+    def _settle(self, link: HubLink, acked_upto: int) -> int:
+        """Record how far this hub acknowledged; delete what a majority of the hubs now holds."""
+        with self._lock:
+            link.acked = max(link.acked, acked_upto)
+            marks = sorted((lk.acked for lk in self.links), reverse=True)
+            upto = marks[self.majority - 1]
+        return self.outbox.ack_upto(upto) if upto else 0
+
+    def links_state(self) -> list[dict[str, Any]]:
+        """Each hub link: its address, whether pushing to it works, and how far it acknowledged."""
+        return [{"hub": lk.address, "ok": not lk.failing, "acked_seq": lk.acked} for lk in self.links]

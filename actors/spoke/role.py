@@ -31,14 +31,15 @@ class SpokeRole(NodeRole):
         """Open the outbox (a spoke serves no actor of its role)."""
         cfg = self.config
         self.outbox = Outbox(cfg.state_dir / "outbox.sqlite3", cfg.name)
-        self.pusher = Pusher(cfg.name, self.outbox, cfg.hub_host, cfg.nameserver_port, cfg.hub_name,
-                             cfg.push_batch_limit, self.hello_info)
+        self.pusher = Pusher(cfg.name, self.outbox, cfg.hub_hosts, cfg.hub_name, cfg.push_batch_limit,
+                             self.hello_info)
         return []
 
     def install(self, scheduler: BaseScheduler, first_run: datetime) -> None:
         """Push every push interval; alert events raised between polls go out within a second."""
-        scheduler.add_job(self.pusher.push_once, "interval", seconds=self.config.push_interval, id="push",
-                          next_run_time=first_run)
+        for i, link in enumerate(self.pusher.links):  # one job per hub: a frozen hub stalls only its own
+            scheduler.add_job(self.pusher.push_to, "interval", args=[i], seconds=self.config.push_interval,
+                              id="push" if i == 0 else f"push:{link.address}", next_run_time=first_run)
         scheduler.add_job(self._flush_alerts, "interval", seconds=1.0, id="alerts:flush")
 
     def store(self, readings: list[Reading]) -> None:
