@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from Pyro5 import errors as pyro_errors
@@ -103,19 +103,58 @@ def as_readings(result: Any) -> Any:
     return result
 
 
-def lookup(ns_host: str, ns_port: int, name: str, timeout: float) -> str:
-    """The PYRO URI registered for `name`, asking the name server with `timeout` for every step.
+Servers = list[tuple[str, int]]
+T = TypeVar("T")
 
-    A name server that cannot be reached raises NamingError from the transport's error, as
-    Pyro5's own lookup does, so callers tell it apart from the actor not answering."""
-    try:
-        with Proxy(ns_uri(ns_host, ns_port)) as ns:
-            ns._pyroTimeout = timeout
-            return str(ns.lookup(name))
-    except pyro_errors.NamingError:
-        raise
-    except pyro_errors.CommunicationError as exc:
-        raise pyro_errors.NamingError(f"cannot reach the name server at {ns_host}:{ns_port}: {exc}") from exc
+
+def ask_name_servers(servers: Servers, timeout: float, question: Callable[[Any], T]) -> T:
+    """Ask the first name server that answers (several hubs run one each, holding the same names).
+
+    One that cannot be reached, or does not know the name asked for, passes the question on
+    to the next; when none could answer, NamingError says what each said. A name server
+    that cannot be reached raises NamingError from the transport's error, as Pyro5's own
+    lookup does, so callers tell it apart from the actor not answering."""
+    failures: list[str] = []
+    first: pyro_errors.NamingError | None = None
+    for host, port in servers:
+        try:
+            with Proxy(ns_uri(host, port)) as ns:
+                ns._pyroTimeout = timeout
+                return question(ns)
+        except pyro_errors.NamingError as exc:
+            first = first or exc
+            failures.append(f"{host}:{port}: {exc}")
+        except pyro_errors.CommunicationError as exc:
+            failures.append(f"cannot reach the name server at {host}:{port}: {exc}")
+    if len(servers) == 1 and first is not None:
+        raise first
+    raise pyro_errors.NamingError("; ".join(failures))
+
+
+def lookup(ns_host: str, ns_port: int, name: str, timeout: float, servers: Servers | None = None) -> str:
+    """The PYRO URI registered for `name`, asking the name server(s) with `timeout` for every step."""
+    return ask_name_servers(servers or [(ns_host, ns_port)], timeout, lambda ns: str(ns.lookup(name)))
+
+
+def parse_servers(hosts: Any, default_port: int) -> Servers:
+    """["h1", "h2:9190", ("h3", 9290)] as [(host, port)]; ValueError naming a bad entry."""
+    out: Servers = []
+    for entry in hosts:
+        if isinstance(entry, tuple) and len(entry) == 2:
+            host, port = entry
+        elif isinstance(entry, str):
+            host, sep, port_text = entry.rpartition(":")
+            if not sep:
+                host, port_text = entry, str(default_port)
+            if not port_text.isdigit():
+                raise ValueError(f"name server {entry!r}: expected \"host\" or \"host:port\"")
+            port = int(port_text)
+        else:
+            raise ValueError(f"name server {entry!r}: expected \"host\", \"host:port\" or (host, port)")
+        out.append((str(host), int(port)))
+    if not out:
+        raise ValueError("no name servers given")
+    return out
 
 
 def check_method_name(method: Any) -> None:
@@ -128,9 +167,10 @@ class ActorHandle:
     """A remote actor: call its methods like local ones; `help()` prints their docs."""
 
     def __init__(self, name: str, ns_host: str, ns_port: int, timeout: float = CALL_TIMEOUT,
-                 retries: int = 2) -> None:
+                 retries: int = 2, servers: Servers | None = None) -> None:
         self.name = name
         self._ns_host, self._ns_port = ns_host, ns_port
+        self._servers = servers
         self._timeout = timeout
         self._retries = retries
         self._local = threading.local()
@@ -148,7 +188,7 @@ class ActorHandle:
             # timeout of ours, so a listener that accepts and never answers held a caller for
             # COMMTIMEOUT per try. Every new connection looks the name up again (a restarted
             # daemon has a new port).
-            proxy = Proxy(lookup(self._ns_host, self._ns_port, self.name, self._timeout))
+            proxy = Proxy(lookup(self._ns_host, self._ns_port, self.name, self._timeout, self._servers))
             proxy._pyroTimeout = self._timeout
             self._local.proxy = proxy
         self._local.used = time.monotonic()
@@ -283,36 +323,41 @@ class NodeHandle(_LiveView[ActorHandle]):
 
 
 class Fleet(_LiveView[NodeHandle]):
-    """Every node registered in one name server: a read-only mapping of node name -> NodeHandle."""
+    """Every node registered in the name server (or, with several hubs, in the first of theirs
+    that answers): a read-only mapping of node name -> NodeHandle."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9090, timeout: float = CALL_TIMEOUT,
-                 tls: TlsFiles | None = None) -> None:
+                 tls: TlsFiles | None = None, servers: Servers | None = None) -> None:
         configure()
         self.tls = use_client_tls(tls)  # process-wide in Pyro5: files, else $HARVESTER_TLS_*, else as is
-        self.host, self.port, self.timeout = host, port, timeout
+        self.servers = servers or [(host, port)]
+        self.host, self.port = self.servers[0]
+        self.timeout = timeout
         self._handles: dict[str, ActorHandle] = {}
         self._lock = threading.Lock()
 
+    @property
+    def where(self) -> str:
+        """The name server(s) this fleet asks, for messages."""
+        return ", ".join(f"{h}:{p}" for h, p in self.servers)
+
+    def _ask(self, question: Callable[[Any], T]) -> T:
+        return ask_name_servers(self.servers, self.timeout, question)
+
     def _listing(self, prefix: str) -> dict[str, str]:
         """Registered names under `prefix` -> URI: one name-server round trip."""
-        with Proxy(ns_uri(self.host, self.port)) as ns:
-            ns._pyroTimeout = self.timeout
-            return ns.list(prefix=prefix)
+        return self._ask(lambda ns: ns.list(prefix=prefix))
 
     def names(self, meta_all: set[str] | None = None) -> dict[str, str]:
         """Registered Harvester names (optionally filtered by metadata tags) -> URI."""
         if not meta_all:
             return self._listing(PREFIX + ".")
-        with Proxy(ns_uri(self.host, self.port)) as ns:
-            ns._pyroTimeout = self.timeout
-            found = ns.yplookup(meta_all=meta_all, return_metadata=False)
+        found = self._ask(lambda ns: ns.yplookup(meta_all=meta_all, return_metadata=False))
         return {k: v for k, v in found.items() if k.startswith(PREFIX + ".")}
 
     def listing(self) -> dict[str, tuple[str, list[str]]]:
         """Registered names -> (URI, sorted metadata tags)."""
-        with Proxy(ns_uri(self.host, self.port)) as ns:
-            ns._pyroTimeout = self.timeout
-            found = ns.list(prefix=PREFIX + ".", return_metadata=True)
+        found = self._ask(lambda ns: ns.list(prefix=PREFIX + ".", return_metadata=True))
         return {name: (str(uri), sorted(meta)) for name, (uri, meta) in found.items()}
 
     def nodes(self) -> list[str]:
@@ -324,7 +369,8 @@ class Fleet(_LiveView[NodeHandle]):
         with self._lock:
             handle = self._handles.get(name)
             if handle is None:
-                handle = self._handles[name] = ActorHandle(name, self.host, self.port, self.timeout)
+                handle = self._handles[name] = ActorHandle(name, self.host, self.port, self.timeout,
+                                                                    servers=self.servers)
             return handle
 
     def _has(self, node: object) -> bool:
@@ -333,7 +379,7 @@ class Fleet(_LiveView[NodeHandle]):
 
     def __getitem__(self, node: str) -> NodeHandle:
         if not self._has(node):
-            raise NotInFleet(f"no node {node!r} in the name server at {self.host}:{self.port}; "
+            raise NotInFleet(f"no node {node!r} in the name server at {self.where}; "
                              f"known nodes: {', '.join(self.nodes()) or 'none'}")
         return NodeHandle(self, node)
 
@@ -373,12 +419,19 @@ class Fleet(_LiveView[NodeHandle]):
             nodes = ", ".join(self.nodes())
         except RETRYABLE as exc:
             nodes = f"name server unreachable ({type(exc).__name__})"
-        return f"<fleet at {self.host}:{self.port}: {nodes}>"
+        return f"<fleet at {self.where}: {nodes}>"
 
 
-def connect(host: str = "127.0.0.1", port: int = 9090, timeout: float = CALL_TIMEOUT,
+def connect(host: str | list[Any] = "127.0.0.1", port: int = 9090, timeout: float = CALL_TIMEOUT,
             tls: TlsFiles | None = None) -> Fleet:
-    """A handle on the fleet whose name server runs at host:port (mutual TLS with `tls` or $HARVESTER_TLS_*)."""
+    """A handle on the fleet whose name server runs at host:port (mutual TLS with `tls` or $HARVESTER_TLS_*).
+
+    With several hubs, give them all: connect(["h1", "h2:9190", ("h3", 9290)]) (port defaults to
+    `port`) works while any of them is up."""
+    if isinstance(host, (list, tuple)) and not (isinstance(host, tuple) and len(host) == 2
+                                                 and isinstance(host[1], int)):
+        servers = parse_servers(host, port)
+        return Fleet(servers[0][0], servers[0][1], timeout, tls, servers=servers)
     return Fleet(host, port, timeout, tls)
 
 

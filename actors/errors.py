@@ -30,6 +30,11 @@ class StoreFull(ActorError, OSError):
     """The hub's disk is full: pushes are refused (and stay in the spokes' outboxes)."""
 
 
+class NoMajority(ActorError, RuntimeError):
+    """With several hubs, a control write (an acknowledgement, a job's run) that no majority of
+    them committed in time: it is not done. Readings are not affected."""
+
+
 class CannotListen(ActorError, OSError):
     """A node could not open one of its listening sockets (the port is taken, or not allowed)."""
 

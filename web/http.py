@@ -10,7 +10,7 @@ from typing import Any
 
 import bottle
 
-from actors.errors import BadRequest
+from actors.errors import BadRequest, NoMajority
 from actors.hub.ingest import clipped, shown
 
 MAX_BODY = 1024 * 1024  # bytes; larger pushes get 413 (web.server caps waitress's buffering near it)
@@ -64,6 +64,8 @@ def api(fn: Callable[..., Any]) -> Callable[..., str]:
             return error_response(exc)
         except BadRequest as exc:
             return as_json({"error": str(exc)}, 400)
+        except NoMajority as exc:  # several hubs, too few of them up: the write is not done, say why
+            return as_json({"error": str(exc)}, 503)
 
     return wrapper
 

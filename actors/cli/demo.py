@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -13,8 +14,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hal.files import write_atomic
+
 CONFIG_DIR = Path(__file__).resolve().parent / "demo_configs"
 NODES = ("hub", "pi4", "pizero")
+SPOKES = ("pi4", "pizero")
+HUB_NS_STEP = 10  # with several hubs, hub i's name server is on ns_port + 10 i (its Raft on the port after)
 MAX_BACKOFF = 30.0
 DEMO_USER = "repl"
 STABLE_AFTER = 60.0  # a node that ran this long gets its restart backoff reset
@@ -77,8 +82,12 @@ class Demo:
     """Starts the three demo nodes and keeps them running until SIGINT/SIGTERM."""
 
     def __init__(self, state_dir: Path, web_port: int = 8080, ns_port: int = 9090,
-                 host: str = "127.0.0.1", out=sys.stdout, tls: bool = False) -> None:
+                 host: str = "127.0.0.1", out=sys.stdout, tls: bool = False, hubs: int = 1) -> None:
         self.state_dir = state_dir.resolve()
+        # one hub is called "hub", as in every single-hub config; several are hub1, hub2, ...
+        self.hubs = ["hub"] if hubs == 1 else [f"hub{i}" for i in range(1, hubs + 1)]
+        self.nodes = [*self.hubs, *SPOKES]
+        self.secret_file = self.state_dir / "cluster.secret"
         self.tls = tls
         self.pki_dir = self.state_dir / "pki"
         self.tokens_file = self.state_dir / "tokens.json"
@@ -91,44 +100,71 @@ class Demo:
         """One status line on the terminal."""
         print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", file=self.out, flush=True)
 
+    def ns_port_of(self, hub: str) -> int:
+        """The name-server port of one of the demo's hubs."""
+        return self.ns_port + HUB_NS_STEP * self.hubs.index(hub)
+
+    def web_port_of(self, hub: str) -> int:
+        """The dashboard port of one of the demo's hubs (--port P gives P, P+1, ...)."""
+        return self.web_port + self.hubs.index(hub)
+
     def _argv(self, node: str) -> list[str]:
+        hub = node if node in self.hubs else self.hubs[0]
         sets = [f"node.state_dir={self.state_dir / node}", f"hub.host={self.host}",
-                f"hub.nameserver_port={self.ns_port}", f"agent.host={self.host}"]
-        if node == "hub":
-            sets += [f"web.port={self.web_port}", f"web.host={self.host}", f"web.tokens_file={self.tokens_file}"]
+                f"hub.nameserver_port={self.ns_port_of(hub)}", f"agent.host={self.host}"]
+        if len(self.hubs) > 1:
+            hosts = ", ".join(f'"{self.host}:{self.ns_port_of(h)}"' for h in self.hubs)
+            sets += [f"hub.hosts=[{hosts}]"]
+            if node in self.hubs:
+                sets += [f"node.name={node}", f"hub.cluster_secret_file={self.secret_file}"]
+        if node in self.hubs:
+            sets += [f"web.port={self.web_port_of(node)}", f"web.host={self.host}",
+                     f"web.tokens_file={self.tokens_file}"]
         if self.tls:
             from actors.cli.certs import Pki
 
             files = Pki(self.pki_dir).node(node)
             sets += ["security.tls=true", f"security.ca={files.ca}", f"security.cert={files.cert}",
                      f"security.key={files.key}"]
-        argv = [sys.executable, "-m", "actors.cli", "node", "--config", str(CONFIG_DIR / f"{node}.toml")]
+        config = CONFIG_DIR / f"{'hub' if node in self.hubs else node}.toml"
+        argv = [sys.executable, "-m", "actors.cli", "node", "--config", str(config)]
         for s in sets:
             argv += ["--set", s]
         return argv
 
     def start(self) -> None:
         """Check ports, start the hub, wait for its name server, start the spokes."""
-        for port, what in ((self.ns_port, "name server"), (self.web_port, "dashboard")):
+        ports = [(self.ns_port_of(h), f"{h}'s name server") for h in self.hubs]
+        if len(self.hubs) > 1:
+            ports += [(self.ns_port_of(h) + 1, f"{h}'s Raft") for h in self.hubs]
+        ports += [(self.web_port_of(h), f"{h}'s dashboard") for h in self.hubs]
+        for port, what in ports:
             if not port_free(self.host, port):
                 raise SystemExit(f"harvester demo: port {port} on {self.host} ({what}) is in use; "
                                  f"stop what uses it or pick another with --port / --ns-port")
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         if self.tls:
-            ensure_demo_pki(self.pki_dir, self.host)
-        operator = ensure_demo_tokens(self.tokens_file)
-        for node in NODES:
+            ensure_demo_pki(self.pki_dir, self.host, self.nodes)
+        if len(self.hubs) > 1 and not self.secret_file.exists():
+            write_atomic(self.secret_file, (secrets.token_hex(32) + "\n").encode(), mode=0o600)
+        operator = ensure_demo_tokens(self.tokens_file, self.nodes)
+        for node in self.nodes:
             self.children[node] = Child(node, self._argv(node), logs / f"{node}.log")
-        self.children["hub"].spawn()
-        if not wait_port(self.host, self.ns_port, 30):
-            self.stop()
-            raise SystemExit(f"harvester demo: the hub did not start; see {logs / 'hub.log'}")
-        for node in NODES[1:]:
+        for hub in self.hubs:
+            self.children[hub].spawn()
+        for hub in self.hubs:
+            if not wait_port(self.host, self.ns_port_of(hub), 30):
+                self.stop()
+                raise SystemExit(f"harvester demo: {hub} did not start; see {logs / (hub + '.log')}")
+        for node in SPOKES:
             self.children[node].spawn()
-        wait_port(self.host, self.web_port, 30)
-        self.say(f"3 nodes started; logs in {logs}")
-        self.say(f"dashboard: http://{self.host}:{self.web_port}/")
+        for hub in self.hubs:
+            wait_port(self.host, self.web_port_of(hub), 30)
+        self.say(f"{len(self.nodes)} nodes started; logs in {logs}")
+        for hub in self.hubs:
+            self.say(f"dashboard{'' if len(self.hubs) == 1 else ' of ' + hub}: "
+                     f"http://{self.host}:{self.web_port_of(hub)}/")
         self.say(f"operator token: {operator} (for the dashboard's controls; all tokens in {self.tokens_file})")
         if self.tls:
             from actors.cli.certs import Pki
@@ -138,7 +174,9 @@ class Demo:
             self.say(f"REPL: HARVESTER_TLS_CA={f.ca} HARVESTER_TLS_CERT={f.cert} HARVESTER_TLS_KEY={f.key} "
                      f"harvester shell --ns {self.host}:{self.ns_port}")
         else:
-            self.say(f'REPL: python -c \'from actors import connect; print(connect("{self.host}", {self.ns_port})'
+            where = f'"{self.host}", {self.ns_port}' if len(self.hubs) == 1 else \
+                "[" + ", ".join(f'"{self.host}:{self.ns_port_of(h)}"' for h in self.hubs) + "]"
+            self.say(f"REPL: python -c 'from actors import connect; print(connect({where})"
                      '["pi4"]["dht22"].read())\'')
         self.say("Ctrl-C stops every node")
 
@@ -195,17 +233,17 @@ class Demo:
         self.say("all nodes stopped")
 
 
-def ensure_demo_tokens(path: Path) -> str:
+def ensure_demo_tokens(path: Path, nodes: list[str] | tuple[str, ...] = NODES) -> str:
     """The operator token and a node token for each demo node, in a 0600 file; returns the operator token."""
     from actors.hub.tokens import Tokens
 
     tokens = Tokens(path)
-    for node in NODES:
+    for node in nodes:
         tokens.ensure_node(node)
     return tokens.data()["operator"]
 
 
-def ensure_demo_pki(root: Path, host: str) -> None:
+def ensure_demo_pki(root: Path, host: str, nodes: list[str] | tuple[str, ...] = NODES) -> None:
     """On first run, a CA plus certificates for the three nodes and the REPL user; later runs reuse them."""
     from actors.cli import certs
 
@@ -213,7 +251,7 @@ def ensure_demo_pki(root: Path, host: str) -> None:
     if not pki.ca_key.exists():
         certs.init_ca(root)
     hosts = [host, "localhost"] if host.startswith("127.") else [host]
-    for node in NODES:
+    for node in nodes:
         if not pki.node(node).key.exists():
             certs.issue_node(root, node, hosts)
     if not pki.user(DEMO_USER).key.exists():

@@ -48,6 +48,11 @@ def _endpoint(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _endpoints(value: str) -> list[tuple[str, int]]:
+    """HOST:PORT, or several comma-separated (one per hub: the first that answers is asked)."""
+    return [_endpoint(v.strip()) for v in value.split(",")]
+
+
 def _arg(text: str) -> Any:
     """A call argument: JSON or a Python literal if it parses, else the plain string."""
     for parse in (json.loads, ast.literal_eval):
@@ -139,7 +144,7 @@ def ns_call(fleet: Fleet, op: Callable[[], T]) -> T:
 def _client(args: argparse.Namespace) -> Fleet:
     from actors.client import connect
 
-    return connect(*args.ns, timeout=args.timeout)
+    return connect(list(args.ns), timeout=args.timeout)
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -194,7 +199,10 @@ def cmd_nameserver(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from actors.cli.demo import Demo
 
-    return Demo(Path(args.state_dir), web_port=args.port, ns_port=args.ns_port, tls=args.tls).run()
+    if not 1 <= args.hubs <= 5:
+        print(f"harvester demo: --hubs takes 1 to 5, got {args.hubs}", file=sys.stderr)
+        return 2
+    return Demo(Path(args.state_dir), web_port=args.port, ns_port=args.ns_port, tls=args.tls, hubs=args.hubs).run()
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -425,7 +433,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     namespace: dict[str, Any] = {"fleet": fleet, "connect": connect}
     tab = ("Tab completes node, actor and method names: fleet.pi4.dht22.re<Tab>" if enable_completion(namespace)
            else "(no readline module here, so no Tab completion)")
-    banner = (f"Harvester shell — `fleet` is connected to {args.ns[0]}:{args.ns[1]}\n"
+    banner = (f"Harvester shell — `fleet` is connected to {fleet.where}\n"
               f"nodes: {', '.join(nodes) or '(none yet)'}\n"
               f"try: fleet.pi4.dht22.read()   fleet.pi4.leds.help()   list(fleet)\n{tab}")
     code.interact(banner=banner, local=namespace)
@@ -458,8 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_nameserver)
 
     s = sub.add_parser("demo", help="run hub, pi4 and pizero in mock mode on 127.0.0.1")
-    s.add_argument("--port", type=int, default=8080, help="dashboard port")
-    s.add_argument("--ns-port", type=int, default=9090, help="name server port")
+    s.add_argument("--port", type=int, default=8080, help="dashboard port (with --hubs N: P, P+1, ...)")
+    s.add_argument("--ns-port", type=int, default=9090, help="name server port (with --hubs N: P, P+10, ...)")
+    s.add_argument("--hubs", type=int, default=1, help="run N hubs (hub1, hub2, ...) sharing the fleet; 3 ride "
+                                                       "out one down")
     s.add_argument("--state-dir", default=".state/demo")
     s.add_argument("--tls", action="store_true", help="mutual TLS between nodes (CA and certs in <state-dir>/pki)")
     s.set_defaults(func=cmd_demo)
@@ -488,10 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the configs are for other machines: skip the checks of their state folder and TLS files")
     c.set_defaults(func=cmd_config_check)
 
-    ns_help = "name server HOST:PORT (default 127.0.0.1:9090)"
+    ns_help = ("name server HOST:PORT (default 127.0.0.1:9090); with several hubs, all of theirs "
+               "comma-separated: the first that answers is asked")
 
     def client_options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--ns", type=_endpoint, default=("127.0.0.1", 9090), help=ns_help)
+        parser.add_argument("--ns", type=_endpoints, default=[("127.0.0.1", 9090)], help=ns_help)
         parser.add_argument("--timeout", type=_seconds, default=CALL_TIMEOUT, metavar="SECONDS",
                             help=f"how long to wait for each answer (default {CALL_TIMEOUT:g})")
 

@@ -31,6 +31,8 @@ from typing import Any
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
 from pysyncobj.transport import TCPTransport
 
+from actors.errors import NoMajority
+
 log = logging.getLogger(__name__)
 WRITE_TIMEOUT_S = 3.0  # a control write that no majority commits in this time fails
 LEADER_FALLBACK_S = 3.0  # a leader cut off from the majority steps down after this
@@ -38,10 +40,6 @@ MAX_ACKS = 5000  # acknowledgements kept in the replicated state (oldest dropped
 MAX_RUNS_PER_JOB = 400  # singleton runs remembered per job (a daily job: more than a year)
 
 Applied = Callable[[str, tuple[Any, ...]], None]
-
-
-class NoMajority(RuntimeError):
-    """A control write no majority of the hubs committed: nothing changed."""
 
 
 def raft_address(host: str, nameserver_port: int) -> str:

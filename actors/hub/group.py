@@ -11,7 +11,8 @@ from typing import Any
 from apscheduler.schedulers.base import BaseScheduler
 
 from actors.base import Actor
-from actors.hub.cluster import NoMajority, RaftCluster, raft_address
+from actors.errors import NoMajority
+from actors.hub.cluster import RaftCluster, raft_address
 from actors.hub.replica import SYNC_INTERVAL_S, PeerActor, Replica
 from actors.hub.state import Hub
 from actors.node.config import NodeConfig
