@@ -20,6 +20,7 @@ def run_all(quick: bool) -> dict[str, Any]:
     from bench import (
         bench_dashboard,
         bench_frozen,
+        bench_hubs,
         bench_idle,
         bench_ingest,
         bench_latency,
@@ -35,6 +36,7 @@ def run_all(quick: bool) -> dict[str, Any]:
         ("latency", bench_latency.main, ["--calls", "300" if quick else "1000"]),
         ("idle", bench_idle.main, ["--held", "0,130,500", "--lookups", "30"]),
         ("frozen", bench_frozen.main, ["--commands", "20"]),
+        ("hubs", bench_hubs.main, ["--kills", "3" if quick else "10", "--seconds", "5", "--rest", "10" if quick else "30"]),
         ("nodes", bench_nodes.main, ["--seconds", "60" if quick else "600", "--warmup", "20" if quick else "60"]),
         ("load", loadgen.main, ["--seconds", "10" if quick else "30", "--max-spokes", "800" if quick else "1600"]),
     ]
@@ -105,6 +107,14 @@ def table(r: dict[str, Any]) -> list[tuple[str, str]]:
                      f"{g('frozen', 'commands', 'p50_ms')} / {g('frozen', 'commands', 'max_ms')}, {g('frozen', 'waited')}"))
         rows.append(("reads meanwhile: median / slowest (ms)",
                      f"{g('frozen', 'reads', 'p50_ms')} / {g('frozen', 'reads', 'max_ms')}"))
+    if g("hubs", "failover"):
+        rows.append((f"three hubs: leader fail-over after SIGKILL, median / worst of {g('hubs', 'failover', 'kills')} (s)",
+                     f"{g('hubs', 'failover', 'median_s')} / {g('hubs', 'failover', 'worst_s')}"))
+        rows.append(("three hubs: ingest (readings/s, majority committed); ratio to one hub",
+                     f"{g('hubs', 'ingest', 'three_hubs_readings_per_s')} ; {g('hubs', 'ingest', 'ratio')}"))
+        rows.append(("a hub of three at rest: RSS MB, CPU %; paid over a lone hub",
+                     f"{g('hubs', 'rest', 'one_of_three', 'rss_mb')}, {g('hubs', 'rest', 'one_of_three', 'cpu_percent')}; "
+                     f"+{g('hubs', 'rest', 'rss_paid_mb')} MB, +{g('hubs', 'rest', 'cpu_paid_percent')} %"))
     return rows
 
 
