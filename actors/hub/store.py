@@ -154,6 +154,9 @@ class Store(StoreHousekeeping):
                     "SELECT node, MIN(seq), MAX(seq) FROM (SELECT node, seq, seq - ROW_NUMBER() OVER "
                     "(PARTITION BY node ORDER BY seq) AS run FROM batches) GROUP BY node, run ORDER BY node, 1"):
                 self._held.setdefault(node, SeqSet()).add_range(lo, hi)
+            for node, floor in self._floor.items():  # as retention left them, restart or not
+                if node in self._held:
+                    self._held[node].remove_below(floor)
 
     def _series_id(self, node: str, sensor: str, quantity: str, unit: str) -> int:
         key = (node, sensor, quantity)
