@@ -62,10 +62,12 @@ class Dashboard:
                   for n in nodes for s, qs in n["sensors"].items() for q, r in qs.items()]
         online = sum(1 for n in nodes if n["online"])
         jobs, day, summary = self._jobs(nodes, now)
+        hubs = view.hubs_view(self.hub.cluster_view(self.local_node))  # None for a single hub: no panel
         return {"ts": now, "status": f"{online}/{len(nodes)} nodes online", "cards": cards, "leds": led_views,
                 "buzzer": buzzer_views, "alerts": alerts, "series": series, "jobs": jobs, "summary_day": day,
-                "summary": summary, "sig": view.signature(cards), "alerts_sig": view.alerts_signature(alerts),
-                "jobs_sig": view.jobs_signature(jobs, day)}
+                "summary": summary, "hubs": hubs, "sig": view.signature(cards),
+                "alerts_sig": view.alerts_signature(alerts), "jobs_sig": view.jobs_signature(jobs, day),
+                "hubs_sig": view.hubs_signature(hubs)}
 
     def jobs_raw(self, nodes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Every online node's jobs as its jobs actor lists them (cached ~10 s)."""
@@ -90,9 +92,10 @@ class Dashboard:
         values = {r["key"]: {k: r[k] for k in ("text", "cls", "title", "bar", "tag")}
                   for c in m["cards"] for s in c["sections"] for r in s["rows"]}
         values.update({f"alert/{a['id']}/since": {"text": a["since"]} for a in m["alerts"]})
+        values.update({h["key"]: {"text": h["lag"]} for h in (m["hubs"] or {}).get("hubs", [])})
         nodes = {c["name"]: {"online": c["online"], "status": c["status"], "warning": c["warning"]} for c in m["cards"]}
         return {"ts": m["ts"], "status": m["status"], "sig": m["sig"], "alerts_sig": m["alerts_sig"],
-                "jobs_sig": m["jobs_sig"],
+                "jobs_sig": m["jobs_sig"], "hubs_sig": m["hubs_sig"],
                 "alert_count": len(m["alerts"]), "nodes": nodes, "values": values, "leds": m["leds"],
                 "buzzer": m["buzzer"], "series": m["series"]}
 

@@ -3,7 +3,8 @@
 Names carry base units: celsius, pascals, ohms, bytes, seconds, and ratios (0..1) for
 every percentage — never percent — so a share reads the same whatever its source. The
 IAQ index keeps its own 0..500 scale. Readings are labelled {node, sensor}; a reading
-whose sensor gave no value is left out (harvester_reading_available says so)."""
+whose sensor gave no value is left out (harvester_reading_available says so). With several
+hubs, harvester_cluster_* describe the hubs' group as this hub sees it, labelled {hub}."""
 
 from __future__ import annotations
 
@@ -159,6 +160,27 @@ def _hub(out: Exposition, ctx: WebContext) -> None:
                     counts.get((severity, acked), 0), severity=severity, acknowledged=str(acked).lower())
 
 
+def _cluster(out: Exposition, ctx: WebContext) -> None:
+    """With several hubs only (a single hub exports none of these): the Raft group as this hub sees it."""
+    if ctx.hub.cluster is None:
+        return
+    view = ctx.hub.cluster_view(ctx.node)
+    out.add("harvester_cluster_term", "gauge", "The Raft term this hub is in.", view["term"])
+    out.add("harvester_cluster_has_quorum", "gauge",
+            "1 while this hub reaches a majority of the hubs (acknowledgements and singleton jobs need one).",
+            bool(view["has_quorum"]))
+    for m in view["members"]:  # one series per hub in each family (Exposition groups them)
+        out.add("harvester_cluster_leader", "gauge", "1 for the hub this hub takes as the leader, 0 for the others.",
+                view["leader"] is not None and m["name"] == view["leader"], hub=m["name"])
+        out.add("harvester_cluster_member_online", "gauge", "1 when the hub answers this one (always 1 for itself).",
+                bool(m["online"]), hub=m["name"])
+        lag = m.get("lag_s")
+        if isinstance(lag, (int, float)) and not isinstance(lag, bool):
+            out.add("harvester_cluster_lag_seconds", "gauge",
+                    "How far behind the hub's copy of the readings is (age of the oldest batch it lacks).",
+                    lag, hub=m["name"])
+
+
 def _plugins(out: Exposition, polled: dict[str, dict[str, Any]]) -> None:
     for field, help_ in PLUGIN_COUNTERS:
         out.declare(f"harvester_plugin_{field}_total", "counter", help_)
@@ -191,6 +213,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         _nodes(out, nodes)
         _readings(out, nodes)
         _hub(out, ctx)
+        _cluster(out, ctx)
         with_plugins = [n["name"] for n in nodes if n["online"] and "plugins" in ctx.dashboard.actors_of(n)]
         _plugins(out, plugins.get(with_plugins) if ctx.upstream.available else {})
         bottle.response.content_type = CONTENT_TYPE

@@ -281,3 +281,37 @@ def jobs_signature(jobs: list[dict[str, Any]], day: str | None) -> str:
     """Changes when a job ran, failed or was rescheduled, or a new daily summary arrived."""
     key = [(j["node"], j["name"], j["last_ts"], j["outcome"], j["next_ts"]) for j in jobs]
     return hashlib.sha1(json.dumps([key, day]).encode()).hexdigest()[:16]
+
+
+LAG_OK_S = 5.0  # a hub's copy at most this far behind reads "up to date"
+NO_QUORUM = "no majority: acknowledgements and singleton jobs wait until more hubs are up"
+
+
+def lag_text(lag: Any) -> str:
+    """How far a hub's copy of the readings is behind: `up to date` below 5 s, else `copy behind by N s`."""
+    if not isinstance(lag, (int, float)) or isinstance(lag, bool):
+        return "not measured yet"
+    return "up to date" if lag < LAG_OK_S else f"copy behind by {lag:.0f} s"
+
+
+def hubs_view(cluster: dict[str, Any]) -> dict[str, Any] | None:
+    """The Hubs panel from GET /api/cluster's body; None for a single hub (no panel)."""
+    members = cluster.get("members") or []
+    if len(members) <= 1:
+        return None
+    leader = cluster.get("leader")
+    rows = [{"name": m["name"], "address": m.get("address") or "", "self": m["name"] == cluster.get("self"),
+             "role": m.get("role") or "unknown", "online": bool(m.get("online")),
+             "state": "online" if m.get("online") else "down", "error": m.get("error") or "",
+             "lag": lag_text(m.get("lag_s")), "key": f"cluster/{m['name']}/lag"} for m in members]
+    return {"hubs": rows, "has_quorum": bool(cluster.get("has_quorum")), "warning": "" if cluster.get("has_quorum")
+            else NO_QUORUM, "heading": f"{'leader ' + leader if leader else 'no leader'} · term {cluster.get('term', 0)}"}
+
+
+def hubs_signature(hubs: dict[str, Any] | None) -> str:
+    """Changes when a hub joins, leaves, goes down or comes back, the leader or term changes, or the
+    majority is lost or regained; empty for a single hub. (The lag updates in place, by its data-key.)"""
+    if hubs is None:
+        return ""
+    key = [[(h["name"], h["role"], h["state"], h["error"]) for h in hubs["hubs"]], hubs["heading"], hubs["warning"]]
+    return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]

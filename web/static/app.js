@@ -112,6 +112,7 @@ async function reloadFragment(part) {
   const el = document.getElementById(part);
   el.innerHTML = await res.text();
   el.dataset.sig = res.headers.get("X-Harvester-Sig") || "";
+  if (part === "hubs") el.hidden = !el.children.length;  // a single hub has no Hubs panel
   setOperator(state.operator);
   for (const s of $$("[data-colour]", el)) s.setAttribute("aria-pressed", String(s.dataset.colour === state.paint));
 }
@@ -192,6 +193,7 @@ async function refresh() {
     if (d.sig !== $("#nodes").dataset.sig) await reloadFragment("nodes");
     if (d.alerts_sig !== $("#alerts").dataset.sig) await reloadFragment("alerts");
     if (d.jobs_sig !== $("#jobs").dataset.sig) await reloadFragment("jobs");
+    if (d.hubs_sig !== $("#hubs").dataset.sig) await reloadFragment("hubs");
     apply(d);
     if (Date.now() - state.lastChart > CHART_REFRESH_MS && !document.hidden) drawChart();
   } catch (err) {

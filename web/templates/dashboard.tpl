@@ -28,6 +28,9 @@
   <section id="alerts" class="alerts" aria-label="Active alerts" data-sig="{{alerts_sig}}">
 % include("alerts.tpl", alerts=alerts)
   </section>
+  <section id="hubs" class="hubs" aria-label="Hubs" data-sig="{{hubs_sig}}"{{!'' if hubs else ' hidden'}}>
+% include("hubs.tpl", hubs=hubs)
+  </section>
   <section id="nodes" class="nodes" aria-label="Nodes" data-sig="{{sig}}">
 % include("cards.tpl", cards=cards, leds=leds, buzzer=buzzer)
   </section>
