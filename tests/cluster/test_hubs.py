@@ -159,7 +159,7 @@ class HubFleet:
         event = {"plugin": "probe", "version": "1.0.0", "alert": alert, "state": "raised", "severity": "warning",
                  "message": "made hot by the test", "node": "prober", "sensor": None, "quantity": None,
                  "value": None, "ts": since, "since": since}
-        seq = int(since)
+        seq = int(since * 1000)  # a new batch of the test's own node each time
         for hub in HUBS:
             with Proxy(f"PYRONAME:harvester.{hub}.aggregator@{self.ip(hub)}:{self.ns_port[hub]}") as agg:
                 agg.push([{"node": "prober", "seq": seq, "readings": [], "alerts": [event]}], time.time())
