@@ -110,30 +110,40 @@ T = TypeVar("T")
 def ask_name_servers(servers: Servers, timeout: float, question: Callable[[Any], T]) -> T:
     """Ask the first name server that answers (several hubs run one each, holding the same names).
 
-    One that cannot be reached, or does not know the name asked for, passes the question on
-    to the next; when none could answer, NamingError says what each said. A name server
-    that cannot be reached raises NamingError from the transport's error, as Pyro5's own
-    lookup does, so callers tell it apart from the actor not answering."""
+    With one name server its errors pass through as Pyro5 raises them. With several, one that
+    cannot be reached, or does not know the name asked for, passes the question on to the
+    next; when none could answer, NamingError says what each said."""
+    if len(servers) == 1:
+        with Proxy(ns_uri(*servers[0])) as ns:
+            ns._pyroTimeout = timeout
+            return question(ns)
     failures: list[str] = []
-    first: pyro_errors.NamingError | None = None
+    last: BaseException | None = None
     for host, port in servers:
         try:
             with Proxy(ns_uri(host, port)) as ns:
                 ns._pyroTimeout = timeout
                 return question(ns)
         except pyro_errors.NamingError as exc:
-            first = first or exc
+            last = exc
             failures.append(f"{host}:{port}: {exc}")
         except pyro_errors.CommunicationError as exc:
+            last = exc
             failures.append(f"cannot reach the name server at {host}:{port}: {exc}")
-    if len(servers) == 1 and first is not None:
-        raise first
-    raise pyro_errors.NamingError("; ".join(failures))
+    raise pyro_errors.NamingError("; ".join(failures)) from last
 
 
 def lookup(ns_host: str, ns_port: int, name: str, timeout: float, servers: Servers | None = None) -> str:
-    """The PYRO URI registered for `name`, asking the name server(s) with `timeout` for every step."""
-    return ask_name_servers(servers or [(ns_host, ns_port)], timeout, lambda ns: str(ns.lookup(name)))
+    """The PYRO URI registered for `name`, asking the name server(s) with `timeout` for every step.
+
+    A name server that cannot be reached raises NamingError from the transport's error, as
+    Pyro5's own lookup does, so callers tell it apart from the actor not answering."""
+    try:
+        return ask_name_servers(servers or [(ns_host, ns_port)], timeout, lambda ns: str(ns.lookup(name)))
+    except pyro_errors.NamingError:
+        raise
+    except pyro_errors.CommunicationError as exc:
+        raise pyro_errors.NamingError(f"cannot reach the name server at {ns_host}:{ns_port}: {exc}") from exc
 
 
 def parse_servers(hosts: Any, default_port: int) -> Servers:
