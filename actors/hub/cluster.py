@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
 from pysyncobj.transport import TCPTransport
 
 from actors.errors import NoMajority
@@ -199,5 +199,7 @@ class RaftCluster:
 
 def _reason(exc: SyncObjException) -> str:
     code = exc.errorCode
-    return {"Timeout": "no majority answered", 2: "no leader", 4: "the leader changed", 5: "the leader changed",
-            1: "the queue is full", 3: "discarded by a new leader"}.get(code, f"pysyncobj: {code}")
+    return {"Timeout": "no majority answered", FAIL_REASON.MISSING_LEADER: "no leader",
+            FAIL_REASON.NOT_LEADER: "the leader changed", FAIL_REASON.LEADER_CHANGED: "the leader changed",
+            FAIL_REASON.QUEUE_FULL: "the queue is full",
+            FAIL_REASON.DISCARDED: "discarded by a new leader"}.get(code, f"pysyncobj: {code}")

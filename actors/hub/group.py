@@ -55,6 +55,7 @@ class HubGroup:
         self.replica = Replica(hub, cfg.name, self.own, self.peers)
         self.raft: RaftCluster | None = None
         self._state_dir = cfg.state_dir / "raft"
+        self._settled: set[str] = set()  # acknowledgements this hub's store is known to hold
         hub.cluster = self
 
     def actors(self) -> list[Actor]:
@@ -90,14 +91,21 @@ class HubGroup:
 
     def reconcile(self) -> None:
         """Apply acknowledgements this hub's store has not (their alert arrived after them), and
-        make sure the cluster knows this hub's name."""
+        make sure the cluster knows this hub's name. An acknowledgement the store holds is settled
+        and not looked at again, so a quiet cluster's reconcile asks the store nothing."""
         if self.raft is None:
             return
         acks = self.raft.acks()
-        if acks:
-            for key in self.hub.store.unacknowledged([json.loads(k) for k in acks]):
-                by, ts = acks[json.dumps(key)]
-                self.hub.store.acknowledge_episode(key, by, ts)
+        pending = [k for k in acks if k not in self._settled]
+        if pending:
+            held = self.hub.store.episode_acks([json.loads(k) for k in pending])
+            for key in pending:
+                state = held.get(tuple(json.loads(key)))
+                if state is False:
+                    self.hub.store.acknowledge_episode(json.loads(key), *acks[key])
+                if state is not None:
+                    self._settled.add(key)
+        self._settled &= set(acks)  # keys Raft dropped (oldest past MAX_ACKS) need no memory here
         self.raft.introduce()
 
     # -- control writes -------------------------------------------------------------------

@@ -117,10 +117,7 @@ class Hub:
                 st.version += 1
                 self._observe_clock(st, sent, now)
                 if (b.node, b.seq) in new:
-                    st.last_seq = max(st.last_seq, b.seq)
-                    self._remember(b.node, b.rows)
-                    if self.on_batch is not None and b.rows:
-                        self.on_batch(b.node, b.rows)
+                    self._took(st, b)
             duplicates = len(checked) - len(new)
             self.duplicates += duplicates
         return {"acked": [b.seq for b in checked], "duplicates": duplicates, "hello": unknown}
@@ -259,12 +256,17 @@ class Hub:
             st = self._nodes[node]
             for b in batches:
                 if (node, b.seq) in new:
-                    st.last_seq = max(st.last_seq, b.seq)
-                    self._remember(node, b.rows)
-                    if self.on_batch is not None and b.rows and st.role != "hub":
-                        self.on_batch(node, b.rows)
+                    self._took(st, b)
             st.version += 1
         return len(new)
+
+    def _took(self, st: NodeState, b: Batch) -> None:
+        """A newly stored batch in memory (under the lock): the node's seq, its latest values, and
+        the hub plugins' queue (they watch other nodes' readings, not the hubs' own)."""
+        st.last_seq = max(st.last_seq, b.seq)
+        self._remember(b.node, b.rows)
+        if self.on_batch is not None and b.rows and st.role != "hub":
+            self.on_batch(b.node, b.rows)
 
     def _remember(self, node: str, rows: list[Row]) -> None:
         per_node = self._latest.setdefault(node, {})

@@ -385,15 +385,21 @@ class Store(StoreHousekeeping):
                        "acked_ts=COALESCE(acked_ts, ?) WHERE raised_by=? AND plugin=? AND alert=? AND since=? "
                        "AND acknowledged=0", (by, ts, *key))
 
-    def unacknowledged(self, keys: list[list[Any]]) -> list[list[Any]]:
-        """Which of these episodes this hub holds and has not marked acknowledged."""
-        out = []
+    def episode_acks(self, keys: list[list[Any]]) -> dict[tuple[Any, ...], bool]:
+        """For each of these episodes this hub holds: whether it is marked acknowledged."""
+        out = {}
         with self._lock:
             for key in keys:
-                if self._db.execute("SELECT 1 FROM alerts WHERE raised_by=? AND plugin=? AND alert=? AND since=? "
-                                    "AND acknowledged=0", key).fetchone():
-                    out.append(key)
+                row = self._db.execute("SELECT MAX(acknowledged) FROM alerts WHERE raised_by=? AND plugin=? "
+                                       "AND alert=? AND since=?", key).fetchone()
+                if row[0] is not None:
+                    out[tuple(key)] = bool(row[0])
         return out
+
+    def unacknowledged(self, keys: list[list[Any]]) -> list[list[Any]]:
+        """Which of these episodes this hub holds and has not marked acknowledged."""
+        held = self.episode_acks(keys)
+        return [k for k in keys if held.get(tuple(k)) is False]
 
     def record_job_run(self, job: str, key: str, hub: str, ran: float, result: str) -> None:
         """A singleton job's run the cluster agreed on."""

@@ -67,7 +67,9 @@ class SpokeRole(NodeRole):
         return self.pusher.push_once()
 
     def health(self) -> dict[str, Any]:
-        """The outbox's pending and dropped counts."""
+        """The outbox's pending and dropped counts; with several hubs, how each hub link fares."""
+        if len(self.pusher.links) > 1:
+            return {"outbox": self.outbox.stats(), "hub_links": self.pusher.links_state()}
         return {"outbox": self.outbox.stats()}
 
     def problems(self) -> list[str]:
