@@ -112,6 +112,17 @@ class HalContext:
                                                          history=NODE_DEVICE_HISTORY))
         return bus
 
+    def emulate_i2c(self, number: int, address: int, make: Callable[[HalContext], Any]) -> None:
+        """Mock mode: put make(self)'s chip at an address of emulated bus N unless one answers there.
+
+        A chip listed in [mock] i2c, or placed by an earlier sensor, stays: two sensors may share one."""
+        if self.mode != "mock":
+            raise HalConfigError("emulated devices exist only in mock mode")
+        raw = self.i2c_bus(number).bus
+        with self._lock:
+            if not raw.answers(address):
+                raw.attach(address, make(self))
+
     def sysfs(self) -> Any:
         """The sysfs/procfs root: the real one, or an emulated tree that measures the room."""
         with self._lock:

@@ -46,6 +46,9 @@ QUANTITIES: dict[str, Quantity] = {
         Quantity("uptime", "s", 0.0, 1.0e10, "seconds since boot"),
         Quantity("rtt", "ms", 0.0, 60_000.0, "round-trip time to a peer"),
         Quantity("packet_loss", "%", 0.0, 100.0, "share of probes that got no answer"),
+        Quantity("co2", "ppm", 0.0, 40_000.0, "carbon dioxide concentration"),
+        Quantity("illuminance", "lx", 0.0, 120_000.0, "illuminance (visible light)"),
+        Quantity("soil_moisture", "%", 0.0, 100.0, "volumetric soil moisture, 0 dry to 100 wet as calibrated"),
     )
 }
 

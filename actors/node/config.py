@@ -369,6 +369,9 @@ def _sensors(c: Problems, rows: Any) -> list[SensorConfig]:
         if not kind or name is None or values.get("interval") is None:
             continue
         params = {k: values[k] for k in kind.params if values.get(k) is not None}
+        if kind.combined is not None and all(values.get(k) is not None for k in kind.params):
+            for key, message in kind.combined(kind.with_defaults(params)):
+                c.add(f"{where}.{key}", message)
         interval = float(values["interval"])
         stale = values.get("stale_after")
         out.append(SensorConfig(name, kind.kind, interval, float(stale) if stale else 3 * interval, params))

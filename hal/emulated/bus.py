@@ -78,6 +78,11 @@ class EmulatedBus:
         with self._lock:
             self._chips[address] = chip
 
+    def answers(self, address: int) -> bool:
+        """True when a chip is attached at the address."""
+        with self._lock:
+            return address in self._chips
+
     def chip(self, address: int) -> EmulatedChip:
         """The chip model at an address."""
         return self._chips[address]

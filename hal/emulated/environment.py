@@ -17,6 +17,9 @@ class RoomConditions:
     pressure: float  # hPa
     gas_resistance: float  # Ω
     cpu_temperature: float  # °C, the board's SoC
+    co2: float = 600.0  # ppm
+    illuminance: float = 300.0  # lx
+    soil_moisture: float = 45.0  # % between the calibrated dry and wet points
 
 
 class RoomSimulator:
@@ -28,7 +31,7 @@ class RoomSimulator:
 
     def __init__(self, seed: int = 1) -> None:
         rng = random.Random(seed)
-        self._phases = [rng.uniform(0, 2 * math.pi) for _ in range(10)]
+        self._phases = [rng.uniform(0, 2 * math.pi) for _ in range(13)]
         self._lock = threading.Lock()
         self._pinned: dict[str, float] = {}
 
@@ -58,7 +61,12 @@ class RoomSimulator:
         # Gas resistance falls when VOCs rise; log-normal wander between ~40 kΩ and ~400 kΩ.
         gas = 150_000.0 * math.exp(0.8 * wave(7, 1800) + 0.2 * wave(8, 173))
         cpu = 48.0 + 6.0 * wave(9, 240) + 0.5 * (temperature - 22.0)
-        cond = RoomConditions(temperature, humidity, pressure, gas, cpu)
+        # CO2 rises and falls with people in the room; light follows the day (night near 0 lx).
+        co2 = 650.0 + 250.0 * wave(10, 2400) + 40.0 * wave(11, 211)
+        daylight = max(0.0, math.sin(day + p[0] - math.pi / 2))
+        illuminance = 5.0 + 700.0 * daylight * (1.0 + 0.1 * wave(12, 300))
+        soil = 45.0 - 10.0 * wave(5, 5 * 3600)
+        cond = RoomConditions(temperature, humidity, pressure, gas, cpu, co2, illuminance, soil)
         with self._lock:
             pinned = dict(self._pinned)
         return replace(cond, **pinned) if pinned else cond
