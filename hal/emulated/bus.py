@@ -1,5 +1,8 @@
 """An in-memory SMBus with register-level chips, fault injection and a transaction record.
 
+Command-level chips (CommandChip: Sensirion's, the BH1750) are reached through i2c_rdwr only,
+as their real drivers do; their transactions are recorded with register -1.
+
 It has smbus2's five transfer methods, so real drivers run on it unchanged. Faults are the
 ones two Pis sharing one bus produce: NACKs (EREMOTEIO), EIO and ETIMEDOUT at `error_rate`
 per transaction, single flipped bits in block reads at `bitflip_rate`, and, through
@@ -30,6 +33,20 @@ class EmulatedChip(Protocol):
 
     def write(self, reg: int, data: list[int]) -> None:
         """Receive the bytes that followed the register address in one write."""
+        ...
+
+
+class CommandChip(Protocol):
+    """A chip spoken to by commands rather than registers (Sensirion, BH1750): a write is a
+    command with its arguments, a read returns what the last command left to read. Such a chip
+    may raise OSError(EREMOTEIO) from read_raw, as a real one NACKs a read it has nothing for."""
+
+    def command(self, data: list[int]) -> None:
+        """Receive every byte of one write message."""
+        ...
+
+    def read_raw(self, n: int) -> list[int]:
+        """Return n bytes for one read message."""
         ...
 
 
@@ -135,7 +152,9 @@ class EmulatedBus:
                 raise OSError(err, f"injected {errno.errorcode[err]} in a combined transfer to 0x{addr:02x}")
             for msg in msgs:
                 chip = self._chip_or_nack(msg.addr, pointer, "rdwr")
-                if msg.flags & I2C_M_RD:
+                if hasattr(chip, "command"):
+                    self._command_message(chip, msg)
+                elif msg.flags & I2C_M_RD:
                     data = self._maybe_flip(chip.read(pointer, msg.len), block=msg.len > 1)
                     _fill(msg, data)
                     self._log("read", msg.addr, pointer, data)
@@ -147,6 +166,21 @@ class EmulatedBus:
                     if len(payload) > 1:
                         chip.write(pointer, payload[1:])
                     self._log("write", msg.addr, pointer, payload[1:])
+
+    def _command_message(self, chip: Any, msg: Any) -> None:
+        if msg.flags & I2C_M_RD:
+            try:
+                raw = chip.read_raw(msg.len)
+            except OSError as exc:
+                self._log("read", msg.addr, -1, [], error=exc.errno, applied=False)
+                raise
+            data = self._maybe_flip(raw, block=msg.len > 1)
+            _fill(msg, data)
+            self._log("read", msg.addr, -1, data, flipped=data != raw)
+        else:
+            payload = list(bytes(msg))
+            chip.command(payload)
+            self._log("write", msg.addr, -1, payload)
 
     def close(self) -> None:
         """Mark the bus closed; further transfers raise OSError(EBADF) like a closed fd."""
