@@ -106,8 +106,9 @@ class HealthProbe:
         if seen_after is not None and role != "hub" and (last_seen or 0.0) <= seen_after:
             return Verdict(False, f"waiting for {self.node}'s first push from this agent to reach the hub",
                            True, role, version, last_seen)
-        return Verdict(True, f"{self.node}: online at the hub {self.ns}, version {version}", True, role, version,
-                       last_seen)
+        notes = "".join(f"\n  {n}" for n in info.get("notes") or [])
+        return Verdict(True, f"{self.node}: online at the hub {self.ns}, version {version}{notes}", True, role,
+                       version, last_seen)
 
     def _naming_reason(self, what: str, exc: Exception) -> str:
         text = str(exc)

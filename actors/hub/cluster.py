@@ -6,7 +6,9 @@ through Raft is what an operator or a schedule decides once for the whole fleet:
 - alert acknowledgements (an alert acknowledged on one hub is acknowledged on all);
 - the runs of singleton jobs (the daily summary), with what they produced, so a job runs
   on the leader only and once per slot, also across a fail-over;
-- which hub is which (Raft address -> hub name), for the cluster view.
+- which hub is which (Raft address -> hub name), for the cluster view;
+- which batches each export target has sent to its engine, so the hub that leads after a
+  fail-over goes on from there (actors.hub.export).
 
 Readings do not: a batch (node, seq) never changes, so hubs copy them from each other
 (actors.hub.replica) and a hub without a majority keeps taking them.
@@ -32,6 +34,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncOb
 from pysyncobj.transport import TCPTransport
 
 from actors.errors import NoMajority
+from actors.hub.holdings import SeqSet
 
 log = logging.getLogger(__name__)
 WRITE_TIMEOUT_S = 3.0  # a control write that no majority commits in this time fails
@@ -56,6 +59,7 @@ class ControlState(SyncObjConsumer):
         self.acks: dict[str, tuple[str, float]] = {}
         self.runs: dict[str, dict[str, tuple[str, float, str]]] = {}
         self.names: dict[str, str] = {}
+        self.exports: dict[str, dict[str, SeqSet]] = {}
 
     @replicated
     def acknowledge(self, key: str, by: str, ts: float) -> bool:
@@ -82,6 +86,16 @@ class ControlState(SyncObjConsumer):
                 del runs[old]
         self._applied("run", (job, key, hub, ran, result, output))
         return True
+
+    @replicated
+    def exported(self, target: str, intervals: list[tuple[str, int, int]]) -> None:
+        """Export `target` sent the batches (node, lo..hi) to its engine."""
+        nodes = self.exports.setdefault(target, {})
+        for node, lo, hi in intervals:
+            # a new set replaces the old one in one step: exporter threads read these unlocked
+            held = SeqSet(nodes[node].intervals() if node in nodes else ())
+            held.add_range(lo, hi)
+            nodes[node] = held
 
     @replicated
     def introduce(self, address: str, name: str) -> None:
@@ -162,6 +176,26 @@ class RaftCluster:
     def acks(self) -> dict[str, tuple[str, float]]:
         """Every acknowledgement in the replicated state."""
         return dict(self.state.acks)
+
+    def was_exported(self, target: str, node: str, seq: int) -> bool:
+        """True when batch (node, seq) went to export `target`'s engine (from any hub)."""
+        held = self.state.exports.get(target, {}).get(node)
+        return held is not None and seq in held
+
+    def mark_exported(self, target: str, pairs: list[tuple[str, int]]) -> None:
+        """Record batches an export sent; asynchronous: if it is lost, a later leader sends them again,
+        which the engine takes as the same points."""
+        intervals: list[tuple[str, int, int]] = []
+        for node, seq in sorted(pairs):
+            if intervals and intervals[-1][0] == node and intervals[-1][2] == seq - 1:
+                intervals[-1] = (node, intervals[-1][1], seq)
+            else:
+                intervals.append((node, seq, seq))
+        try:
+            self.state.exported(target, intervals)
+        except SyncObjException as exc:
+            log.debug("export %s: progress not recorded in the cluster (%s); a later leader resends it",
+                      target, _reason(exc))
 
     def has_run(self, job: str, key: str) -> bool:
         """True when some hub recorded a run of `job` for slot `key`."""

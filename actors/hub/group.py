@@ -119,6 +119,15 @@ class HubGroup:
         """True when this hub is the Raft leader with a majority behind it."""
         return self.raft is not None and self.raft.is_leader()
 
+    def exported(self, target: str, node: str, seq: int) -> bool:
+        """True when some hub's export `target` sent batch (node, seq) (the exporters' Ledger)."""
+        return self.raft is not None and self.raft.was_exported(target, node, seq)
+
+    def mark_exported(self, target: str, pairs: list[tuple[str, int]]) -> None:
+        """Record what an export sent, for whichever hub leads next."""
+        if self.raft is not None:
+            self.raft.mark_exported(target, pairs)
+
     def ran(self, job: str, key: str) -> dict[str, Any] | None:
         """The run recorded for a singleton job's slot, on this hub's store or in Raft's state."""
         done = self.hub.store.job_run(job, key)

@@ -100,6 +100,10 @@ class StoreHousekeeping:
         """Delete raw readings and rollups older than their retention."""
         now = time.time() if now is None else now
         with self._transaction() as db:
+            # What an export target has not sent yet is counted as lost to it before it goes.
+            db.execute("UPDATE export_state SET lost = lost + (SELECT COUNT(*) FROM samples WHERE ts < ? "
+                       "AND id > export_state.cursor AND id < (SELECT MAX(id) FROM samples)), updated = ?",
+                       (now - raw_days * 86400, now))
             raw = db.execute("DELETE FROM samples WHERE ts < ? AND id < (SELECT MAX(id) FROM samples)",
                              (now - raw_days * 86400,)).rowcount
             roll = db.execute("DELETE FROM rollups WHERE bucket < ?", (now - rollup_days * 86400,)).rowcount

@@ -66,6 +66,7 @@ class HubRole(NodeRole):
         self.nameserver: Any = None
         self.prober: SpokeProber | None = None
         self.group: Any = None  # actors.hub.group.HubGroup with several hubs
+        self.exporters: list[Any] = []  # actors.hub.export.Exporter, one per [[export]] target
         self._store_full = False
 
     def build(self) -> list[Actor]:
@@ -83,6 +84,11 @@ class HubRole(NodeRole):
 
             self.group = HubGroup(cfg, self.hub)
             actors.extend(self.group.actors())
+        if cfg.exports:
+            from actors.hub.export import Exporter
+
+            self.exporters = [Exporter(t, self.hub.store.path, self.hub.store, ledger=self.group) for t in cfg.exports]
+            self.hub.exporters = self.exporters
         return actors
 
     def start(self) -> None:
@@ -98,6 +104,8 @@ class HubRole(NodeRole):
                 raise cannot_listen("hub.nameserver_port", cfg.hub_host, cfg.nameserver_port, exc) from exc
         if self.group is not None:
             self.group.start()
+        for exporter in self.exporters:
+            exporter.start()
 
     def install(self, scheduler: BaseScheduler, first_run: datetime) -> None:
         """Probe the spokes; evaluate hub plugins on what they pushed."""
@@ -135,15 +143,31 @@ class HubRole(NodeRole):
                     JobSpec("daily-summary", "daily_summary", cron="5 0 * * *")]
         return [*configured, *(d for d in defaults if d.kind not in kinds and d.name not in names)]
 
+    def health(self) -> dict[str, Any]:
+        """Each export target's state, backlog and last error."""
+        return {"exports": [e.status() for e in self.exporters]} if self.exporters else {}
+
+    def problems(self) -> list[str]:
+        """An export target the engine refused for good."""
+        return [f"export {e.name} stopped: {e.stopped}" for e in self.exporters if e.stopped]
+
+    def notes(self) -> list[str]:
+        """One line per export target (how far behind, since when, the last error)."""
+        from actors.hub.export import describe
+
+        return [describe(e.status()) for e in self.exporters]
+
     def liveness_interval(self) -> float:
         """The hub never pushes: its liveness comes from its own polls."""
         cfg = self.config
         return max([cfg.push_interval, *(s.interval for s in cfg.sensors)])
 
     def stop(self) -> None:
-        """Stop probing, close the name server and the store."""
+        """Stop probing and exporting, close the name server and the store."""
         if self.prober is not None:
             self.prober.close()
+        for exporter in self.exporters:
+            exporter.stop()
         if self.group is not None:
             self.group.close()
         if self.nameserver is not None:

@@ -46,6 +46,7 @@ class Hub:
         self.on_batch: Callable[[str, list[Row]], None] | None = None
         # with several hubs: the Raft member acknowledgements and singleton jobs go through
         self.cluster: Any = None
+        self.exporters: list[Any] = []  # actors.hub.export.Exporter, for the web's views
         self._load()
 
     def _load(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,6 +77,12 @@ CREATE TABLE IF NOT EXISTS batch_floor (node TEXT PRIMARY KEY, seq INTEGER NOT N
 CREATE TABLE IF NOT EXISTS job_runs (
     job TEXT NOT NULL, key TEXT NOT NULL, hub TEXT NOT NULL, ran REAL NOT NULL, result TEXT NOT NULL,
     PRIMARY KEY (job, key)
+);
+-- Each export target's progress: the last samples.id the engine accepted, how many it took, and
+-- how many readings retention deleted before they were sent
+CREATE TABLE IF NOT EXISTS export_state (
+    name TEXT PRIMARY KEY, cursor INTEGER NOT NULL, sent INTEGER NOT NULL, lost INTEGER NOT NULL,
+    updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS daily_summaries (
     day TEXT NOT NULL, node TEXT NOT NULL, sensor TEXT NOT NULL, quantity TEXT NOT NULL, unit TEXT NOT NULL,
@@ -411,6 +418,19 @@ class Store(StoreHousekeeping):
         with self._lock:
             row = self._db.execute("SELECT hub, ran, result FROM job_runs WHERE job=? AND key=?", (job, key)).fetchone()
         return None if row is None else {"hub": row[0], "ran": row[1], "result": row[2]}
+
+    def export_state(self, name: str) -> dict[str, int]:
+        """An export target's cursor, readings sent and readings lost to retention (zeros when new)."""
+        with self._lock:
+            row = self._db.execute("SELECT cursor, sent, lost FROM export_state WHERE name = ?", (name,)).fetchone()
+        return dict(zip(("cursor", "sent", "lost"), row or (0, 0, 0), strict=True))
+
+    def save_export(self, name: str, cursor: int, sent: int) -> None:
+        """Move an export target's cursor (after the engine took the readings up to it)."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO export_state VALUES (?, ?, ?, 0, ?) ON CONFLICT(name) DO UPDATE SET "
+                       "cursor = excluded.cursor, sent = sent + excluded.sent, updated = excluded.updated",
+                       (name, cursor, sent, time.time()))
 
     def insert_local(self, node: str, rows: list[Row], received: float) -> None:
         """The hub's own readings (seq 0: they never travel)."""

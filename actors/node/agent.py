@@ -62,7 +62,8 @@ class AgentActor(Actor):
                 "version": package_version(),
                 "pid": os.getpid(), "actors": sorted(a.object_name for a in self._agent.actors),
                 "sensors": {s.name: {"kind": s.kind, "interval_s": s.interval} for s in cfg.sensors},
-                "wasmtime_loaded": "wasmtime" in sys.modules, "problems": self._agent.role.problems()}
+                "wasmtime_loaded": "wasmtime" in sys.modules, "problems": self._agent.role.problems(),
+                "notes": self._agent.role.notes()}
 
     @expose
     def health(self) -> dict[str, Any]:

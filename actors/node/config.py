@@ -8,6 +8,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from actors.node.jobspec import JobSpec, parse_jobs
 from hal.context import MODES, EmulatedI2CDevice, MockSettings
 from hal.files import InputFileError, read_text_limited
-from hal.schema import NUMBER, REQUIRED, Field, Problems, between, node_name, one_of, rule
+from hal.schema import NUMBER, REQUIRED, Field, Problems, between, matches, node_name, one_of, rule
 from hal.sensor import SENSOR_KINDS
 
 ROLES = ("hub", "spoke")
@@ -90,6 +91,26 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class ExportTarget:
+    """One `[[export]]` table: a time-series engine the hub streams every reading to."""
+
+    name: str
+    url: str  # the engine's write endpoint, e.g. http://127.0.0.1:8428/write
+    database: str = ""  # InfluxDB 1.x `db`
+    org: str = ""  # InfluxDB 2.x
+    bucket: str = ""
+    token_file: Path | None = None  # sent as "Authorization: <token_scheme> <token>"
+    token_scheme: str = "Token"
+    username: str = ""  # HTTP basic auth, with the password from password_file
+    password_file: Path | None = None
+    ca: Path | None = None  # CA bundle for an https URL (default: the system's)
+    batch_size: int = 5000
+    flush_interval: float = 2.0
+    timeout: float = 10.0
+    measurement: str = "harvester"
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """A validated node configuration."""
 
@@ -121,6 +142,7 @@ class NodeConfig:
     # every hub's name server as (host, port); one entry (hub_host, nameserver_port) for one hub
     hub_hosts: list[tuple[str, int]] = field(default_factory=list)
     cluster_secret_file: Path | None = None
+    exports: list[ExportTarget] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.hub_hosts:
@@ -212,6 +234,19 @@ SENSOR_KEYS = {
 }
 MOCK_I2C_KEYS = {"bus": Field(int, REQUIRED, between(0, 255)), "address": Field(int, REQUIRED, between(0x03, 0x77)),
                  "chip": Field(str, "bme680", one_of(("bme680", "bme688")))}
+_SAFE_NAME = matches(r"[a-z0-9][a-z0-9_.-]{0,62}\Z", "[a-z0-9][a-z0-9_.-] (up to 63)")
+EXPORT_KEYS = {
+    "name": Field(str, None, _SAFE_NAME),
+    "url": Field(str, REQUIRED, matches(r"https?://[^\s/?#]+[^\s]*\Z", "http(s)://host[:port]/path")),
+    "database": Field(str, ""), "org": Field(str, ""), "bucket": Field(str, ""),
+    "token_file": Field(str, ""), "token_scheme": Field(str, "Token", one_of(("Token", "Bearer"))),
+    "username": Field(str, ""), "password_file": Field(str, ""), "ca": Field(str, ""),
+    "batch_size": Field(int, 5000, between(1, 100_000)),
+    "flush_interval": Field(NUMBER, 2.0, between(0.1, 3600)),
+    "timeout": Field(NUMBER, 10.0, between(0.5, 300)),
+    "measurement": Field(str, "harvester", matches(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z", "[A-Za-z_][A-Za-z0-9_]*")),
+}
+LISTS = ("sensors", "jobs", "export")  # arrays of tables, parsed on their own
 OPTIONAL_SECTIONS = {"leds", "buzzer", "plugins", "web", "mock", "push", "agent", "store", "security"}
 
 
@@ -254,8 +289,8 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
     base = base_dir or Path.cwd()
     c = Problems()
     for section in data:
-        if section not in SCHEMA and section not in ("sensors", "jobs"):
-            c.add(section, f"unknown section (known: {', '.join([*SCHEMA, 'sensors', 'jobs'])})")
+        if section not in SCHEMA and section not in LISTS:
+            c.add(section, f"unknown section (known: {', '.join([*SCHEMA, *LISTS])})")
     for section in ("node", "hub"):
         if section not in data:
             c.add(section, "missing section")
@@ -276,6 +311,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
         c.add("hub.name", f"names hub {hub_name!r}, but this hub is called {node.get('name')!r}")
     _plaintext_binds(c, t, node.get("role") == "hub")
     hub_hosts = _hub_hosts(c, t["hub"], node.get("role") == "hub")
+    exports = _exports(c, data.get("export"), node.get("role") == "hub", base)
     if c:
         raise ConfigError(path, c.items)
 
@@ -304,7 +340,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
                       public_read=t["web"]["public_read"]) if is_hub else None,
         store=StoreConfig(float(t["store"]["raw_days"]), float(t["store"]["rollup_days"]),
                           float(t["store"]["max_mb"])),
-        mock=mock, security=security,
+        mock=mock, security=security, exports=exports,
     )
 
 
@@ -346,6 +382,40 @@ def _hub_hosts(c: Problems, t: dict[str, Any], is_hub: bool) -> list[tuple[str, 
             c.add("hub.cluster_secret_file", "missing (required with several hubs): a file holding the secret "
                                              "the hubs share to encrypt and authenticate their Raft traffic")
     return out or [("127.0.0.1", default_port)]
+
+
+def _exports(c: Problems, raw: Any, is_hub: bool, base: Path) -> list[ExportTarget]:
+    """`[[export]]` (or one `[export]` table): the engines the hub streams its readings to."""
+    if raw is None:
+        return []
+    if not is_hub:
+        c.add("export", "only a hub exports (a spoke's readings reach the engine through its hub)")
+        return []
+    rows = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(rows, list):
+        c.add("export", "must be a table ([export]) or an array of tables ([[export]])")
+        return []
+    out: list[ExportTarget] = []
+    for i, row in enumerate(rows):
+        where = f"export[{i}]" if isinstance(raw, list) else "export"
+        v = c.table(where, row, EXPORT_KEYS)
+        if v.get("url") is None or any(v.get(k) is None for k in EXPORT_KEYS if k != "name"):
+            continue
+        name = v["name"] or re.sub(r"[^a-z0-9_.-]", "-", urllib.parse.urlsplit(v["url"]).netloc.lower())[:63]
+        if any(t.name == name for t in out):
+            c.add(f"{where}.name", f"another export target is already called {name!r}; give each a name")
+        if v["token_file"] and v["username"]:
+            c.add(where, "give token_file or username/password_file, not both")
+        if bool(v["username"]) != bool(v["password_file"]):
+            c.add(where, "basic auth needs both username and password_file")
+        if v["ca"] and not v["url"].startswith("https://"):
+            c.add(f"{where}.ca", "is only used with an https:// url")
+        paths = {k: (base / Path(v[k]).expanduser()).resolve() if v[k] else None
+                 for k in ("token_file", "password_file", "ca")}
+        out.append(ExportTarget(name, v["url"], v["database"], v["org"], v["bucket"], paths["token_file"],
+                                v["token_scheme"], v["username"], paths["password_file"], paths["ca"],
+                                v["batch_size"], float(v["flush_interval"]), float(v["timeout"]), v["measurement"]))
+    return out
 
 
 def _sensors(c: Problems, rows: Any) -> list[SensorConfig]:

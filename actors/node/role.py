@@ -60,6 +60,10 @@ class NodeRole:
         """What keeps this node from doing its job right now (a full disk), in words; empty when fine."""
         return []
 
+    def notes(self) -> list[str]:
+        """Lines `harvester health` adds to a healthy verdict (the hub's exports); empty by default."""
+        return []
+
     def liveness_interval(self) -> float:
         """How often the hub hears from this node: it is online for three of these."""
         return self.config.push_interval
