@@ -1,4 +1,4 @@
-"""The read-only JSON API: readings, nodes, history, alerts, actuator states, health, who am I."""
+"""The read-only JSON API: readings, nodes, history, alerts, actuator states, hubs, exports, health, who am I."""
 
 from __future__ import annotations
 
@@ -52,6 +52,12 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
     def cluster() -> dict[str, Any]:
         auth.require_reader()
         return hub.cluster_view(ctx.node)
+
+    @app.get("/api/exports")
+    @api
+    def exports() -> dict[str, Any]:
+        auth.require_reader()
+        return {"exports": ctx.dashboard.exports()}
 
     @app.get("/api/nodes")
     @api

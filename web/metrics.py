@@ -4,7 +4,8 @@ Names carry base units: celsius, pascals, ohms, bytes, seconds, and ratios (0..1
 every percentage — never percent — so a share reads the same whatever its source. The
 IAQ index keeps its own 0..500 scale. Readings are labelled {node, sensor}; a reading
 whose sensor gave no value is left out (harvester_reading_available says so). With several
-hubs, harvester_cluster_* describe the hubs' group as this hub sees it, labelled {hub}."""
+hubs, harvester_cluster_* describe the hubs' group as this hub sees it, labelled {hub}. With
+[[export]] targets, harvester_export_* describe each time-series engine's feed, labelled {target}."""
 
 from __future__ import annotations
 
@@ -181,6 +182,28 @@ def _cluster(out: Exposition, ctx: WebContext) -> None:
                     lag, hub=m["name"])
 
 
+def _exports(out: Exposition, statuses: list[dict[str, Any]]) -> None:
+    """With [[export]] targets only (a hub that exports nowhere has none of these): each target's feed."""
+    for s in statuses:  # one series per target in each family (Exposition groups them)
+        target = s["name"]
+        out.add("harvester_export_sent_total", "counter", "Readings the target's engine took.", s["sent"],
+                target=target)
+        out.add("harvester_export_backlog", "gauge",
+                "Readings stored on the hub and not yet sent to the target (counted up to a million).",
+                s["backlog"], target=target)
+        out.add("harvester_export_behind_seconds", "gauge",
+                "How long ago the oldest reading not yet sent reached the hub (0 when none waits).",
+                s["behind_s"], target=target)
+        out.add("harvester_export_lost_total", "counter",
+                "Readings the hub's retention deleted before they were sent to the target.", s["lost"], target=target)
+        out.add("harvester_export_up", "gauge",
+                "1 while the target takes readings (or another hub sends them), 0 while retrying or stopped.",
+                s["state"] in ("ok", "standby"), target=target)
+        out.add("harvester_export_stopped", "gauge",
+                "1 when the engine refused the readings for good (the hub sends again after a restart).",
+                s["state"] == "stopped", target=target)
+
+
 def _plugins(out: Exposition, polled: dict[str, dict[str, Any]]) -> None:
     for field, help_ in PLUGIN_COUNTERS:
         out.declare(f"harvester_plugin_{field}_total", "counter", help_)
@@ -214,6 +237,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         _readings(out, nodes)
         _hub(out, ctx)
         _cluster(out, ctx)
+        _exports(out, ctx.dashboard.exports())
         with_plugins = [n["name"] for n in nodes if n["online"] and "plugins" in ctx.dashboard.actors_of(n)]
         _plugins(out, plugins.get(with_plugins) if ctx.upstream.available else {})
         bottle.response.content_type = CONTENT_TYPE

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any
 
 from hal.iaq import band_of
@@ -314,4 +315,95 @@ def hubs_signature(hubs: dict[str, Any] | None) -> str:
     if hubs is None:
         return ""
     key = [[(h["name"], h["role"], h["state"], h["error"]) for h in hubs["hubs"]], hubs["heading"], hubs["warning"]]
+    return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]
+
+
+EXPORT_STATES = {  # state -> (words, CSS class, what it means)
+    "ok": ("sending", "ok", "the engine takes the readings"),
+    "standby": ("standby", "standby", "another hub leads the group and sends the readings"),
+    "retrying": ("retrying", "warn", "the engine does not take readings now; they wait in the hub and go out "
+                 "when it does"),
+    "stopped": ("stopped", "bad", "the engine refused the readings; fix the target's settings or the engine, "
+                "then restart the hub (the readings wait in the hub meanwhile)"),
+}
+
+
+def count_text(n: int) -> str:
+    """A count with thin thousands groups: `12 345`."""
+    return f"{n:,}".replace(",", " ")
+
+
+def wait_text(seconds: float) -> str:
+    """How long something has waited: `65 s`, `12 min`, `3 h`, `2 d`."""
+    s = max(0.0, seconds)
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    if s < 172800:
+        return f"{s / 3600:.0f} h"
+    return f"{s / 86400:.0f} d"
+
+
+def clock_text(ts: float) -> str:
+    """A moment as the hub's local time of day, `14:03:12`."""
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def export_row(status: dict[str, Any]) -> dict[str, Any]:
+    """One export target as the Exports panel shows it (from its Exporter.status())."""
+    name, state = status["name"], status.get("state") or "unknown"
+    words, cls, meaning = EXPORT_STATES.get(state, (state, "unknown", ""))
+    backlog = status.get("backlog") or 0
+    waiting = (f"{count_text(backlog)} behind (oldest {wait_text(status.get('behind_s') or 0.0)})" if backlog
+               else "up to date")
+    lost = status.get("lost") or 0
+    lost_text = f"{count_text(lost)} reading{'' if lost == 1 else 's'} deleted before they were sent" if lost else ""
+    error = status.get("last_error") or ""
+    if error and status.get("error_since"):
+        error = f"{error} (since {clock_text(status['error_since'])})"
+    key = f"export:{name}"
+    return {"name": name, "url": status.get("url") or "", "state": state, "state_text": words, "state_cls": cls,
+            "state_title": meaning, "sent": count_text(status.get("sent") or 0), "waiting": waiting,
+            "lost": lost_text, "error": error, "key": key}
+
+
+def exports_view(statuses: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The Exports panel from GET /api/exports' list; None when the hub exports nowhere (no panel)."""
+    if not statuses:
+        return None
+    rows = [export_row(s) for s in statuses]
+    states = [r["state"] for r in rows]
+    n = len(rows)
+    trouble = [f"{states.count(s)} {s}" for s in ("stopped", "retrying") if s in states]
+    if trouble:
+        summary = " · ".join(trouble)
+    elif all(s == "standby" for s in states):
+        summary = "another hub sends"
+    else:
+        summary = "all sending" if n > 1 else "sending"
+    return {"targets": rows, "heading": f"{n} target{'' if n == 1 else 's'} · {summary}"}
+
+
+def exports_values(exports: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The Exports panel's live values, by data-key: everything but the list of targets updates in place."""
+    if exports is None:
+        return {}
+    out: dict[str, dict[str, Any]] = {"exports/heading": {"text": exports["heading"]}}
+    for r in exports["targets"]:
+        k = r["key"]
+        out[f"{k}/state"] = {"text": r["state_text"], "cls": f"export-state {r['state_cls']}", "title": r["state_title"]}
+        out[f"{k}/sent"] = {"text": r["sent"]}
+        out[f"{k}/waiting"] = {"text": r["waiting"]}
+        out[f"{k}/lost"] = {"text": r["lost"], "hidden": not r["lost"]}
+        out[f"{k}/error"] = {"text": r["error"], "hidden": not r["error"]}
+    return out
+
+
+def exports_signature(exports: dict[str, Any] | None) -> str:
+    """Changes when the targets change (a hub restarted with other [[export]] settings); empty without any.
+    (State, counts, losses and errors update in place, by their data-keys.)"""
+    if exports is None:
+        return ""
+    key = [(r["name"], r["url"]) for r in exports["targets"]]
     return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]

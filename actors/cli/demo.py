@@ -82,8 +82,10 @@ class Demo:
     """Starts the three demo nodes and keeps them running until SIGINT/SIGTERM."""
 
     def __init__(self, state_dir: Path, web_port: int = 8080, ns_port: int = 9090,
-                 host: str = "127.0.0.1", out=sys.stdout, tls: bool = False, hubs: int = 1) -> None:
+                 host: str = "127.0.0.1", out=sys.stdout, tls: bool = False, hubs: int = 1,
+                 export: str | None = None) -> None:
         self.state_dir = state_dir.resolve()
+        self.export = export
         # one hub is called "hub", as in every single-hub config; several are hub1, hub2, ...
         self.hubs = ["hub"] if hubs == 1 else [f"hub{i}" for i in range(1, hubs + 1)]
         self.nodes = [*self.hubs, *SPOKES]
@@ -120,6 +122,8 @@ class Demo:
         if node in self.hubs:
             sets += [f"web.port={self.web_port_of(node)}", f"web.host={self.host}",
                      f"web.tokens_file={self.tokens_file}"]
+            if self.export:  # one [export] table; with several hubs the leader sends
+                sets += [f'export.url="{self.export}"', "export.name=demo", "export.flush_interval=1"]
         if self.tls:
             from actors.cli.certs import Pki
 
@@ -166,6 +170,8 @@ class Demo:
             self.say(f"dashboard{'' if len(self.hubs) == 1 else ' of ' + hub}: "
                      f"http://{self.host}:{self.web_port_of(hub)}/")
         self.say(f"operator token: {operator} (for the dashboard's controls; all tokens in {self.tokens_file})")
+        if self.export:
+            self.say(f"every reading goes to {self.export} too (the dashboard's Exports panel shows how far it is)")
         if self.tls:
             from actors.cli.certs import Pki
 

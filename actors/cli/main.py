@@ -6,6 +6,7 @@ import argparse
 import ast
 import json
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -202,7 +203,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not 1 <= args.hubs <= 5:
         print(f"harvester demo: --hubs takes 1 to 5, got {args.hubs}", file=sys.stderr)
         return 2
-    return Demo(Path(args.state_dir), web_port=args.port, ns_port=args.ns_port, tls=args.tls, hubs=args.hubs).run()
+    if args.export and not re.match(r"https?://[^\s/?#]+", args.export):
+        print(f"harvester demo: --export takes an http(s):// write URL, got {args.export!r}", file=sys.stderr)
+        return 2
+    return Demo(Path(args.state_dir), web_port=args.port, ns_port=args.ns_port, tls=args.tls, hubs=args.hubs,
+                export=args.export).run()
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -472,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "out one down")
     s.add_argument("--state-dir", default=".state/demo")
     s.add_argument("--tls", action="store_true", help="mutual TLS between nodes (CA and certs in <state-dir>/pki)")
+    s.add_argument("--export", metavar="URL", help="stream every reading to this InfluxDB line-protocol write "
+                                                   "endpoint (VictoriaMetrics: http://127.0.0.1:8428/write)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("certs", help="private CA: node and user certificates for mutual TLS")

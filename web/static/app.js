@@ -112,13 +112,20 @@ async function reloadFragment(part) {
   const el = document.getElementById(part);
   el.innerHTML = await res.text();
   el.dataset.sig = res.headers.get("X-Harvester-Sig") || "";
-  if (part === "hubs") el.hidden = !el.children.length;  // a single hub has no Hubs panel
+  // a single hub has no Hubs panel; a hub without [[export]] targets no Exports panel
+  if (part === "hubs" || part === "exports") el.hidden = !el.children.length;
   setOperator(state.operator);
   for (const s of $$("[data-colour]", el)) s.setAttribute("aria-pressed", String(s.dataset.colour === state.paint));
 }
 
 function setRow(el, v) {
-  if (!el.classList.contains("row")) { el.textContent = v.text; return; }
+  if (!el.classList.contains("row")) {  // a plain element: its text, and a class, title or hidden when given
+    if (el.textContent !== v.text) el.textContent = v.text;
+    if (v.cls !== undefined) el.className = v.cls;
+    if (v.title !== undefined) el.title = v.title;
+    if (v.hidden !== undefined) el.hidden = v.hidden;
+    return;
+  }
   const value = $(".value", el);
   if (value.textContent !== v.text) value.textContent = v.text;
   value.title = v.title || "";
@@ -194,6 +201,7 @@ async function refresh() {
     if (d.alerts_sig !== $("#alerts").dataset.sig) await reloadFragment("alerts");
     if (d.jobs_sig !== $("#jobs").dataset.sig) await reloadFragment("jobs");
     if (d.hubs_sig !== $("#hubs").dataset.sig) await reloadFragment("hubs");
+    if (d.exports_sig !== $("#exports").dataset.sig) await reloadFragment("exports");
     apply(d);
     if (Date.now() - state.lastChart > CHART_REFRESH_MS && !document.hidden) drawChart();
   } catch (err) {

@@ -31,6 +31,9 @@
   <section id="hubs" class="hubs" aria-label="Hubs" data-sig="{{hubs_sig}}"{{!'' if hubs else ' hidden'}}>
 % include("hubs.tpl", hubs=hubs)
   </section>
+  <section id="exports" class="exports" aria-label="Exports" data-sig="{{exports_sig}}"{{!'' if exports else ' hidden'}}>
+% include("exports.tpl", exports=exports)
+  </section>
   <section id="nodes" class="nodes" aria-label="Nodes" data-sig="{{sig}}">
 % include("cards.tpl", cards=cards, leds=leds, buzzer=buzzer)
   </section>
