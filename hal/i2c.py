@@ -218,3 +218,46 @@ def _check_register(reg: Any) -> None:
 def _check_byte(value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFF:
         raise HalConfigError(f"byte value must be 0..255, got {value!r}")
+
+
+I2C_M_RD = 0x0001  # i2c_msg flag of a read message (linux/i2c.h)
+
+
+class _Message:
+    """smbus2.i2c_msg's shape, for an emulated bus where smbus2 is not installed."""
+
+    def __init__(self, addr: int, flags: int, buf: bytearray) -> None:
+        self.addr, self.flags, self.buf, self.len = addr, flags, buf, len(buf)
+
+    def __bytes__(self) -> bytes:
+        return bytes(self.buf)
+
+    def __iter__(self) -> Any:
+        return iter(self.buf)
+
+    @classmethod
+    def write(cls, addr: int, data: list[int] | tuple[int, ...]) -> _Message:
+        return cls(addr, 0, bytearray(data))
+
+    @classmethod
+    def read(cls, addr: int, length: int) -> _Message:
+        return cls(addr, I2C_M_RD, bytearray(length))
+
+
+def i2c_messages() -> Any:
+    """smbus2.i2c_msg (a real bus needs it), or a stand-in with the same shape (mock mode)."""
+    try:
+        from smbus2 import i2c_msg
+    except ImportError:
+        return _Message
+    return i2c_msg
+
+
+def root_errno(exc: BaseException) -> int | None:
+    """The errno behind an exception: its own, or that of the OSError it was raised from."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen.errno
+        seen = seen.__cause__
+    return None

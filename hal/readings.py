@@ -33,7 +33,8 @@ class Quantity:
 QUANTITIES: dict[str, Quantity] = {
     q.name: q
     for q in (
-        Quantity("temperature", "°C", -40.0, 85.0, "air temperature"),
+        # DS18B20 and SHT4x probes read -55..125 °C (water, soil, ovens); air sensors less
+        Quantity("temperature", "°C", -55.0, 125.0, "temperature (air, or a probe's)"),
         Quantity("humidity", "%", 0.0, 100.0, "relative humidity"),
         Quantity("pressure", "hPa", 300.0, 1100.0, "barometric pressure"),
         Quantity("gas_resistance", "Ω", 0.0, 1.0e9, "MOX gas sensor resistance"),

@@ -6,6 +6,9 @@ monitor reports this machine. The dht11 files follow drivers/iio/humidity/dht11.
 a successful measurement is cached for 2 s (both channels answer from the cache); a failed
 one is not cached, so the next read measures again; checksum errors give EIO and missing
 edges ETIMEDOUT. A DHT22 reports 0.1 °C / 0.1 %RH steps, which the driver scales by 100.
+
+Other emulated kernel devices (the 1-wire bus of hal.emulated.w1) `mount` a VirtualTree:
+their files and directories are served like the built-in ones and hide the real tree there.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hal.emulated import HISTORY
 from hal.sysfs import SysfsRoot, glob_paths, kernel_path
@@ -28,6 +31,16 @@ IIO_DEVICES = "/sys/bus/iio/devices"
 THERMAL = "/sys/class/thermal"
 DHT_VALID_S = 2.0  # DHT11_DATA_VALID_TIME in the kernel driver
 DHT_FILES = ("in_temp_input", "in_humidityrelative_input")
+
+Producer = Callable[[str], str]  # kernel path -> file content; may raise OSError like the driver
+
+
+class VirtualTree(Protocol):
+    """Computed files for EmulatedSysfs.mount: asked afresh on every lookup, so it may change."""
+
+    def tree(self) -> tuple[dict[str, Producer], dict[str, list[str]]]:
+        """(file path -> producer, directory path -> names in it), absolute kernel paths."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -57,8 +70,9 @@ class EmulatedSysfs:
         self._cached: DhtMeasurement | None = None
         # Every measurement the driver started, so tests can check how hard a reader polls.
         self.history: deque[DhtMeasurement] = deque(maxlen=history)  # the most recent, bounded
-        self._files: dict[str, Callable[[str], str]] = {}
+        self._files: dict[str, Producer] = {}
         self._dirs: dict[str, list[str]] = {}
+        self._mounts: dict[str, VirtualTree] = {}
         self.rebind_dht(iio_index)
 
     def __repr__(self) -> str:
@@ -68,7 +82,7 @@ class EmulatedSysfs:
 
     def rebind_dht(self, iio_index: int | None) -> None:
         """Move the dht11 device to iio:deviceN, as a reboot or overlay reload does (None removes it)."""
-        files: dict[str, Callable[[str], str]] = {
+        files: dict[str, Producer] = {
             f"{THERMAL}/thermal_zone0/type": lambda _p: "cpu-thermal\n",
             f"{THERMAL}/thermal_zone0/temp": self._cpu_temp,
         }
@@ -83,17 +97,43 @@ class EmulatedSysfs:
         with self._lock:
             self._files, self._dirs = files, dirs
 
-    def _virtual_root(self, path: str) -> bool:
-        """True when the path lies inside a virtual directory, which hides the real one."""
+    def mount(self, name: str, tree: VirtualTree) -> None:
+        """Serve another emulated device's files under `name` (replacing one mounted as that)."""
         with self._lock:
-            dirs = list(self._dirs)
+            self._mounts[name] = tree
+
+    def mounted(self, name: str) -> VirtualTree | None:
+        """The tree mounted under `name`, if any."""
+        with self._lock:
+            return self._mounts.get(name)
+
+    def unmount(self, name: str) -> None:
+        """Stop serving a mounted tree (nothing happens if none is mounted as `name`)."""
+        with self._lock:
+            self._mounts.pop(name, None)
+
+    def _tree(self) -> tuple[dict[str, Producer], dict[str, list[str]]]:
+        """The built-in virtual files merged with every mounted tree's, as they are now."""
+        with self._lock:
+            files, dirs = dict(self._files), dict(self._dirs)
+            mounts = list(self._mounts.values())
+        # Outside the lock: a mounted tree has its own lock and may call back into this one.
+        for mount in mounts:
+            more_files, more_dirs = mount.tree()
+            files.update(more_files)
+            for d, names in more_dirs.items():
+                dirs[d] = sorted(set(dirs.get(d, ())) | set(names))
+        return files, dirs
+
+    @staticmethod
+    def _virtual_root(path: str, dirs: dict[str, list[str]]) -> bool:
+        """True when the path lies inside a virtual directory, which hides the real one."""
         return any(path == d or path.startswith(d + "/") for d in dirs)
 
-    def _ancestors(self) -> set[str]:
+    @staticmethod
+    def _ancestors(dirs: dict[str, list[str]]) -> set[str]:
         """Directories above the virtual ones (/sys, /sys/bus, ...), which must exist too."""
         out: set[str] = set()
-        with self._lock:
-            dirs = list(self._dirs)
         for d in dirs:
             parts = d.split("/")
             for i in range(2, len(parts)):
@@ -106,33 +146,30 @@ class EmulatedSysfs:
     def read_text(self, path: str) -> str:
         """Read an attribute: computed for virtual files, from the real tree otherwise."""
         p = str(kernel_path(path))
-        with self._lock:
-            produce = self._files.get(p)
-            is_dir = p in self._dirs
+        files, dirs = self._tree()
+        produce = files.get(p)
         if produce is not None:
             return produce(p)
-        if is_dir:
+        if p in dirs:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), p)
-        if self._virtual_root(p):
+        if self._virtual_root(p, dirs):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), p)
         return self._real.read_text(p)
 
     def listdir(self, path: str) -> list[str]:
         """Names in a directory; virtual directories replace real ones, ancestors merge both."""
         p = str(kernel_path(path))
-        with self._lock:
-            names = self._dirs.get(p)
-            is_file = p in self._files
+        files, dirs = self._tree()
+        names = dirs.get(p)
         if names is not None:
             return sorted(names)
-        if is_file:
+        if p in files:
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), p)
-        if self._virtual_root(p):
+        if self._virtual_root(p, dirs):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), p)
-        if p in self._ancestors():
+        if p in self._ancestors(dirs):
             prefix = p.rstrip("/") + "/"
-            with self._lock:
-                virtual = {d[len(prefix):].split("/")[0] for d in self._dirs if d.startswith(prefix)}
+            virtual = {d[len(prefix):].split("/")[0] for d in dirs if d.startswith(prefix)}
             real: set[str] = set()
             if self._real.is_dir(p):
                 real = set(self._real.listdir(p))
@@ -142,24 +179,22 @@ class EmulatedSysfs:
     def exists(self, path: str) -> bool:
         """True for virtual files and directories, and for real paths outside virtual ones."""
         p = str(kernel_path(path))
-        with self._lock:
-            if p in self._files or p in self._dirs:
-                return True
-        if p in self._ancestors():
+        files, dirs = self._tree()
+        if p in files or p in dirs or p in self._ancestors(dirs):
             return True
-        return False if self._virtual_root(p) else self._real.exists(p)
+        return False if self._virtual_root(p, dirs) else self._real.exists(p)
 
     def is_dir(self, path: str) -> bool:
         """True for directories, virtual or real."""
         p = str(kernel_path(path))
-        with self._lock:
-            if p in self._dirs:
-                return True
-            if p in self._files:
-                return False
-        if p in self._ancestors():
+        files, dirs = self._tree()
+        if p in dirs:
             return True
-        return False if self._virtual_root(p) else self._real.is_dir(p)
+        if p in files:
+            return False
+        if p in self._ancestors(dirs):
+            return True
+        return False if self._virtual_root(p, dirs) else self._real.is_dir(p)
 
     def glob(self, pattern: str) -> list[str]:
         """Absolute paths matching a shell pattern over the merged tree, sorted."""
