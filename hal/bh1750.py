@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -89,7 +88,7 @@ class Bh1750Sensor:
         self._mode = RESOLUTIONS[resolution]
         self._ctx = ctx
         self._clock = ctx.clock
-        self._sleep = sleep or time.sleep
+        self._sleep = sleep or ctx.sleep
         self._msg = i2c_messages()
         self._lock = threading.Lock()
         self._stage = ""

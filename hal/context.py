@@ -56,13 +56,16 @@ class HalContext:
 
     def __init__(self, mode: str, node: str, state_dir: Path | str,
                  clock: Callable[[], float] = time.time,
-                 mock: MockSettings | None = None) -> None:
+                 mock: MockSettings | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         if mode not in MODES:
             raise HalConfigError(f"HAL mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.node = node
         self.state_dir = Path(state_dir)
         self.clock = clock
+        # Drivers wait with this (a conversion time, a warm-up): a test gives a clock and a sleep
+        # that advances it, so a driver built through the sensor table never sleeps for real.
+        self.sleep = sleep
         self.mock = mock or MockSettings()
         # Re-entrant: sysfs() and i2c_bus() build the room under the same lock.
         self._lock = threading.RLock()

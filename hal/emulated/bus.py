@@ -179,7 +179,11 @@ class EmulatedBus:
             self._log("read", msg.addr, -1, data, flipped=data != raw)
         else:
             payload = list(bytes(msg))
-            chip.command(payload)
+            try:
+                chip.command(payload)
+            except OSError as exc:  # the chip NACKed the command: recorded like a refused read
+                self._log("write", msg.addr, -1, payload, error=exc.errno, applied=False)
+                raise
             self._log("write", msg.addr, -1, payload)
 
     def close(self) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -187,10 +186,9 @@ def test_works_without_smbus2_installed(monkeypatch: pytest.MonkeyPatch) -> None
     assert only(sensor(Ctx()).read()).ok
 
 
-def test_mock_mode_builds_from_the_sensor_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mock_mode_builds_from_the_sensor_table(tmp_path: Path) -> None:
     clock = Clock()
-    monkeypatch.setattr(time, "sleep", clock.sleep)  # the sensor table passes no sleep
-    ctx = HalContext("mock", "pi4", tmp_path, clock=clock)
+    ctx = HalContext("mock", "pi4", tmp_path, clock=clock, sleep=clock.sleep)  # the sensor waits on ctx.sleep
     ctx.room.pin(illuminance=1234.5)
     s = SENSOR_KINDS["bh1750"].build(ctx, "light", {"address": 0x5C, "resolution": "high2"})
     assert isinstance(s, Bh1750Sensor) and (s.kind, s.quantities) == ("bh1750", ("illuminance",))

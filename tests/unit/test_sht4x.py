@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,11 +120,9 @@ def test_each_model_and_precision_measures_the_room(model: str, precision: str, 
 
 
 @pytest.mark.parametrize(("model", "address"), [("sht4x", 0x44), ("sht3x", 0x45)])
-def test_mock_mode_builds_both_models_from_the_sensor_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            model: str, address: int) -> None:
+def test_mock_mode_builds_both_models_from_the_sensor_table(tmp_path: Path, model: str, address: int) -> None:
     clock = Clock()
-    monkeypatch.setattr(time, "sleep", clock.sleep)  # the sensor table passes no sleep
-    ctx = HalContext("mock", "pi4", tmp_path, clock=clock)
+    ctx = HalContext("mock", "pi4", tmp_path, clock=clock, sleep=clock.sleep)  # the sensor waits on ctx.sleep
     ctx.room.pin(**ROOM)
     s = SENSOR_KINDS["sht4x"].build(ctx, "air", {"model": model, "address": address})
     assert isinstance(s, ShtSensor) and (s.kind, s.quantities) == ("sht4x", ("temperature", "humidity"))
