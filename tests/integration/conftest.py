@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,9 +66,9 @@ def cluster_factory(tmp_path) -> Iterator:
     """Make a cluster whose hub uses an external name server at a given port."""
     made: list[Cluster] = []
 
-    def make(ns_port: int, embedded: bool = True) -> Cluster:
+    def make(ns_port: int, embedded: bool = True, **hub: Any) -> Cluster:
         c = Cluster(tmp_path, ns_port, embedded)
-        c.start_node("hub", "hub", sensors=[{"name": "monitor", "kind": "monitor", "interval": 1.0}])
+        c.start_node("hub", "hub", **{"sensors": [{"name": "monitor", "kind": "monitor", "interval": 1.0}], **hub})
         made.append(c)
         return c
 
