@@ -19,6 +19,7 @@ def run_all(quick: bool) -> dict[str, Any]:
     """Run each benchmark with bounded settings; a failing one is recorded, not fatal."""
     from bench import (
         bench_dashboard,
+        bench_export,
         bench_frozen,
         bench_hubs,
         bench_idle,
@@ -31,6 +32,8 @@ def run_all(quick: bool) -> dict[str, Any]:
 
     plan = [
         ("ingest", bench_ingest.main, ["--seconds", "3" if quick else "5"]),
+        ("export", bench_export.main, ["--seconds", "2" if quick else "3", "--readings", "100000" if quick else "200000",
+                                       "--trickle", "5" if quick else "10"]),
         ("plugins", bench_plugins.main, ["--iterations", "1000" if quick else "3000"]),
         ("dashboard", bench_dashboard.main, ["--seconds", "5" if quick else "10"]),
         ("latency", bench_latency.main, ["--calls", "300" if quick else "1000"]),
@@ -69,6 +72,13 @@ def table(r: dict[str, Any]) -> list[tuple[str, str]]:
          f"{g('ingest', 'ingest_pyro_readings_per_s')} ; {g('ingest', 'ingest_pyro_ratio')}"),
         ("ingest, HTTP /push (readings/s; ratio to bare Bottle)",
          f"{g('ingest', 'ingest_http_readings_per_s')} ; {g('ingest', 'ingest_http_ratio')}"),
+        ("export, batch 5000: to VictoriaMetrics / discarding sink (readings/s); ratio to ingest over Pyro5",
+         f"{g('export', 'export_vm_readings_per_s')} / {g('export', 'export_sink_readings_per_s')} ; "
+         f"{g('export', 'export_vm_ratio')} / {g('export', 'export_sink_ratio')}"),
+        (f"export at the demo's {g('export', 'demo_readings_per_s')} readings/s, % of a core: from us/reading; "
+         "exporter thread; process without / with it",
+         f"{g('export', 'demo_cpu_percent_estimate')}; {g('export', 'demo_exporter_thread_cpu_percent')}; "
+         f"{g('export', 'demo_process_cpu_percent_without')} / {g('export', 'demo_process_cpu_percent_with')}"),
         ("plugin evaluate p50/p99, WASM (us)",
          f"{g('plugins', 'wasm', 'evaluate_p50_us')} / {g('plugins', 'wasm', 'evaluate_p99_us')}"),
         ("plugin evaluate p50/p99, native (us)",
