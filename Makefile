@@ -32,8 +32,12 @@ demo: setup
 test-debs:
 	@bash tests/install-debs.sh
 
+# Three workers on any machine: the suite mostly waits (outages, elections, timeouts, a browser),
+# so a third worker on two cores still shortens it. One file's tests stay on one worker (their
+# module fixtures are built once); labs of network namespaces side by side take turns picking
+# their subnets (tests/cluster/netns.py).
 test: setup test-debs
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 3 --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
@@ -37,7 +38,7 @@ class EmulatedI2CDevice:
 
     bus: int
     address: int
-    chip: str  # "bme680" | "bme688"
+    chip: str  # "bme680" | "bme688" | a sensor kind with an emulated I2C chip (sht4x, scd4x, bh1750, ads1115)
 
 
 @dataclass
@@ -100,7 +101,22 @@ class HalContext:
             raw = self._emulated_bus(number)
         bus = RetryingBus(raw)
         with self._lock:
-            return self._buses.setdefault(number, bus)
+            bus = self._buses.setdefault(number, bus)
+        if self.mode == "mock":
+            self._place_listed(number)
+        return bus
+
+    def _place_listed(self, number: int) -> None:
+        """[mock] i2c chips of the other kinds on bus N (a plugin's I2C grant may read them): each
+        placed as its sensor kind places it, with that kind's defaults at the listed address."""
+        from hal.sensor import SENSOR_KINDS
+
+        for dev in self.mock.i2c_devices:
+            kind = SENSOR_KINDS.get(dev.chip)
+            if dev.bus == number and kind is not None and kind.emulation:
+                module, _, function = kind.emulation.partition(":")
+                params = kind.with_defaults({"bus": dev.bus, "address": dev.address})
+                getattr(importlib.import_module(module), function)(self, params)
 
     def _emulated_bus(self, number: int) -> Any:
         from hal.emulated.bme680_chip import EmulatedBme680
@@ -109,7 +125,7 @@ class HalContext:
         bus = EmulatedBus(error_rate=self.mock.bus_error_rate, seed=self.mock.room_seed,
                           record_limit=NODE_BUS_RECORD)
         for dev in self.mock.i2c_devices:
-            if dev.bus == number:
+            if dev.bus == number and dev.chip in ("bme680", "bme688"):
                 variant = 1 if dev.chip == "bme688" else 0
                 bus.attach(dev.address, EmulatedBme680(self.room, variant=variant, clock=self.clock,
                                                          history=NODE_DEVICE_HISTORY))

@@ -23,7 +23,7 @@ from typing import Any
 
 from hal.errors import ReadingError
 from hal.files import read_text_limited
-from hal.readings import QUANTITIES, Reading
+from hal.readings import Reading, lookup
 
 EXIT_OK, EXIT_PLUGIN, EXIT_USAGE = 0, 1, 2
 
@@ -36,9 +36,10 @@ def _reading(row: Any, default_ts: float) -> Reading:
     if not isinstance(row, dict):
         raise UsageProblem(f"a reading must be an object, got {row!r}")
     quantity = row.get("quantity")
-    if quantity not in QUANTITIES:
+    known = lookup(quantity) if isinstance(quantity, str) else None
+    if known is None:
         raise UsageProblem(f"reading {row!r}: unknown quantity {quantity!r}")
-    full = {"node": "test", "sensor": "test", "unit": QUANTITIES[quantity].unit, "ts": default_ts,
+    full = {"node": "test", "sensor": "test", "unit": known.unit, "ts": default_ts,
             "quality": "ok" if row.get("value") is not None else "unavailable", **row}
     if full["value"] is None and not full.get("reason"):
         full["reason"] = "no value"
@@ -200,6 +201,73 @@ led_node = ""
 '''
 
 
+SENSOR_PLUGIN_TEMPLATE = '''"""{name}: a soil probe's output voltage, read from an ADS1115 over this plugin's I2C grant.
+
+The ADC converts AIN0 continuously (config register 0x01); each poll reads the last conversion
+(register 0x00). A chip that lost power comes back in single-shot mode with its reset config
+(0x8583): the plugin then configures it again and reports that reading as unavailable.
+"""
+
+CONFIG_REGISTER, CONVERSION_REGISTER = 0x01, 0x00
+# AIN0 against GND, +-4.096 V full scale, continuous, 128 samples/s, comparator off (ADS111x
+# datasheet, section 8.6.3): MUX 100, PGA 001, MODE 0, DR 100, COMP_QUE 11
+CONTINUOUS_AIN0 = 0x4283
+FULL_SCALE_V = 4.096
+
+
+def evaluate(readings, host):
+    """A sensor plugin judges nothing; an alert rule on its quantity is a plugin of its own."""
+    return None
+
+
+def poll(host):
+    """One reading of the probe's voltage (the host adds node, sensor and unit)."""
+    bus, address = int(host.config["bus"]), int(host.config["address"])
+    config = host.i2c_read(bus, address, CONFIG_REGISTER, 2)
+    if (config[0] << 8 | config[1]) != CONTINUOUS_AIN0:
+        host.i2c_write(bus, address, CONFIG_REGISTER, bytes([CONTINUOUS_AIN0 >> 8, CONTINUOUS_AIN0 & 0xFF]))
+        return [{{"quantity": "soil_voltage", "value": None, "quality": "unavailable",
+                  "reason": "ADC configured; the first conversion comes with the next poll", "ts": host.now()}}]
+    raw = host.i2c_read(bus, address, CONVERSION_REGISTER, 2)
+    code = raw[0] << 8 | raw[1]
+    if code & 0x8000:
+        code -= 0x10000
+    return [{{"quantity": "soil_voltage", "value": round(code * FULL_SCALE_V / 32768, 4), "ts": host.now()}}]
+'''
+
+SENSOR_MANIFEST_TEMPLATE = '''[plugin]
+name = "{name}"
+version = "0.1.0"
+description = "{name}: a soil probe's voltage from an ADS1115"
+quantities = ["soil_voltage"]  # evaluate sees only its own readings (and ignores them)
+
+[permissions]
+leds = []
+buzzer = false
+i2c = [{{ bus = 1, address = 0x48, mode = "rw" }}]
+
+[limits]
+call_ms = 50
+memory_mb = 32
+
+[sensor]
+interval = 5.0                 # seconds between polls
+quantities = ["soil_voltage"]
+
+[[quantities]]                 # not a built-in: declared here; the hub learns it from the node's hello
+name = "soil_voltage"
+unit = "V"
+low = -0.3
+high = 4.2
+description = "a soil probe's output voltage (AIN0 of an ADS1115)"
+device_class = "voltage"
+
+[config]
+bus = 1
+address = 0x48
+'''
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     """`harvester plugins new`."""
     from plugins.manifest import NAME_RE
@@ -214,8 +282,10 @@ def cmd_new(args: argparse.Namespace) -> int:
         print(f"harvester plugins new: not overwriting {', '.join(existing)}", file=sys.stderr)
         return EXIT_USAGE
     folder.mkdir(parents=True, exist_ok=True)
-    targets[0].write_text(PLUGIN_TEMPLATE.format(name=name), encoding="utf-8")
-    targets[1].write_text(MANIFEST_TEMPLATE.format(name=name), encoding="utf-8")
+    code, manifest = (SENSOR_PLUGIN_TEMPLATE, SENSOR_MANIFEST_TEMPLATE) if args.sensor else \
+        (PLUGIN_TEMPLATE, MANIFEST_TEMPLATE)
+    targets[0].write_text(code.format(name=name), encoding="utf-8")
+    targets[1].write_text(manifest.format(name=name), encoding="utf-8")
     for p in targets:
         print(p)
     return EXIT_OK
@@ -241,6 +311,9 @@ def add_parser(sub: Any) -> None:
     n = psub.add_parser("new", help="scaffold NAME.py and NAME.toml")
     n.add_argument("name")
     n.add_argument("--dir", default=".", help="folder to write into (default: current)")
+    n.add_argument("--sensor", action="store_true",
+                   help="a sensor plugin instead: a soil probe's voltage from an ADS1115 over its I2C grant, "
+                        "declaring its own quantity")
     n.set_defaults(func=cmd_new)
     b = psub.add_parser("build", help="build the sandbox component if its sources changed")
     b.set_defaults(func=cmd_build)

@@ -20,7 +20,7 @@ from typing import Any
 
 from hal.errors import ReadingError
 from hal.files import write_json_atomic
-from hal.readings import Reading
+from hal.readings import Quantity, Reading, declare, forget
 from plugins.alerts import AlertBook
 from plugins.backends import Backend, PluginSource, make_backend
 from plugins.errors import ManifestError, PluginError, SandboxUnavailable, UnknownPlugin
@@ -218,6 +218,12 @@ class PluginHost:
             return  # touched, not changed (or the same broken edit again)
         replacing = slot.source is not None
         try:
+            for q in manifest.declares:  # before it runs: its sensor's readings need them
+                declare(q, f"plugin {name}")
+        except ReadingError as exc:
+            report["failed"][name] = slot.refused(source.fingerprint, exc)
+            return
+        try:
             slot.install(source, self._sample_list())
         except PluginError as exc:
             report["failed"][name] = slot.refused(source.fingerprint, exc)
@@ -255,8 +261,15 @@ class PluginHost:
             self._stamps.pop(name, None)
         if slot is not None:
             slot.close()
+            forget(f"plugin {name}")
             self.alerts.clear_plugin(name, reason)
             log.info("plugin %s unloaded: %s", name, reason)
+
+    def declared(self) -> list[Quantity]:
+        """The quantities this node's loaded plugins declare (their manifests' [[quantities]])."""
+        with self._lock:
+            slots = list(self._slots.values())
+        return [q for slot in slots if slot.source is not None for q in slot.source.manifest.declares]
 
     def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
         """Enable or disable a plugin (remembered across restarts); disabling clears its alerts."""

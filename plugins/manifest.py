@@ -25,6 +25,14 @@ memory_mb = 32                     # linear memory of the sandbox (the runtime i
 interval = 10.0
 quantities = ["temperature"]
 
+[[quantities]]                     # optional: quantities beyond the built-in table, for [sensor]
+name = "soil_ec"
+unit = "mS/cm"
+low = 0.0
+high = 20.0
+description = "soil electrical conductivity"
+# device_class = "conductivity"    # Home Assistant's, where it has one
+
 [config]                           # free-form: thresholds, passed to the plugin as host.config
 high = 30.0
 ```
@@ -39,10 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hal.errors import HalConfigError
+from hal.errors import HalConfigError, ReadingError
 from hal.i2c import I2CGrants
 from hal.names import NODE_NAME_RULE, is_node_name
-from hal.readings import QUANTITIES
+from hal.readings import Quantity, lookup, parse_quantity
 from hal.schema import ANY, NUMBER, REQUIRED, Field, Problems, all_of, between, matches, rule
 from plugins.errors import ManifestError
 
@@ -104,6 +112,7 @@ class Manifest:
     config: dict[str, Any] = field(default_factory=dict)
     sensor: SensorSpec | None = None
     path: str = "<manifest>"
+    declares: tuple[Quantity, ...] = ()  # its [[quantities]]
 
     def config_json(self) -> str:
         """The [config] table as JSON text (what the plugin's load() receives)."""
@@ -141,10 +150,6 @@ def _string_list(v: list[Any]) -> str | None:
     return None if all(isinstance(s, str) for s in v) else f"must be a list of strings, got {v!r}"
 
 
-def _known_quantities(v: list[str]) -> str | None:
-    return "; ".join(f"unknown quantity {q!r}" for q in v if q not in QUANTITIES) or None
-
-
 def _judged_nodes(v: list[str]) -> str | None:
     bad = [n for n in v if n != "*" and not is_node_name(n)]
     return "; ".join(f"{n!r} is not a node name ({NODE_NAME_RULE}) or \"*\"" for n in bad) or None
@@ -168,12 +173,13 @@ _STRINGS = "a list of strings"
 _LEDS = f"a list of LED indexes 0..{MAX_LED_INDEX}"
 _VERSION = f"a string of 1..{MAX_VERSION_CHARS} characters"
 _SECONDS = "a number of seconds 0.2..86400"
-_QUANTITIES = Field(list, [], all_of(_string_list, _known_quantities), expect=_STRINGS)
+_QUANTITIES = Field(list, [], _string_list, expect=_STRINGS)
 _TABLE = Field(dict, {}, expect="a table")
 
 MANIFEST_KEYS = {"plugin": _TABLE, "permissions": _TABLE, "limits": _TABLE,
                  "config": Field(dict, {}, _json_safe, expect="a table"),  # free-form: the plugin's own
-                 "sensor": Field(dict, None, expect="a table")}
+                 "sensor": Field(dict, None, expect="a table"),
+                 "quantities": Field(list, [], expect="an array of tables ([[quantities]])")}
 PLUGIN_KEYS = {
     "name": Field(str, REQUIRED, matches(NAME_RE, "[a-z][a-z0-9_]{0,47}")),
     "version": Field(str, REQUIRED, rule(lambda v: 0 < len(v.strip()) <= MAX_VERSION_CHARS, _VERSION), expect=_VERSION),
@@ -231,6 +237,12 @@ def parse_manifest(data: dict[str, Any], where: str = "<manifest>", expected_nam
     if s is not None and s["quantities"] == []:
         p.add("sensor.quantities", "a sensor must name at least one quantity")
     i2c = _i2c(p, perms["i2c"] or [])
+    declares = _declares(p, top["quantities"] or [])
+    own = {q.name for q in declares}
+    for key, names in (("plugin.quantities", meta["quantities"]), ("sensor.quantities", s and s["quantities"])):
+        for q in names or []:
+            if q not in own and lookup(q) is None:
+                p.add(key, f"unknown quantity {q!r}: neither built in nor declared (add a [[quantities]] table)")
     if p:
         raise ManifestError(f"{where}: " + "; ".join(f"{key}: {msg}" if key else msg for key, msg in p))
     return Manifest(name=meta["name"], version=meta["version"], description=meta["description"],
@@ -238,7 +250,21 @@ def parse_manifest(data: dict[str, Any], where: str = "<manifest>", expected_nam
                     permissions=Permissions(_grant(perms), nodes, i2c), limits=Limits(**limits),
                     config=dict(top["config"]),
                     sensor=None if s is None else SensorSpec(float(s["interval"]), tuple(s["quantities"])),
-                    path=where)
+                    path=where, declares=declares)
+
+
+def _declares(p: Problems, rows: list[Any]) -> tuple[Quantity, ...]:
+    out: list[Quantity] = []
+    for i, row in enumerate(rows):
+        try:
+            q = parse_quantity(row, f"quantities[{i}]")
+        except ReadingError as exc:
+            p.add(f"quantities[{i}]", str(exc))
+            continue
+        if any(o.name == q.name for o in out):
+            p.add(f"quantities[{i}]", f"{q.name} is declared twice")
+        out.append(q)
+    return tuple(out)
 
 
 def read_manifest(path: Path | str, expected_name: str | None = None) -> tuple[Manifest, bytes]:

@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any
 
 from hal.errors import ReadingError
-from hal.readings import QUANTITIES, Reading
+from hal.readings import Reading, unit_of
 from plugins.errors import PluginResultError
 
 MAX_RESULT_BYTES = 16 * 1024
@@ -78,7 +78,10 @@ def parse_polled(text: Any, node: str, sensor: str, quantities: tuple[str, ...])
         quantity = row.get("quantity")
         if quantity not in quantities:
             raise PluginResultError(f"quantity {quantity!r} is not declared in the manifest's [sensor] table")
-        row.setdefault("unit", QUANTITIES[quantity].unit)
+        try:
+            row.setdefault("unit", unit_of(quantity))
+        except ReadingError as exc:
+            raise PluginResultError(str(exc)) from None
         try:
             out.append(Reading.from_dict(row))
         except ReadingError as exc:

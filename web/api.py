@@ -10,7 +10,7 @@ import bottle
 
 from actors.hub.ingest import shown
 from web.context import WebContext
-from web.http import ApiError, RawJson, api, float_param, query_param
+from web.http import ApiError, Csv, RawJson, api, float_param, query_param
 
 MAX_POINTS = 10_000
 MAX_ALERTS = 1000
@@ -67,7 +67,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
 
     @app.get("/api/history")
     @api
-    def history() -> dict[str, Any]:
+    def history() -> dict[str, Any] | Csv:
         auth.require_reader()
         node, sensor, quantity = query_param("node"), query_param("sensor"), query_param("quantity")
         if not node or not sensor or not quantity:
@@ -84,8 +84,17 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         if step not in ("raw", "1m", "1h"):
             raise ApiError(400, f"step must be raw, 1m, 1h or auto, got {shown(step)}")
         require_series(ctx, node, sensor, quantity)
+        fmt = query_param("format") or "json"
+        if fmt not in ("json", "csv"):
+            raise ApiError(400, f"format must be json or csv, got {shown(fmt)}")
         points = hub.history(node, sensor, quantity, since, until, step, MAX_POINTS)
         columns = ["ts", "value"] if step == "raw" else ["ts", "min", "mean", "max"]
+        if fmt == "csv":  # the unit in the header: a spreadsheet has nowhere else to keep it
+            known = hub.quantities.lookup(quantity, node)
+            unit = f" ({known.unit})" if known is not None and known.unit else ""
+            head = [f"{quantity}{unit}"] if step == "raw" else [f"{c}{unit}" for c in columns[1:]]
+            lines = [",".join(["ts", *head]), *(",".join(repr(float(v)) for v in row) for row in points)]
+            return Csv("\n".join(lines) + "\n")
         return {"node": node, "sensor": sensor, "quantity": quantity, "step": step, "since": since,
                 "until": until, "columns": columns, "points": points, "truncated": len(points) >= MAX_POINTS}
 

@@ -39,6 +39,10 @@ class RawJson(str):
     """A body an `api` route already serialised (by as_json's rules): sent as it is."""
 
 
+class Csv(str):
+    """A CSV body an `api` route returns (a download rather than JSON)."""
+
+
 def error_response(exc: ApiError) -> str:
     """The JSON body and headers of an ApiError."""
     for name, value in exc.headers.items():
@@ -57,6 +61,10 @@ def api(fn: Callable[..., Any]) -> Callable[..., str]:
             body = fn(*args, **kwargs)
             if isinstance(body, RawJson):
                 bottle.response.content_type = "application/json"
+                bottle.response.set_header("Cache-Control", "no-store")
+                return str(body)
+            if isinstance(body, Csv):
+                bottle.response.content_type = "text/csv; charset=utf-8"
                 bottle.response.set_header("Cache-Control", "no-store")
                 return str(body)
             return as_json(body)

@@ -36,6 +36,10 @@ READING_METRICS: dict[str, tuple[str, float, str]] = {
     "uptime": ("harvester_uptime_seconds", 1, "Seconds since the node booted."),
     "rtt": ("harvester_network_rtt_seconds", 0.001, "Median round-trip time to a peer, measured by the node."),
     "packet_loss": ("harvester_network_packet_loss_ratio", 0.01, "Share of probes to a peer that got no answer."),
+    "co2": ("harvester_co2_ppm", 1, "Carbon dioxide concentration (parts per million)."),
+    "illuminance": ("harvester_illuminance_lux", 1, "Illuminance."),
+    "soil_moisture": ("harvester_soil_moisture_ratio", 0.01, "Soil moisture between the calibrated dry and wet "
+                      "points (0..1)."),
 }
 PLUGIN_COUNTERS = (("calls", "Plugin evaluations."), ("errors", "Plugin evaluations that failed."),
                    ("timeouts", "Plugin evaluations stopped at their time limit."),
@@ -107,7 +111,8 @@ def _readings(out: Exposition, nodes: Iterable[dict[str, Any]]) -> None:
                 if r["value"] is None:
                     continue
                 metric, factor, help_ = READING_METRICS.get(
-                    quantity, ("harvester_reading", 1, "A reading of a quantity the hub has no metric name for."))
+                    quantity, ("harvester_reading", 1, "A reading of a quantity a node declared (its name and "
+                               "unit as labels)."))
                 extra = {} if quantity in READING_METRICS else {"quantity": quantity, "unit": r["unit"]}
                 out.add(metric, "gauge", help_, r["value"] * factor if factor != 1 else r["value"], **labels, **extra)
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hal.iaq import band_of
+from hal.readings import QUANTITIES
 
 SYSTEM_QUANTITIES = frozenset({"cpu_temperature", "cpu_load", "memory_used", "memory_total", "memory_percent",
                                "uptime"})
@@ -16,7 +18,12 @@ NETWORK_QUANTITIES = frozenset({"rtt", "packet_loss"})
 LABELS = {"temperature": "Temperature", "humidity": "Humidity", "pressure": "Pressure",
           "gas_resistance": "Gas resistance", "iaq": "Air quality (IAQ)", "cpu_temperature": "CPU temperature",
           "cpu_load": "CPU load", "memory_percent": "Memory", "uptime": "Uptime", "rtt": "RTT",
-          "packet_loss": "Packet loss"}
+          "packet_loss": "Packet loss", "co2": "CO₂", "illuminance": "Light", "soil_moisture": "Soil moisture"}
+# Quantities whose rows have a look of their own; every other one (co2, light, a node's declared
+# ones) shows its value on a bar across its plausible range, with the range in the row's title.
+OWN_LOOK = frozenset({"temperature", "humidity", "pressure", "gas_resistance", "iaq", *SYSTEM_QUANTITIES,
+                      *NETWORK_QUANTITIES})
+Lookup = Callable[[str, str], Any]  # (quantity, node) -> hal.readings.Quantity or None
 WARM_C, HOT_C = 60.0, 75.0  # CPU temperature bands: cool below 60 °C, warm below 75 °C, hot from 75 °C
 Row = dict[str, Any]
 
@@ -73,10 +80,12 @@ def _unavailable(key: str, label: str, r: dict[str, Any]) -> Row:
     return _row(key, label, "unavailable", "unavailable", r.get("reason") or "no value")
 
 
-def _reading_row(key: str, quantity: str, r: dict[str, Any], series: str) -> Row:
+def _reading_row(key: str, quantity: str, r: dict[str, Any], series: str, known: Any = None) -> Row:
     label = LABELS.get(quantity, quantity.replace("_", " ").capitalize())
     if r["value"] is None:
         return _unavailable(key, label, r)
+    if quantity not in OWN_LOOK and known is not None:
+        return _ranged_row(key, label, r, series, known)
     v, cls, tag = r["value"], ["stale"] if r["stale"] else [], ""
     if quantity == "gas_resistance":
         text = f"{v / 1000:.1f} kΩ"
@@ -93,6 +102,18 @@ def _reading_row(key: str, quantity: str, r: dict[str, Any], series: str) -> Row
     bar = v / 100 if quantity == "cpu_load" else None
     title = "stale: no fresh reading" if r["stale"] else ""
     return _row(key, label, text, " ".join(cls), title, series, bar, tag)
+
+
+def _ranged_row(key: str, label: str, r: dict[str, Any], series: str, q: Any) -> Row:
+    """A value on a bar across its quantity's plausible range (low..high), described in the title."""
+    v = r["value"]
+    about = f"{q.description}; " if q.description else ""
+    title = f"{about}range {q.low:g} to {q.high:g} {q.unit}".strip()
+    if r["stale"]:
+        title = "stale: no fresh reading; " + title
+    cls = "stale" if r["stale"] else ""
+    return _row(key, label, number(v, r["unit"]), cls, title, series, (v - q.low) / (q.high - q.low),
+                "calibrating" if r["quality"] == "calibrating" else "")
 
 
 def _system_rows(node: str, sensor: str, q: dict[str, Any]) -> list[Row]:
@@ -140,7 +161,7 @@ def _network_row(node: str, sensor: str, q: dict[str, Any]) -> Row:
                 f"{node}/{sensor}/rtt" if rtt else None)
 
 
-def _sections(node: dict[str, Any], ping: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _sections(node: dict[str, Any], ping: dict[str, Any] | None, lookup: Lookup | None = None) -> list[dict[str, Any]]:
     name, sections, network = node["name"], [], []
     for sensor, q in node["sensors"].items():
         if SYSTEM_QUANTITIES & set(q):
@@ -150,7 +171,8 @@ def _sections(node: dict[str, Any], ping: dict[str, Any] | None) -> list[dict[st
         else:
             order = ("iaq", "temperature", "humidity", "pressure", "gas_resistance")
             quantities = sorted(q, key=lambda x: (order.index(x) if x in order else len(order), x))
-            rows = [_reading_row(f"{name}/{sensor}/{x}", x, q[x], f"{name}/{sensor}/{x}") for x in quantities]
+            rows = [_reading_row(f"{name}/{sensor}/{x}", x, q[x], f"{name}/{sensor}/{x}",
+                                 (lookup or _builtin)(x, name)) for x in quantities]
             sections.append({"title": sensor.upper() if len(sensor) <= 8 else sensor, "rows": rows})
     if node["role"] != "hub":
         network.insert(0, link_row(node, ping))
@@ -202,14 +224,19 @@ def buzzer_view(result: dict[str, Any] | None, now: float) -> dict[str, Any]:
     return {"known": True, "state": state, "text": text, "detail": detail}
 
 
-def node_card(node: dict[str, Any], now: float, actors: set[str], ping: dict[str, Any] | None = None) -> dict[str, Any]:
+def _builtin(quantity: str, node: str) -> Any:
+    return QUANTITIES.get(quantity)
+
+
+def node_card(node: dict[str, Any], now: float, actors: set[str], ping: dict[str, Any] | None = None,
+              lookup: Lookup | None = None) -> dict[str, Any]:
     """One node's card: badges, liveness and its sections of formatted rows."""
     return {"name": node["name"], "role": node["role"], "profile": node["profile"],
             "role_label": "Hub" if node["role"] == "hub" else "Spoke",
             "profile_label": "WASM" if node["profile"] == "wasm" else "Native",
             "online": node["online"], "status": status_text(node, now),
             "warning": warning_text(node),
-            "sections": _sections(node, ping), "leds": "leds" in actors, "buzzer": "buzzer" in actors}
+            "sections": _sections(node, ping, lookup), "leds": "leds" in actors, "buzzer": "buzzer" in actors}
 
 
 def warning_text(node: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import reprlib
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from actors.errors import BadRequest
@@ -95,11 +96,12 @@ def _too_big_for_float(value: Any) -> bool:
     return False
 
 
-def validate_batch(batch: Any, now: float) -> Batch:
+def validate_batch(batch: Any, now: float, declared: Callable[[str], dict[str, Any]] | None = None) -> Batch:
     """Check one wire batch and turn its readings into rows; raise BadRequest saying what is wrong.
 
     The same rules as hal.readings.Reading (one function, check_fields), without building
-    a Reading object per value: this is the hub's hot path."""
+    a Reading object per value: this is the hub's hot path. `declared(node)` gives the quantities
+    the node declared beyond the built-ins (none without it)."""
     if not isinstance(batch, dict):
         raise BadRequest(f"a batch must be an object, got {type(batch).__name__}")
     unknown = set(batch) - {"node", "seq", "readings", "alerts"}
@@ -117,7 +119,8 @@ def validate_batch(batch: Any, now: float) -> Batch:
         raise BadRequest(f"a batch holds at most {MAX_READINGS_PER_BATCH} readings, got {len(readings)}")
     where = f"batch {node}#{seq} reading"
     limit = now + MAX_FUTURE_S
-    rows = [_row(raw, node, f"{where} {i}", now, limit) for i, raw in enumerate(readings)]
+    own = declared(node) if declared is not None else {}
+    rows = [_row(raw, node, f"{where} {i}", now, limit, own) for i, raw in enumerate(readings)]
     events = batch.get("alerts", [])
     if not isinstance(events, list) or len(events) > MAX_ALERTS_PER_BATCH:
         raise BadRequest(f"batch {node}#{seq} 'alerts' must be a list of at most {MAX_ALERTS_PER_BATCH} events")
@@ -130,7 +133,7 @@ def validate_batch(batch: Any, now: float) -> Batch:
 _new_row = tuple.__new__
 
 
-def _row(raw: Any, node: str, where: str, now: float, limit: float) -> Row:
+def _row(raw: Any, node: str, where: str, now: float, limit: float, declared: dict[str, Any]) -> Row:
     """One wire reading as a Row, or BadRequest saying what is wrong with it (`where` names it)."""
     if not isinstance(raw, dict):
         raise BadRequest(f"{where}: a reading must be an object")
@@ -146,7 +149,7 @@ def _row(raw: Any, node: str, where: str, now: float, limit: float) -> Row:
         raise BadRequest(f"{where}: missing field {exc.args[0]!r}") from None
     quality, reason = raw.get("quality", "ok"), raw.get("reason")
     try:
-        check_fields(raw.get("node", node), sensor, quantity, value, unit, ts, quality, reason)
+        check_fields(raw.get("node", node), sensor, quantity, value, unit, ts, quality, reason, declared)
     except ReadingError as exc:
         raise BadRequest(f"{where}: {clipped(str(exc))}") from None
     except OverflowError:  # math.isfinite() of an int too large for a float

@@ -17,6 +17,7 @@ from actors.hub.ingest import (
     validate_event,
     validate_hello,
 )
+from actors.hub.quantities import FleetQuantities
 from actors.hub.store import Batch, Row, Store
 from actors.hub.views import CLOCK_SKEW_LIMIT, NodeState, ViewCache
 from hal.readings import Reading
@@ -47,6 +48,7 @@ class Hub:
         # with several hubs: the Raft member acknowledgements and singleton jobs go through
         self.cluster: Any = None
         self.exporters: list[Any] = []  # actors.hub.export.Exporter, for the web's views
+        self.quantities = FleetQuantities()  # what each node declared beyond the built-ins
         self._load()
 
     def _load(self) -> None:
@@ -55,6 +57,7 @@ class Hub:
             self._nodes[row["name"]] = NodeState(
                 row["name"], row["role"], row["profile"], row["push_interval"], row["last_seen"],
                 row["last_seq"], row["info"], row["clock_offset"])
+            self._take_quantities(row["name"], row["info"])
         for node, row in self.store.latest():
             self._nodes.setdefault(node, NodeState(node))
             self._latest.setdefault(node, {}).setdefault(row.sensor, {})[row.quantity] = row
@@ -64,6 +67,7 @@ class Hub:
 
         A refused hello (BadRequest, or a store that cannot write) changes nothing."""
         h = validate_hello(info)
+        quantities = self.quantities.parse(h.node, h.info.get("quantities"))
         sent = plausible_sent_at(sent_at)
         now = self._clock()
         with self._lock:
@@ -80,6 +84,7 @@ class Hub:
                 self.store.upsert_node(h.node, h.role, h.profile, h.push_interval, now, offset, dict(h.info))
             st = st or self._nodes.setdefault(h.node, NodeState(h.node))
             st.role, st.profile, st.push_interval, st.info = h.role, h.profile, h.push_interval, h.info
+            self.quantities.set(h.node, quantities)
             st.last_seen = now
             st.version += 1
             self._observe_clock(st, sent, now)
@@ -99,7 +104,7 @@ class Hub:
                                  f"{MAX_BATCHES_PER_CALL} batches")
             if len(batches) > MAX_BATCHES_PER_CALL:
                 raise BadRequest(f"at most {MAX_BATCHES_PER_CALL} batches per push, got {len(batches)}")
-            checked = [validate_batch(b, now) for b in batches]
+            checked = [validate_batch(b, now, self.quantities.limits) for b in batches]
         except BadRequest:
             self.count_rejected()
             raise
@@ -228,6 +233,15 @@ class Hub:
                     continue
                 self.store.upsert_node(h.node, h.role, h.profile, h.push_interval, None, None, dict(h.info))
                 self._nodes[h.node] = NodeState(h.node, h.role, h.profile, h.push_interval, info=h.info)
+            self._take_quantities(h.node, h.info)
+
+    def _take_quantities(self, node: str, info: dict[str, Any]) -> None:
+        """A node's declarations from a stored or copied hello (already taken once: a refusal now
+        means another node took the name since, which its own hello would have been told)."""
+        try:
+            self.quantities.set(node, self.quantities.parse(node, info.get("quantities")))
+        except BadRequest as exc:
+            log.warning("%s: its declared quantities are not taken: %s", node, exc)
 
     def peer_seen(self, name: str) -> None:
         """A peer hub answered: its liveness on this hub's view (it pushes nothing here)."""

@@ -26,7 +26,7 @@ from actors.node.systemd import announce_started, announce_stopping
 from actors.node.version import package_version
 from hal.context import HalContext, resolve_mode
 from hal.names import object_name
-from hal.readings import Reading
+from hal.readings import Reading, declare
 from hal.sensor import SENSOR_KINDS
 from nameserver.pyro import check_bind, configure
 from nameserver.registry import Registrar
@@ -95,6 +95,8 @@ class NodeAgent:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.hal = HalContext(resolve_mode(hal_mode, config.hal), config.name, config.state_dir,
                               mock=config.mock)
+        for q in config.quantities:  # before any sensor or plugin builds a reading of one
+            declare(q, f"{config.name}'s config")
         self.role: NodeRole = make_role(config, self._evaluate_plugins)
         self.actors: list[Actor] = []
         self.sensors: list[SensorActor] = []
@@ -186,6 +188,8 @@ class NodeAgent:
                                 i2c_bus=self.hal.i2c_bus, alert_sink=self.role.alert,
                                 remote=remote_actuators(cfg.hub_host, cfg.nameserver_port))
         self.plugins = PluginHost(cfg.name, plugin_dir, cfg.profile, services, cfg.state_dir / "plugin-state")
+        plugins = self.plugins
+        self.role.declared_quantities = lambda: [*cfg.quantities, *plugins.declared()]
         self.actors.append(PluginsActor(cfg.name, self.plugins, role=cfg.role))
 
     # -- lifecycle ----------------------------------------------------------------------

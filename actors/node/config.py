@@ -15,7 +15,9 @@ from typing import Any
 
 from actors.node.jobspec import JobSpec, parse_jobs
 from hal.context import MODES, EmulatedI2CDevice, MockSettings
+from hal.errors import ReadingError
 from hal.files import InputFileError, read_text_limited
+from hal.readings import MAX_DECLARED, Quantity, conflict, parse_quantity
 from hal.schema import NUMBER, REQUIRED, Field, Problems, between, matches, node_name, one_of, rule
 from hal.sensor import SENSOR_KINDS
 
@@ -143,6 +145,7 @@ class NodeConfig:
     hub_hosts: list[tuple[str, int]] = field(default_factory=list)
     cluster_secret_file: Path | None = None
     exports: list[ExportTarget] = field(default_factory=list)
+    quantities: list[Quantity] = field(default_factory=list)  # [[quantities]]: beyond the built-in table
 
     def __post_init__(self) -> None:
         if not self.hub_hosts:
@@ -232,8 +235,10 @@ SENSOR_KEYS = {
     "interval": Field(NUMBER, 5.0, between(0.2, 86400)),
     "stale_after": Field(NUMBER, None, between(1, 864000)),
 }
+# chips a mock node's emulated bus carries besides those its sensors place: a plugin may read them
+MOCK_CHIPS = ("bme680", "bme688", *(k for k, kind in SENSOR_KINDS.items() if kind.emulation and "address" in kind.params))
 MOCK_I2C_KEYS = {"bus": Field(int, REQUIRED, between(0, 255)), "address": Field(int, REQUIRED, between(0x03, 0x77)),
-                 "chip": Field(str, "bme680", one_of(("bme680", "bme688")))}
+                 "chip": Field(str, "bme680", one_of(MOCK_CHIPS))}
 _SAFE_NAME = matches(r"[a-z0-9][a-z0-9_.-]{0,62}\Z", "[a-z0-9][a-z0-9_.-] (up to 63)")
 EXPORT_KEYS = {
     "name": Field(str, None, _SAFE_NAME),
@@ -246,7 +251,7 @@ EXPORT_KEYS = {
     "timeout": Field(NUMBER, 10.0, between(0.5, 300)),
     "measurement": Field(str, "harvester", matches(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z", "[A-Za-z_][A-Za-z0-9_]*")),
 }
-LISTS = ("sensors", "jobs", "export")  # arrays of tables, parsed on their own
+LISTS = ("sensors", "jobs", "export", "quantities")  # arrays of tables, parsed on their own
 OPTIONAL_SECTIONS = {"leds", "buzzer", "plugins", "web", "mock", "push", "agent", "store", "security"}
 
 
@@ -312,6 +317,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
     _plaintext_binds(c, t, node.get("role") == "hub")
     hub_hosts = _hub_hosts(c, t["hub"], node.get("role") == "hub")
     exports = _exports(c, data.get("export"), node.get("role") == "hub", base)
+    quantities = _quantities(c, data.get("quantities", []))
     if c:
         raise ConfigError(path, c.items)
 
@@ -340,7 +346,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
                       public_read=t["web"]["public_read"]) if is_hub else None,
         store=StoreConfig(float(t["store"]["raw_days"]), float(t["store"]["rollup_days"]),
                           float(t["store"]["max_mb"])),
-        mock=mock, security=security, exports=exports,
+        mock=mock, security=security, exports=exports, quantities=quantities,
     )
 
 
@@ -382,6 +388,29 @@ def _hub_hosts(c: Problems, t: dict[str, Any], is_hub: bool) -> list[tuple[str, 
             c.add("hub.cluster_secret_file", "missing (required with several hubs): a file holding the secret "
                                              "the hubs share to encrypt and authenticate their Raft traffic")
     return out or [("127.0.0.1", default_port)]
+
+
+def _quantities(c: Problems, rows: Any) -> list[Quantity]:
+    """`[[quantities]]`: what this node measures beyond the built-in table (a built-in's unit stays)."""
+    if not isinstance(rows, list):
+        c.add("quantities", "must be an array of tables ([[quantities]])")
+        return []
+    out: list[Quantity] = []
+    for i, row in enumerate(rows[:MAX_DECLARED + 1]):
+        try:
+            q = parse_quantity(row, f"quantities[{i}]")
+        except ReadingError as exc:
+            c.add(f"quantities[{i}]", str(exc).removeprefix(f"quantities[{i}]").lstrip(": .") or str(exc))
+            continue
+        if (problem := conflict(q, None)) is not None:
+            c.add(f"quantities[{i}]", problem)
+        elif any(o.name == q.name for o in out):
+            c.add(f"quantities[{i}].name", f"{q.name} is declared twice")
+        else:
+            out.append(q)
+    if len(rows) > MAX_DECLARED:
+        c.add("quantities", f"at most {MAX_DECLARED} quantities per node")
+    return out
 
 
 def _exports(c: Problems, raw: Any, is_hub: bool, base: Path) -> list[ExportTarget]:
@@ -485,6 +514,12 @@ def _mock(c: Problems, t: dict[str, Any]) -> MockSettings:
     devices = []
     for i, row in enumerate(rows):
         v = c.table(f"mock.i2c[{i}]", row, MOCK_I2C_KEYS)
+        kind = SENSOR_KINDS.get(v["chip"] or "")
+        check = kind.params["address"].check if kind is not None else None
+        if v["address"] is not None and check is not None and (message := check(v["address"])):
+            c.add(f"mock.i2c[{i}].address", f"an emulated {v['chip']} must be at "
+                  f"{message.removeprefix('must be ')}")
+            continue
         if None not in (v["bus"], v["address"]):
             devices.append(EmulatedI2CDevice(v["bus"], v["address"], v["chip"] or "bme680"))
     settings.i2c_devices = devices

@@ -13,7 +13,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from actors.base import Actor
 from actors.node.config import NodeConfig
 from actors.node.jobspec import JobSpec
-from hal.readings import Reading
+from hal.readings import Quantity, Reading
 
 if TYPE_CHECKING:
     from actors.hub.state import Hub
@@ -29,6 +29,8 @@ class NodeRole:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        # What the node measures beyond the built-in table; the agent adds its plugins' declarations.
+        self.declared_quantities: Callable[[], list[Quantity]] = lambda: list(config.quantities)
 
     def build(self) -> list[Actor]:
         """Build the role's own state and return its actors (called once, before the daemon starts)."""
@@ -73,7 +75,8 @@ class NodeRole:
         cfg = self.config
         return {"node": cfg.name, "role": cfg.role, "profile": cfg.profile,
                 "push_interval": self.liveness_interval(),
-                "stale_after": {s.name: s.stale_after + cfg.push_interval for s in cfg.sensors}}
+                "stale_after": {s.name: s.stale_after + cfg.push_interval for s in cfg.sensors},
+                "quantities": [q.to_dict() for q in self.declared_quantities()]}
 
     def stop(self) -> None:
         """Close what the role opened (after the daemon stopped serving)."""

@@ -35,6 +35,7 @@ class HubLink:
         self.home = home_tag(host, port) if several else None
         self.agg_uri: str | None = None
         self.hello_done = False
+        self.declared: Any = None  # the quantities this hub was last told about
         self.failing = False
         self.acked = 0  # every outbox batch up to this seq is committed on this hub (this process's view)
 
@@ -96,11 +97,14 @@ class Pusher:
         """Hello if needed, then push batches until the outbox is empty or the run's bound is hit."""
         deleted = 0
         batches = self.outbox.peek(self._batch_limit, after=link.acked)
-        if not link.hello_done or not batches:
-            # hello doubles as the heartbeat when there is nothing to push
-            answer = agg.hello(self._hello_info(), time.time())
+        info = self._hello_info()
+        # hello doubles as the heartbeat when there is nothing to push; it goes first, too, when
+        # the node declares new quantities (a plugin loaded), or the hub would refuse their readings
+        if not link.hello_done or not batches or info.get("quantities") != link.declared:
+            answer = agg.hello(info, time.time())
             self.outbox.ensure_after(int(answer.get("last_seq", 0)))
             link.hello_done = True
+            link.declared = info.get("quantities")
         for _ in range(PUSH_CALLS_PER_RUN):
             if not batches:
                 break

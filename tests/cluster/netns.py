@@ -15,6 +15,7 @@ by accident; tests/cluster/sshlab.py adds an sshd per host on top of it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import os
 import random
@@ -90,6 +91,9 @@ class Host:
         return [int(p) for p in out.split()]
 
 
+LOCK = Path("/tmp/harvester-test-netns.lock")
+
+
 @dataclass
 class Lab:
     """The bridge and the namespaces of one test."""
@@ -112,12 +116,17 @@ class Lab:
         return str(self.subnet.network_address + 1)
 
     def start(self) -> Lab:
-        """Create the bridge with the root namespace's address on it."""
-        self.subnet = self.subnet or pick_subnet(self.net)
-        run("ip", "link", "add", self.bridge, "type", "bridge")
-        self._links.append(self.bridge)
-        run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
-        run("ip", "link", "set", self.bridge, "up")
+        """Create the bridge with the root namespace's address on it.
+
+        Test workers start labs side by side: the subnet is picked and its address put on the
+        bridge under one lock, so the next lab sees it taken."""
+        with open(LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.subnet = self.subnet or pick_subnet(self.net)
+            run("ip", "link", "add", self.bridge, "type", "bridge")
+            self._links.append(self.bridge)
+            run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+            run("ip", "link", "set", self.bridge, "up")
         return self
 
     def add_host(self, name: str) -> str:

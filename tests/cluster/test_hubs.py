@@ -219,7 +219,9 @@ def test_three_hubs_ride_out_a_killed_leader_a_frozen_hub_and_two_down(fleet):
     first = wait_for(f.leader, timeout=60, what="the three hubs to elect a leader")
     grows(f, HUBS)
     if f.engine is not None:  # one hub sends, and it has sent what it holds
-        wait_for(lambda: caught_up(f, first), timeout=30, what=f"{first} to export, the others to stand by")
+        # enough sent that a new leader starting over would resend far more than a page or two
+        wait_for(lambda: caught_up(f, first) and sum(f.relay.lines.values()) >= 150, timeout=30,
+                 what=f"{first} to export, the others to stand by")
         sent_before_failover = sum(f.relay.lines.values())
 
     # (1) the leader SIGKILLed: the others elect a new one and keep taking readings

@@ -90,7 +90,8 @@ def test_every_reading_of_a_demo_run_reaches_the_engine_with_its_tags(tmp_path, 
     print(f"{n} readings of the demo run are in VictoriaMetrics")
 
 
-def test_an_engine_down_for_60s_catches_up_with_nothing_missing_or_doubled(cluster_factory, victoria, relay):
+def test_an_engine_down_for_60s_catches_up_with_nothing_missing_or_doubled(cluster_factory, victoria, relay,
+                                                                          capsys):
     cluster = cluster_factory(free_port(), extra=export_table(relay.write_url))
     exporter = cluster.hub.role.exporters[0]
     db = cluster.hub.role.hub.store.path
@@ -110,6 +111,10 @@ def test_an_engine_down_for_60s_catches_up_with_nothing_missing_or_doubled(clust
     # the relay answers 502 for the engine that refuses its connections
     assert status["state"] == "retrying" and "HTTP 502" in status["last_error"] and status["backlog"] > 500
     assert exported_upto(db, "vm")[1] > stored_then + 500  # ingest went on meanwhile
+    # an engine away is no fault of the hub's: healthy, with the export's state on its own line
+    assert main(["health", "--ns", f"{HOST}:{cluster.ns_port}", "--node", "hub"]) == 0
+    out = capsys.readouterr().out
+    assert "export vm: retrying" in out and "behind (oldest" in out and "HTTP 502" in out, out
 
     victoria.start()
     wait_for(lambda: exporter.status()["state"] == "ok" and exporter.status()["backlog"] == 0, timeout=60,

@@ -103,7 +103,7 @@ GOOD_READING = {"sensor": "dht22", "quantity": "temperature", "value": 21.5, "un
 BAD_FIELD_VALUES = {
     "sensor": st.sampled_from(["", "DHT 22", "x" * 65]) | st.integers() | st.none() | st.lists(st.text()),
     "quantity": st.text(max_size=12).filter(lambda s: s not in ("temperature",)) | st.integers() | st.none(),
-    "value": st.text(max_size=5) | st.booleans() | st.floats(min_value=86, max_value=1e300) | st.lists(st.integers()),
+    "value": st.text(max_size=5) | st.booleans() | st.floats(min_value=126, max_value=1e300) | st.lists(st.integers()),
     "unit": st.text(max_size=3).filter(lambda s: s != "°C") | st.integers(),
     "ts": st.text(max_size=5) | st.booleans() | st.floats(min_value=2e10, max_value=1e300) | st.none(),
     "quality": st.text(max_size=8).filter(lambda s: s not in ("ok", "calibrating")) | st.integers(),
