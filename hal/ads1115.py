@@ -20,8 +20,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hal.availability import FailureLog
-from hal.errors import DeviceUnavailable, HalConfigError, HalError, ImplausibleValue, ReadingError
+from hal.driver import SensorDriver, check_int
+from hal.errors import DeviceUnavailable, HalConfigError, ImplausibleValue, ReadingError
 from hal.readings import Reading
 
 if TYPE_CHECKING:
@@ -83,8 +83,9 @@ def _chip_lock(bus: int, address: int) -> threading.Lock:
         return _CHIP_LOCKS.setdefault((bus, address), threading.Lock())
 
 
-class Ads1115Sensor:
-    """One single-ended ADS1115 input wired to a soil moisture probe, calibrated dry and wet."""
+class Ads1115Sensor(SensorDriver[int]):
+    """One single-ended ADS1115 input wired to a soil moisture probe, calibrated dry and wet;
+    close() has nothing to release (single-shot mode powers the chip down)."""
 
     kind = "ads1115"
     quantities = ("soil_moisture",)
@@ -95,68 +96,35 @@ class Ads1115Sensor:
         for label, value, low, high in (("bus", bus, 0, 255), ("address", address, 0x48, 0x4B),
                                         ("channel", channel, 0, 3), ("dry", dry, -0x8000, 0x7FFF),
                                         ("wet", wet, -0x8000, 0x7FFF)):
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise HalConfigError(f"{name}: {label} must be an integer {low}..{high}, got {value!r}")
+            check_int(name, label, value, low, high)
         if isinstance(gain, bool) or not isinstance(gain, (int, float)):
             raise HalConfigError(f"{name}: gain must be a number of volts, got {gain!r}")
         self.gain = _gain_key(gain)
         if dry == wet:
             raise HalConfigError(f"{name}: dry and wet must differ (both {dry})")
-        self.name = name
+        super().__init__(ctx, name, log, PART_CHIP, "out_of_span")
         self.bus_number = bus
         self.address = address
         self.channel = channel
         self.dry, self.wet = dry, wet
         self.config = config_word(channel, self.gain)
-        self._ctx = ctx
-        self._clock = ctx.clock
         # A context that pairs its clock with a sleep (a test's fake time) lends it to the driver.
         self._sleep = sleep or ctx.sleep
         self._period = 1.0 / SPS
-        self._lock = threading.Lock()
-        self._availability = FailureLog(log, name)
-        self._closed = False
         self.last_raw: int | None = None
-        self.stats = {"reads": 0, "failures": 0, "out_of_span": 0}
 
     def __repr__(self) -> str:
         return (f"Ads1115Sensor(name={self.name!r}, bus={self.bus_number}, address=0x{self.address:02x}, "
                 f"AIN{self.channel}, ±{self.gain} V)")
 
-    # -- Sensor protocol ---------------------------------------------------------------
-
-    def read(self) -> list[Reading]:
-        """One soil moisture reading; 'unavailable' with a reason when the chip or probe fails."""
-        with self._lock:
-            self.stats["reads"] += 1
-            if self._closed:
-                return self._failed(PART_CHIP, "sensor closed")
-            try:
-                with _chip_lock(self.bus_number, self.address):
-                    raw = self._convert()
-            except (HalError, OSError) as exc:
-                return self._failed(PART_CHIP, f"ADS1115 at 0x{self.address:02x} on bus {self.bus_number}: "
-                                               f"{exc or type(exc).__name__}")
-            except Exception as exc:  # read() never raises; an unknown error still gets logged
-                log.exception("%s: unexpected error reading the ADS1115", self.name)
-                return self._failed(PART_CHIP, f"unexpected {type(exc).__name__}: {exc}")
-            self._availability.recovered(PART_CHIP)
-            self.last_raw = raw
-            try:
-                value = self._moisture(raw)
-                reading = Reading.measured(self._ctx.node, self.name, "soil_moisture", value, self._clock())
-            except (ImplausibleValue, ReadingError) as exc:
-                self.stats["out_of_span"] += 1
-                return self._failed(PART_PROBE, str(exc))
-            self._availability.recovered(PART_PROBE)
-            return [reading]
-
-    def close(self) -> None:
-        """Nothing to release (single-shot mode powers the chip down); later reads say 'closed'."""
-        with self._lock:
-            self._closed = True
-
     # -- measuring ---------------------------------------------------------------------
+
+    def _measure(self) -> int:
+        with _chip_lock(self.bus_number, self.address):
+            return self._convert()
+
+    def _explain(self, exc: BaseException) -> str:
+        return f"ADS1115 at 0x{self.address:02x} on bus {self.bus_number}: {exc or type(exc).__name__}"
 
     def _convert(self) -> int:
         bus = self._ctx.i2c_bus(self.bus_number)
@@ -207,11 +175,15 @@ class Ads1115Sensor:
 
     # -- readings ----------------------------------------------------------------------
 
-    def _failed(self, part: str, reason: str) -> list[Reading]:
-        self.stats["failures"] += 1
-        self._availability.failed(part, reason)
+    def _report(self, raw: int) -> list[Reading]:
+        """The chip answered; the soil moisture, or a failed reading when the probe's value cannot be right."""
+        self._availability.recovered(PART_CHIP)
+        self.last_raw = raw
         try:
-            return [Reading.failed(self._ctx.node, self.name, "soil_moisture", self._clock(), reason)]
-        except ReadingError:  # e.g. an empty node name: still never raise from read()
-            log.exception("%s: cannot even build 'unavailable' readings", self.name)
-            return []
+            value = self._moisture(raw)
+            reading = Reading.measured(self._ctx.node, self.name, "soil_moisture", value, self._clock())
+        except (ImplausibleValue, ReadingError) as exc:
+            self.stats["out_of_span"] += 1
+            return self._failed(str(exc), PART_PROBE)
+        self._availability.recovered(PART_PROBE)
+        return [reading]

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import errno
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hal.availability import FailureLog
-from hal.errors import HalConfigError, HalError, ReadingError
+from hal.driver import SensorDriver, check_int
+from hal.errors import HalConfigError
 from hal.i2c import i2c_messages, root_errno
 from hal.readings import Reading
 
@@ -65,36 +64,30 @@ def mtreg_commands(mtreg: int) -> tuple[int, int]:
     return 0x40 | (mtreg >> 5), 0x60 | (mtreg & 0x1F)
 
 
-class Bh1750Sensor:
-    """A BH1750 on an I2C bus of the node."""
+class Bh1750Sensor(SensorDriver[int]):
+    """A BH1750 on an I2C bus of the node; close() has nothing to release (the chip powers down
+    after each measurement)."""
 
     kind = "bh1750"
     quantities = ("illuminance",)
 
     def __init__(self, ctx: HalContext, name: str, bus: int = 1, address: int = 0x23,
                  resolution: str = "high", *, sleep: Callable[[float], None] | None = None) -> None:
-        if isinstance(bus, bool) or not isinstance(bus, int) or bus < 0:
-            raise HalConfigError(f"{name}: bus must be an integer >= 0, got {bus!r}")
+        check_int(name, "bus", bus, 0)
         if address not in ADDRESSES:
             raise HalConfigError(f"{name}: a BH1750 answers at 0x23 (ADDR low) or 0x5c (ADDR high), "
                                  f"not {address!r}")
         if resolution not in RESOLUTIONS:
             raise HalConfigError(f"{name}: resolution must be one of {', '.join(RESOLUTIONS)}, "
                                  f"got {resolution!r}")
-        self.name = name
+        super().__init__(ctx, name, log, "BH1750", "saturated")
         self.bus_number = bus
         self.address = address
         self.resolution = resolution
         self._mode = RESOLUTIONS[resolution]
-        self._ctx = ctx
-        self._clock = ctx.clock
         self._sleep = sleep or ctx.sleep
         self._msg = i2c_messages()
-        self._lock = threading.Lock()
         self._stage = ""
-        self._availability = FailureLog(log, name)
-        self._closed = False
-        self.stats = {"reads": 0, "failures": 0, "saturated": 0}
 
     def __repr__(self) -> str:
         return (f"Bh1750Sensor(name={self.name!r}, bus={self.bus_number}, address=0x{self.address:02x}, "
@@ -105,37 +98,14 @@ class Bh1750Sensor:
         """The brightest illuminance this resolution can report."""
         return counts_to_lux(SATURATED - 1, self.resolution)
 
-    def read(self) -> list[Reading]:
-        """The illuminance; 'unavailable' with the reason on a bus fault or saturation."""
-        with self._lock:
-            self.stats["reads"] += 1
-            if self._closed:
-                return self._failed("sensor closed")
-            try:
-                counts = self._measure()
-            except (HalError, OSError) as exc:
-                return self._failed(self._explain(exc))
-            except Exception as exc:  # read() never raises; an unknown error still gets logged
-                log.exception("%s: unexpected error reading the BH1750", self.name)
-                return self._failed(f"unexpected {type(exc).__name__}: {exc}")
-            if counts >= SATURATED:
-                self.stats["saturated"] += 1
-                hint = '; resolution = "high" reaches 54612 lx' if self.resolution == "high2" else ""
-                return self._failed(f"saturated: brighter than {self.top_lux:.0f} lx, the top of the "
-                                    f"{self._mode.label} range{hint}")
-            ts = self._clock()
-            try:
-                reading = Reading.measured(self._ctx.node, self.name, "illuminance",
-                                           round(counts_to_lux(counts, self.resolution), 2), ts)
-            except ReadingError as exc:
-                return self._failed(str(exc))
-            self._availability.recovered("BH1750")
-            return [reading]
-
-    def close(self) -> None:
-        """Nothing to release (the chip powers down after each measurement); later reads say 'closed'."""
-        with self._lock:
-            self._closed = True
+    def _report(self, counts: int) -> list[Reading]:
+        """The illuminance; 'unavailable' with the reason on saturation."""
+        if counts >= SATURATED:
+            self.stats["saturated"] += 1
+            hint = '; resolution = "high" reaches 54612 lx' if self.resolution == "high2" else ""
+            return self._failed(f"saturated: brighter than {self.top_lux:.0f} lx, the top of the "
+                                f"{self._mode.label} range{hint}")
+        return self._measured("illuminance", round(counts_to_lux(counts, self.resolution), 2))
 
     def _measure(self) -> int:
         self._stage = "bus"
@@ -155,13 +125,4 @@ class Bh1750Sensor:
         if root_errno(exc) == errno.EREMOTEIO:
             return (f"no ACK from 0x{self.address:02x} on bus {self.bus_number} ({self._stage}): "
                     f"nothing answers there (check wiring, power, and ADDR: low 0x23, high 0x5c) [{exc}]")
-        return str(exc) or type(exc).__name__
-
-    def _failed(self, reason: str) -> list[Reading]:
-        self.stats["failures"] += 1
-        self._availability.failed("BH1750", reason)
-        try:
-            return [Reading.failed(self._ctx.node, self.name, "illuminance", self._clock(), reason)]
-        except ReadingError:  # e.g. an empty node name: still never raise from read()
-            log.exception("%s: cannot even build an 'unavailable' reading", self.name)
-            return []
+        return super()._explain(exc)

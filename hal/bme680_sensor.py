@@ -17,15 +17,14 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from hal.availability import FailureLog
 from hal.bme680 import Bme680, Bme680Measurement
-from hal.errors import DeviceUnavailable, HalConfigError, HalError, ImplausibleValue, ReadingError
+from hal.driver import SensorDriver, check_int
+from hal.errors import DeviceUnavailable, HalConfigError, HalError, ImplausibleValue
 from hal.readings import Reading
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ CONFIRM_FRACTION = 0.1  # two measurements "agree" within this share of the step
 POLL_S = 0.01
 
 
-class Bme680Sensor:
+class Bme680Sensor(SensorDriver[list[Reading]]):
     """A BME680/BME688 on an I2C bus of the node, with IAQ from hal.iaq."""
 
     kind = "bme680"
@@ -50,18 +49,14 @@ class Bme680Sensor:
                  heater_temp: int = 320, heater_ms: int = 150, lock_file: str = "",
                  claim_gpio: int = -1, *, sleep: Callable[[float], None] = time.sleep,
                  lock_timeout: float = 5.0, claim_timeout: float = 2.0) -> None:
-        if isinstance(bus, bool) or not isinstance(bus, int) or bus < 0:
-            raise HalConfigError(f"{name}: bus must be an integer >= 0, got {bus!r}")
+        check_int(name, "bus", bus, 0)
         if isinstance(claim_gpio, bool) or not isinstance(claim_gpio, int) or claim_gpio < -1:
             raise HalConfigError(f"{name}: claim_gpio must be a GPIO number or -1, got {claim_gpio!r}")
         if not isinstance(lock_file, str):
             raise HalConfigError(f"{name}: lock_file must be a string, got {lock_file!r}")
-        self.name = name
+        super().__init__(ctx, name, log, "BME680", "jumps_rejected", "jumps_confirmed")
         self.bus_number = bus
-        self._ctx = ctx
         self._sleep = sleep
-        self._clock = ctx.clock
-        self._lock = threading.Lock()
         self._driver_args: dict[str, Any] = {"address": address, "heater_temp": heater_temp,
                                              "heater_ms": heater_ms}
         # A driver without a bus checks the parameters now (HalConfigError); the real one is
@@ -77,55 +72,39 @@ class Bme680Sensor:
         self._claim: _ClaimLine | None = None
         self._iaq: Any = None
         self._previous: tuple[Bme680Measurement, float] | None = None
-        self._availability = FailureLog(log, name)
-        self._closed = False
-        self.stats = {"reads": 0, "failures": 0, "jumps_rejected": 0, "jumps_confirmed": 0}
 
     def __repr__(self) -> str:
         return f"Bme680Sensor(name={self.name!r}, bus={self.bus_number}, address=0x{self._driver_args['address']:02x})"
 
-    # -- Sensor protocol ---------------------------------------------------------------
+    # -- SensorDriver -------------------------------------------------------------------
 
-    def read(self) -> list[Reading]:
-        """One reading per quantity; 'unavailable' with a reason when the chip fails."""
-        with self._lock:
-            self.stats["reads"] += 1
-            if self._closed:
-                return self._failed("sensor closed")
-            try:
-                m = self._plausible_measurement()
-                readings = self._readings(m, self._clock())
-            except (HalError, OSError) as exc:
-                return self._failed(str(exc) or type(exc).__name__)
-            except Exception as exc:  # read() never raises; an unknown error still gets logged
-                log.exception("%s: unexpected error reading the BME680", self.name)
-                return self._failed(f"unexpected {type(exc).__name__}: {exc}")
-            self._availability.recovered("BME680")
-            return readings
+    def _measure(self) -> list[Reading]:
+        """The readings of a plausible measurement (a reading the table refuses fails them all)."""
+        return self._readings(self._plausible_measurement(), self._clock())
 
-    def close(self) -> None:
-        """Release the claim line and the lock file, save IAQ state; later reads say 'closed'."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._claim is not None:
-                self._claim.close()
-            if self._lock_fh is not None:
-                self._lock_fh.close()
-            if self._iaq is not None:
-                self._iaq.save()
+    def _report(self, readings: list[Reading]) -> list[Reading]:
+        self._availability.recovered("BME680")
+        return readings
+
+    def _release(self) -> None:
+        """The claim line and the lock file; the IAQ state is saved."""
+        if self._claim is not None:
+            self._claim.close()
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+        if self._iaq is not None:
+            self._iaq.save()
 
     # -- measuring ---------------------------------------------------------------------
 
     def _plausible_measurement(self) -> Bme680Measurement:
-        first = self._measure()
+        first = self._measure_once()
         jump = self._jump(first)
         if jump is None:
             return self._accept(first)
         self.stats["jumps_rejected"] += 1
         log.info("%s: %s; measuring again", self.name, jump)
-        second = self._measure()
+        second = self._measure_once()
         if self._jump(second) is None:
             return self._accept(second)
         if _agree(first, second):
@@ -133,7 +112,7 @@ class Bme680Sensor:
             return self._accept(second)
         raise ImplausibleValue(f"{jump}, and a second measurement did not confirm it")
 
-    def _measure(self) -> Bme680Measurement:
+    def _measure_once(self) -> Bme680Measurement:
         driver = self._device()
         with self._file_lock():
             claim = self._claim_line()
@@ -199,16 +178,6 @@ class Bme680Sensor:
             return Reading.failed(node, self.name, "iaq", ts, reason)
         self._availability.recovered("IAQ")
         return reading
-
-    def _failed(self, reason: str) -> list[Reading]:
-        self.stats["failures"] += 1
-        self._availability.failed("BME680", reason)
-        ts = self._clock()
-        try:
-            return [Reading.failed(self._ctx.node, self.name, q, ts, reason) for q in self.quantities]
-        except ReadingError:  # e.g. an empty node name: still never raise from read()
-            log.exception("%s: cannot even build 'unavailable' readings", self.name)
-            return []
 
     # -- coordination: file lock and GPIO claim line -----------------------------------
 

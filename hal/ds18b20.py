@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hal.availability import FailureLog
 from hal.crc import dallas_crc8
-from hal.errors import DeviceUnavailable, HalConfigError, HalError, ImplausibleValue, ReadingError
+from hal.driver import SensorDriver
+from hal.errors import DeviceUnavailable, HalConfigError, ImplausibleValue
 from hal.readings import Reading
 
 if TYPE_CHECKING:
@@ -106,8 +105,9 @@ def check_reading(slave: W1Slave) -> float:
     return decode_temperature(pad)
 
 
-class Ds18b20Sensor:
-    """One DS18B20 by its 1-wire id, or the first one the kernel lists."""
+class Ds18b20Sensor(SensorDriver[float]):
+    """One DS18B20 by its 1-wire id, or the first one the kernel lists; close() has nothing to
+    release (w1_slave is opened per read)."""
 
     kind = "ds18b20"
     quantities = ("temperature",)
@@ -116,15 +116,9 @@ class Ds18b20Sensor:
         if not isinstance(device, str) or not (device == "" or _ID.match(device)):
             raise HalConfigError(f"{name}: device must be 28- and 12 lowercase hex digits, "
                                  f"or '' for the first probe, got {device!r}")
-        self.name = name
+        super().__init__(ctx, name, log, "DS18B20")
         self.device = device
-        self._ctx = ctx
-        self._clock = ctx.clock
-        self._lock = threading.Lock()
         self._chosen: str | None = None
-        self._availability = FailureLog(log, name)
-        self._closed = False
-        self.stats = {"reads": 0, "failures": 0}
 
     def __repr__(self) -> str:
         return f"Ds18b20Sensor(name={self.name!r}, device={self.device or self._chosen or 'first'!r})"
@@ -134,40 +128,9 @@ class Ds18b20Sensor:
         """The probe in use: the configured id, or the first one found (None before a read)."""
         return self.device or self._chosen
 
-    def read(self) -> list[Reading]:
-        """The temperature; 'unavailable' with the reason when the probe or its data fail."""
-        with self._lock:
-            self.stats["reads"] += 1
-            if self._closed:
-                return self._failed("sensor closed")
-            try:
-                value = self._measure()
-            except (HalError, OSError) as exc:
-                return self._failed(str(exc) or type(exc).__name__)
-            except Exception as exc:  # read() never raises; an unknown error still gets logged
-                log.exception("%s: unexpected error reading the DS18B20", self.name)
-                return self._failed(f"unexpected {type(exc).__name__}: {exc}")
-            ts = self._clock()
-            try:
-                reading = Reading.measured(self._ctx.node, self.name, "temperature", value, ts)
-            except ReadingError as exc:  # the probe goes to 125 °C, the readings table to 85 °C
-                return self._failed(str(exc))
-            self._availability.recovered("DS18B20")
-            return [reading]
-
-    def close(self) -> None:
-        """Nothing to release (w1_slave is opened per read); later reads report 'closed'."""
-        with self._lock:
-            self._closed = True
-
-    def _failed(self, reason: str) -> list[Reading]:
-        self.stats["failures"] += 1
-        self._availability.failed("DS18B20", reason)
-        try:
-            return [Reading.failed(self._ctx.node, self.name, "temperature", self._clock(), reason)]
-        except ReadingError:  # e.g. an empty node name: still never raise from read()
-            log.exception("%s: cannot even build an 'unavailable' reading", self.name)
-            return []
+    def _report(self, value: float) -> list[Reading]:
+        """The temperature; a failed reading if the readings table refuses the value."""
+        return self._measured("temperature", value)
 
     def _measure(self) -> float:
         fs = self._ctx.sysfs()

@@ -25,13 +25,12 @@ buffer) is not.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hal.availability import FailureLog
 from hal.crc import sensirion_crc8
+from hal.driver import NotYet, SensorDriver, check_int
 from hal.errors import BusError, DeviceUnavailable, HalConfigError, HalError, ReadingError
 from hal.i2c import i2c_messages
 from hal.readings import Reading
@@ -59,10 +58,6 @@ POLL_S = 0.1
 FRESH_S = 2 * INTERVAL_S  # a repeated measurement is at most this old
 STALL_S = 2 * INTERVAL_S + 1.0  # no new measurement for this long: the chip is not measuring
 PART = "SCD4x"
-
-
-class _NotYet(Exception):
-    """No measurement yet after a (re)start: unavailable readings, but not a fault."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +105,7 @@ def decode_words(data: list[int], what: str) -> list[int]:
     return words
 
 
-class Scd4xSensor:
+class Scd4xSensor(SensorDriver[Scd4xMeasurement]):
     """An SCD40/SCD41 on an I2C bus of the node, in periodic measurement."""
 
     kind = "scd4x"
@@ -120,72 +115,40 @@ class Scd4xSensor:
                  temperature_offset: float = 4.0, *, sleep: Callable[[float], None] | None = None) -> None:
         for label, value, low, high in (("bus", bus, 0, 255), ("address", address, 0x03, 0x77),
                                         ("altitude", altitude, 0, 3000)):
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise HalConfigError(f"{name}: {label} must be an integer {low}..{high}, got {value!r}")
+            check_int(name, label, value, low, high)
         if isinstance(temperature_offset, bool) or not isinstance(temperature_offset, (int, float)) \
                 or not 0 <= temperature_offset <= 20:
             raise HalConfigError(f"{name}: temperature_offset must be 0..20 °C, got {temperature_offset!r}")
-        self.name = name
+        super().__init__(ctx, name, log, PART, "starts", "restarts", "measurements")
         self.bus_number = bus
         self.address = address
         self.altitude = altitude
         self.temperature_offset = float(temperature_offset)
         self._offset_word = temperature_offset_word(temperature_offset)
-        self._ctx = ctx
-        self._clock = ctx.clock
         # A context that pairs its clock with a sleep (a test's fake time) lends it to the driver.
         self._sleep = sleep or ctx.sleep
         self._msg = i2c_messages()
-        self._lock = threading.Lock()
         self._running = False  # periodic measurement started by us and not known to be lost
         self._since = 0.0  # when the chip last gave new data, or was started
         self._last: Scd4xMeasurement | None = None
         self.serial: int | None = None
-        self._availability = FailureLog(log, name)
-        self._closed = False
-        self.stats = {"reads": 0, "failures": 0, "starts": 0, "restarts": 0, "measurements": 0}
 
     def __repr__(self) -> str:
         serial = "" if self.serial is None else f", serial={self.serial}"
         return f"Scd4xSensor(name={self.name!r}, bus={self.bus_number}, address=0x{self.address:02x}{serial})"
 
-    # -- Sensor protocol ---------------------------------------------------------------
-
-    def read(self) -> list[Reading]:
-        """One reading per quantity; 'unavailable' with a reason when there is no measurement."""
-        with self._lock:
-            self.stats["reads"] += 1
-            if self._closed:
-                return self._failed("sensor closed")
+    def _release(self) -> None:
+        """Stop periodic measurement (best effort: it saves the chip's power)."""
+        if self._running:
             try:
-                m = self._poll()
-            except _NotYet as exc:
-                log.debug("%s: %s", self.name, exc)
-                return self._unavailable(str(exc))
+                self._command(STOP_PERIODIC)
             except (HalError, OSError) as exc:
-                return self._failed(str(exc) or type(exc).__name__)
-            except Exception as exc:  # read() never raises; an unknown error still gets logged
-                log.exception("%s: unexpected error reading the SCD4x", self.name)
-                return self._failed(f"unexpected {type(exc).__name__}: {exc}")
-            self._availability.recovered(PART)
-            return self._readings(m)
-
-    def close(self) -> None:
-        """Stop periodic measurement (best effort: it saves the chip's power); later reads say 'closed'."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._running:
-                try:
-                    self._command(STOP_PERIODIC)
-                except (HalError, OSError) as exc:
-                    log.debug("%s: stop on close failed: %s", self.name, exc)
-                self._running = False
+                log.debug("%s: stop on close failed: %s", self.name, exc)
+            self._running = False
 
     # -- measuring ---------------------------------------------------------------------
 
-    def _poll(self) -> Scd4xMeasurement:
+    def _measure(self) -> Scd4xMeasurement:
         if not self._running:
             self._start()
         now = self._clock()
@@ -204,8 +167,8 @@ class Scd4xSensor:
         if last is not None and now - last.at <= FRESH_S:
             return last
         if last is None or last.at < self._since:
-            raise _NotYet(f"periodic measurement started; first result due in "
-                          f"{max(0.0, self._since + INTERVAL_S - now):.1f} s")
+            raise NotYet(f"periodic measurement started; first result due in "
+                         f"{max(0.0, self._since + INTERVAL_S - now):.1f} s")
         raise DeviceUnavailable(f"no new measurement for {quiet:.0f} s")
 
     def _wait(self, until: float) -> bool:
@@ -275,7 +238,9 @@ class Scd4xSensor:
 
     # -- readings ----------------------------------------------------------------------
 
-    def _readings(self, m: Scd4xMeasurement) -> list[Reading]:
+    def _report(self, m: Scd4xMeasurement) -> list[Reading]:
+        """One reading per quantity; a 0 ppm sample fails CO2 alone."""
+        self._availability.recovered(PART)
         node, ts = self._ctx.node, self._clock()
         out = []
         for quantity, value in (("co2", float(m.co2)), ("temperature", round(m.temperature, 2)),
@@ -290,16 +255,3 @@ class Scd4xSensor:
             except ReadingError as exc:
                 out.append(Reading.failed(node, self.name, quantity, ts, f"implausible: {exc}"))
         return out
-
-    def _failed(self, reason: str) -> list[Reading]:
-        self.stats["failures"] += 1
-        self._availability.failed(PART, reason)
-        return self._unavailable(reason)
-
-    def _unavailable(self, reason: str) -> list[Reading]:
-        ts = self._clock()
-        try:
-            return [Reading.failed(self._ctx.node, self.name, q, ts, reason) for q in self.quantities]
-        except ReadingError:  # e.g. an empty node name: still never raise from read()
-            log.exception("%s: cannot even build 'unavailable' readings", self.name)
-            return []

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import errno
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hal.availability import FailureLog
 from hal.crc import sensirion_crc8
-from hal.errors import HalConfigError, HalError, ReadingError
+from hal.driver import SensorDriver, check_int
+from hal.errors import HalConfigError, ReadingError
 from hal.i2c import i2c_messages, root_errno
 from hal.readings import Reading
 from hal.sensor import SHT_ADDRESSES
@@ -85,8 +84,9 @@ def check_words(data: list[int]) -> list[tuple[int, str | None]]:
     return out
 
 
-class ShtSensor:
-    """An SHT4x or SHT3x on an I2C bus of the node: one single-shot measurement per read."""
+class ShtSensor(SensorDriver[dict[str, float | str]]):
+    """An SHT4x or SHT3x on an I2C bus of the node: one single-shot measurement per read; close()
+    has nothing to release (the bus is the context's)."""
 
     kind = "sht4x"
     quantities = ("temperature", "humidity")
@@ -94,8 +94,7 @@ class ShtSensor:
     def __init__(self, ctx: HalContext, name: str, bus: int = 1, address: int = 0x44, model: str = "sht4x",
                  precision: str = "high", *, sleep: Callable[[float], None] | None = None,
                  attempts: int = 2) -> None:
-        if isinstance(bus, bool) or not isinstance(bus, int) or bus < 0:
-            raise HalConfigError(f"{name}: bus must be an integer >= 0, got {bus!r}")
+        check_int(name, "bus", bus, 0)
         if model not in MODELS:
             raise HalConfigError(f"{name}: model must be one of {', '.join(MODELS)}, got {model!r}")
         if address not in SHT_ADDRESSES[model]:
@@ -103,25 +102,18 @@ class ShtSensor:
                                  f"{' or '.join(hex(a) for a in SHT_ADDRESSES[model])}, not {address!r}")
         if precision not in PRECISIONS:
             raise HalConfigError(f"{name}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-            raise HalConfigError(f"{name}: attempts must be an integer >= 1, got {attempts!r}")
-        self.name = name
+        check_int(name, "attempts", attempts, 1)
+        super().__init__(ctx, name, log, MODELS[model].label, "crc_errors")
         self.bus_number = bus
         self.address = address
         self.model = model
         self.precision = precision
         self.attempts = attempts
         self._spec = MODELS[model]
-        self._ctx = ctx
-        self._clock = ctx.clock
         self._sleep = sleep or ctx.sleep
         self._msg = i2c_messages()
-        self._lock = threading.Lock()
         self._stage = ""
         self._hint: str | None = None  # the wrong-model check, made once per failure streak
-        self._availability = FailureLog(log, name)
-        self._closed = False
-        self.stats = {"reads": 0, "failures": 0, "crc_errors": 0}
 
     def __repr__(self) -> str:
         return (f"ShtSensor(name={self.name!r}, model={self.model!r}, bus={self.bus_number}, "
@@ -131,27 +123,6 @@ class ShtSensor:
     def where(self) -> str:
         """0x44 on bus 1."""
         return f"0x{self.address:02x} on bus {self.bus_number}"
-
-    def read(self) -> list[Reading]:
-        """Temperature and humidity; 'unavailable' with the reason for what failed."""
-        with self._lock:
-            self.stats["reads"] += 1
-            if self._closed:
-                return self._failed("sensor closed")
-            try:
-                values = self._measure()
-            except (HalError, OSError) as exc:
-                return self._failed(self._explain(exc))
-            except Exception as exc:  # read() never raises; an unknown error still gets logged
-                log.exception("%s: unexpected error reading the %s", self.name, self._spec.label)
-                return self._failed(f"unexpected {type(exc).__name__}: {exc}")
-            self._hint = None
-            return self._readings(values)
-
-    def close(self) -> None:
-        """Nothing to release (the bus is the context's); later reads report 'closed'."""
-        with self._lock:
-            self._closed = True
 
     def serial_number(self) -> int:
         """The chip's 32-bit serial number (OSError/HalError when it does not answer, ValueError on CRC)."""
@@ -203,7 +174,7 @@ class ShtSensor:
     def _explain(self, exc: BaseException) -> str:
         label, cmd = self._spec.label, "".join(f"{b:02x}" for b in self._spec.measure[self.precision])
         if root_errno(exc) != errno.EREMOTEIO:
-            return str(exc) or type(exc).__name__
+            return super()._explain(exc)
         if self._stage == "read":
             wait_ms = self._spec.max_s[self.precision] * 1000
             return (f"no ACK from the {label} at {self.where} for the result, {wait_ms:g} ms after "
@@ -224,7 +195,9 @@ class ShtSensor:
             return f"an {spec.label} answers there (serial 0x{serial:08x}): set model = \"{key}\""
         return ""
 
-    def _readings(self, values: dict[str, float | str]) -> list[Reading]:
+    def _report(self, values: dict[str, float | str]) -> list[Reading]:
+        """Temperature and humidity; a word that failed its CRC fails its quantity alone."""
+        self._hint = None
         ts = self._clock()
         node = self._ctx.node
         out = []
@@ -242,17 +215,7 @@ class ShtSensor:
                 out.append(Reading.failed(node, self.name, quantity, ts, str(exc)))
         if problems:
             self.stats["failures"] += 1
-            self._availability.failed(self._spec.label, "; ".join(problems))
+            self._availability.failed(self.part, "; ".join(problems))
         else:
-            self._availability.recovered(self._spec.label)
+            self._availability.recovered(self.part)
         return out
-
-    def _failed(self, reason: str) -> list[Reading]:
-        self.stats["failures"] += 1
-        self._availability.failed(self._spec.label, reason)
-        ts = self._clock()
-        try:
-            return [Reading.failed(self._ctx.node, self.name, q, ts, reason) for q in self.quantities]
-        except ReadingError:  # e.g. an empty node name: still never raise from read()
-            log.exception("%s: cannot even build 'unavailable' readings", self.name)
-            return []

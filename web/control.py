@@ -10,15 +10,13 @@ from typing import Any
 
 import bottle
 
+from actors.devices.commands import buzzer_call, leds_call
 from hal.names import NODE_NAME_RULE, is_node_name
 from web.context import WebContext
-from web.http import ApiError, api, int_field, read_json_object
+from web.http import ApiError, api, read_json_object
 
 log = logging.getLogger(__name__)
-BUZZER_ACTIONS = ("beep", "on", "off", "silence")
-LED_ACTIONS = ("set_pixel", "set_named", "fill", "clear", "brightness")
 PLUGIN_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")  # as plugins.manifest; the node checks it again
-MAX_PIXEL = 1023  # the strip itself knows its length and rejects indexes past it
 
 
 def known_node(ctx: WebContext, body: dict[str, Any]) -> str:
@@ -29,62 +27,6 @@ def known_node(ctx: WebContext, body: dict[str, Any]) -> str:
     if node not in ctx.hub.node_names():
         raise ApiError(404, f"unknown node {node!r}; known: {', '.join(ctx.hub.node_names()) or 'none'}")
     return node
-
-
-def _rgb(body: dict[str, Any]) -> list[int]:
-    rgb = body.get("rgb")
-    if not isinstance(rgb, list) or len(rgb) != 3 or \
-            any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 255 for c in rgb):
-        raise ApiError(400, f"'rgb' must be [r, g, b] with integers 0..255, got {rgb!r}")
-    return rgb
-
-
-def _action(body: dict[str, Any], actions: tuple[str, ...]) -> str:
-    action = body.get("action")
-    if action not in actions:
-        raise ApiError(400, f"'action' must be one of {', '.join(actions)}, got {action!r}")
-    return action
-
-
-def _only(body: dict[str, Any], action: str, allowed: set[str]) -> None:
-    extra = sorted(set(body) - allowed - {"node", "action"})
-    if extra:
-        raise ApiError(400, f"{', '.join(extra)} does not apply to action {action!r}")
-
-
-def buzzer_call(body: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    """The buzzer method and arguments for a control body (400 when it makes no sense)."""
-    action = _action(body, BUZZER_ACTIONS)
-    if action == "beep":
-        _only(body, action, {"duration_ms", "count"})
-        return "beep", (int_field(body, "count", 1, 20, 1), int_field(body, "duration_ms", 10, 5000, 200))
-    _only(body, action, set())
-    return action, ()
-
-
-def leds_call(body: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    """The LED strip method and arguments for a control body (400 when it makes no sense)."""
-    action = _action(body, LED_ACTIONS)
-    if action == "set_pixel":
-        _only(body, action, {"index", "rgb"})
-        return action, (int_field(body, "index", 0, MAX_PIXEL), *_rgb(body))
-    if action == "set_named":
-        _only(body, action, {"index", "colour"})
-        colour = body.get("colour")
-        if not isinstance(colour, str) or not 0 < len(colour) <= 32:
-            raise ApiError(400, f"'colour' must be a colour name such as red, amber, green, off; got {colour!r}")
-        return action, (int_field(body, "index", 0, MAX_PIXEL), colour)
-    if action == "fill":
-        _only(body, action, {"rgb"})
-        return action, tuple(_rgb(body))
-    if action == "brightness":
-        _only(body, action, {"value"})
-        value = body.get("value")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise ApiError(400, f"'value' must be a number in 0..1, got {value!r}")
-        return action, (float(value),)
-    _only(body, action, set())
-    return action, ()
 
 
 def _forward(ctx: WebContext, futures: dict[str, tuple[Future, str, str]]) -> dict[str, Any]:

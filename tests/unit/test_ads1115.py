@@ -11,42 +11,32 @@ import pytest
 
 from hal import ads1115
 from hal.ads1115 import Ads1115Sensor
-from hal.context import HalContext
 from hal.emulated.ads1115_chip import EmulatedAds1115, SoilProbe, volts_to_code
 from hal.emulated.bus import EmulatedBus
-from hal.emulated.environment import RoomSimulator
 from hal.errors import HalConfigError
-from hal.i2c import RetryingBus
 from hal.sensor import ADS1115_GAINS, SENSOR_KINDS
-from tests.clocks import ManualClock
+from tests.unit.hal_fakes import (
+    ChipCtx,
+    assert_construction_touches_no_hardware,
+    assert_table_row,
+    assert_warned_once_and_recovered_once,
+    mock_context,
+    read_through_kaboom,
+)
 
 LSB_4V = 4.096 / 32768  # 125 µV
 
 
-class Ctx:
-    """The parts of HalContext the sensor uses, on fake time: sleeping moves the clock."""
+class Ctx(ChipCtx):
+    """An emulated ADS1115 at 0x48 (unless not `chip`), a probe calibrated 20000 dry, 9000 wet on
+    AIN0, in soil at 45 %."""
 
     def __init__(self, tmp_path: Path, chip: bool = True, raw: EmulatedBus | None = None,
                  timing_scale: float = 1.0) -> None:
-        self.node = "pi4"
-        self.clock = ManualClock()
-        self.state_dir = tmp_path
-        self.room = RoomSimulator(seed=2)
-        self.room.pin(soil_moisture=45.0)
-        self.raw = raw or EmulatedBus()
-        self.chip = EmulatedAds1115(self.room, clock=self.clock, timing_scale=timing_scale)
-        self.chip.attach_probe(0, SoilProbe.calibrated(20000, 9000, 4.096))
-        if chip:
-            self.raw.attach(0x48, self.chip)
-        self.bus = RetryingBus(self.raw, sleep=self.sleep)
-        self.slept: list[float] = []
-
-    def sleep(self, dt: float) -> None:
-        self.slept.append(dt)
-        self.clock.advance(dt)
-
-    def i2c_bus(self, number: int) -> RetryingBus:
-        return self.bus
+        super().__init__({"soil_moisture": 45.0}, raw, tmp_path)
+        adc = EmulatedAds1115(self.room, clock=self.clock, timing_scale=timing_scale)
+        adc.attach_probe(0, SoilProbe.calibrated(20000, 9000, 4.096))
+        self.place(0x48, adc, attached=chip)
 
 
 def sensor(ctx: Ctx, **kwargs) -> Ads1115Sensor:
@@ -187,9 +177,7 @@ def test_an_unplugged_probe_fails_with_a_reason_and_recovers(tmp_path: Path,
         assert r.quality == "unavailable" and "raw 26400 (3.300 V)" in r.reason
         ctx.chip.plug(0)
         assert s.read()[0].ok
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    recoveries = [r for r in caplog.records if "probe recovered" in r.getMessage()]
-    assert len(warnings) == 1 and len(recoveries) == 1
+    assert_warned_once_and_recovered_once(caplog, "probe recovered")
 
 
 def test_an_input_at_full_scale_is_a_failed_reading(tmp_path: Path) -> None:
@@ -211,9 +199,7 @@ def test_missing_chip_fails_with_a_reason_logged_once_and_recovers(tmp_path: Pat
             assert r.quality == "unavailable" and "0x48" in r.reason and "errno 121" in r.reason
         ctx.raw.attach(0x48, ctx.chip)
         assert s.read()[0].ok
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    recoveries = [r for r in caplog.records if "recovered" in r.getMessage()]
-    assert len(warnings) == 1 and len(recoveries) == 1
+    assert_warned_once_and_recovered_once(caplog)
 
 
 def test_random_bus_errors_are_retried(tmp_path: Path) -> None:
@@ -296,26 +282,11 @@ def test_one_read_waits_about_one_conversion_on_the_given_clock(tmp_path: Path) 
 
 def test_unexpected_errors_are_logged_and_reported_not_raised(tmp_path: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
-    ctx = Ctx(tmp_path)
-
-    def broken(number: int):
-        raise RuntimeError("kaboom")
-
-    ctx.i2c_bus = broken  # type: ignore[method-assign]
-    with caplog.at_level(logging.ERROR, logger="hal.ads1115"):
-        [r] = sensor(ctx).read()
-    assert r.quality == "unavailable" and "RuntimeError: kaboom" in r.reason
-    assert any(rec.exc_info for rec in caplog.records)
+    _, readings = read_through_kaboom(Ctx(tmp_path), sensor, caplog, "hal.ads1115")
+    assert len(readings) == 1
 
 
 # -- mock mode through the sensor table --------------------------------------------------
-
-def mock_context(tmp_path: Path) -> tuple[HalContext, ManualClock]:
-    clock = ManualClock()
-    ctx = HalContext("mock", "pi4", tmp_path, clock=clock)
-    ctx.sleep = clock.advance  # type: ignore[attr-defined]  # see test_scd4x.mock_context
-    return ctx, clock
-
 
 def test_mock_mode_reads_back_the_rooms_soil_moisture(tmp_path: Path) -> None:
     ctx, clock = mock_context(tmp_path)
@@ -351,13 +322,7 @@ def test_mock_mode_sensors_sharing_one_chip_each_get_their_probe(tmp_path: Path)
 # -- construction and closing --------------------------------------------------------
 
 def test_construction_touches_no_hardware(tmp_path: Path) -> None:
-    ctx = Ctx(tmp_path)
-    calls = []
-    ctx.i2c_bus = lambda n: calls.append(n) or ctx.bus  # type: ignore[method-assign]
-    s = sensor(ctx)
-    assert calls == [] and not ctx.chip.conversions
-    s.read()
-    assert calls
+    assert_construction_touches_no_hardware(Ctx(tmp_path), sensor)
 
 
 @pytest.mark.parametrize("kwargs", [{"channel": 4}, {"channel": -1}, {"gain": 3.0}, {"gain": "4.096"},
@@ -368,11 +333,7 @@ def test_bad_parameters_are_refused(tmp_path: Path, kwargs: dict) -> None:
 
 
 def test_the_table_row_builds_this_class_with_its_parameters(tmp_path: Path) -> None:
-    kind = SENSOR_KINDS["ads1115"]
-    assert kind.load() is Ads1115Sensor and kind.quantities == Ads1115Sensor.quantities
-    assert kind.problems({"dry": 9000}) and kind.problems({"gain": 3.3})
-    with pytest.raises(HalConfigError):
-        kind.build(HalContext("mock", "pi4", tmp_path), "soil", {"channel": 7})
+    assert_table_row("ads1115", Ads1115Sensor, tmp_path, [{"dry": 9000}, {"gain": 3.3}], {"channel": 7})
 
 
 def test_close_makes_later_reads_say_closed(tmp_path: Path) -> None:

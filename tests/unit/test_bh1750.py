@@ -10,48 +10,37 @@ from pathlib import Path
 import pytest
 
 from hal.bh1750 import Bh1750Sensor, counts_to_lux, mtreg_commands
-from hal.context import HalContext
 from hal.emulated.bh1750_chip import EmulatedBh1750
 from hal.emulated.bus import EmulatedBus
 from hal.emulated.environment import RoomSimulator
 from hal.errors import HalConfigError
-from hal.i2c import RetryingBus
 from hal.sensor import SENSOR_KINDS
-from tests.clocks import ManualClock
+from tests.unit.hal_fakes import (
+    ChipCtx,
+    FakeClock,
+    assert_construction_touches_no_hardware,
+    assert_warned_once_and_recovered_once,
+    mock_context,
+    one,
+    read_through_kaboom,
+)
 
 
-class Clock(ManualClock):
-    def sleep(self, dt: float) -> None:
-        self.t += dt
-
-
-class Ctx:
-    """The parts of HalContext the sensor uses; the bus's retries wait on the same fake clock."""
+class Ctx(ChipCtx):
+    """An emulated BH1750 at 0x23 (unless not `chip`) in a room lit to `lux`."""
 
     def __init__(self, chip: bool = True, bus: EmulatedBus | None = None, lux: float = 333.3) -> None:
-        self.node = "pi4"
-        self.clock = Clock()
-        self.room = RoomSimulator(seed=2)
-        self.room.pin(illuminance=lux)
-        self.raw = bus or EmulatedBus()
-        self.chip = EmulatedBh1750(self.room, clock=self.clock)
-        if chip:
-            self.raw.attach(0x23, self.chip)
-        self.bus = RetryingBus(self.raw, sleep=self.clock.sleep)
-
-    def i2c_bus(self, number: int) -> RetryingBus:
-        return self.bus
+        super().__init__({"illuminance": lux}, bus)
+        self.place(0x23, EmulatedBh1750(self.room, clock=self.clock), attached=chip)
 
 
 def sensor(ctx: Ctx, **kwargs: object) -> Bh1750Sensor:
-    kwargs.setdefault("sleep", ctx.clock.sleep)
+    kwargs.setdefault("sleep", ctx.sleep)
     return Bh1750Sensor(ctx, "light", **kwargs)  # type: ignore[arg-type]
 
 
 def only(readings: list) -> object:
-    [r] = readings
-    assert r.quantity == "illuminance" and r.sensor == "light"
-    return r
+    return one(readings, quantity="illuminance", sensor="light")
 
 
 # -- datasheet -------------------------------------------------------------------------
@@ -130,9 +119,7 @@ def test_missing_chip_is_no_ack_logged_once_and_recovers(caplog: pytest.LogCaptu
             assert r.reason.startswith("no ACK from 0x23 on bus 1 (power-on command 0x01)")
         ctx.raw.attach(0x23, ctx.chip)
         assert only(s.read()).ok
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    recovered = [r for r in caplog.records if "recovered" in r.getMessage()]
-    assert len(warnings) == 1 and len(recovered) == 1
+    assert_warned_once_and_recovered_once(caplog)
 
 
 def test_transient_bus_errors_are_retried_away() -> None:
@@ -155,16 +142,8 @@ def test_mtreg_changed_by_another_master_is_set_back() -> None:
 
 
 def test_unexpected_errors_and_close_never_raise(caplog: pytest.LogCaptureFixture) -> None:
-    ctx = Ctx()
-
-    def broken(number: int) -> RetryingBus:
-        raise RuntimeError("kaboom")
-
-    ctx.i2c_bus = broken  # type: ignore[method-assign]
-    s = sensor(ctx)
-    with caplog.at_level(logging.ERROR, logger="hal.bh1750"):
-        assert "RuntimeError: kaboom" in only(s.read()).reason
-    assert any(r.exc_info for r in caplog.records)
+    s, readings = read_through_kaboom(Ctx(), sensor, caplog, "hal.bh1750")
+    only(readings)
     s.close()
     assert only(s.read()).reason == "sensor closed"
 
@@ -176,9 +155,7 @@ def test_bad_configuration_is_refused(kwargs: dict) -> None:
 
 
 def test_construction_touches_no_hardware() -> None:
-    ctx = Ctx(chip=False)
-    sensor(ctx)
-    assert ctx.raw.transactions == 0
+    assert_construction_touches_no_hardware(Ctx(chip=False), sensor)
 
 
 def test_works_without_smbus2_installed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,9 +164,7 @@ def test_works_without_smbus2_installed(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_mock_mode_builds_from_the_sensor_table(tmp_path: Path) -> None:
-    clock = Clock()
-    ctx = HalContext("mock", "pi4", tmp_path, clock=clock, sleep=clock.sleep)  # the sensor waits on ctx.sleep
-    ctx.room.pin(illuminance=1234.5)
+    ctx, _ = mock_context(tmp_path, illuminance=1234.5)  # the sensor waits on ctx.sleep
     s = SENSOR_KINDS["bh1750"].build(ctx, "light", {"address": 0x5C, "resolution": "high2"})
     assert isinstance(s, Bh1750Sensor) and (s.kind, s.quantities) == ("bh1750", ("illuminance",))
     assert only(s.read()).value == pytest.approx(1234.5, abs=0.25)
@@ -203,7 +178,7 @@ def test_mock_mode_builds_from_the_sensor_table(tmp_path: Path) -> None:
 def chip() -> EmulatedBh1750:
     room = RoomSimulator()
     room.pin(illuminance=500.0)
-    return EmulatedBh1750(room, clock=Clock())
+    return EmulatedBh1750(room, clock=FakeClock())
 
 
 def test_emulated_chip_reads_zero_before_any_measurement(chip: EmulatedBh1750) -> None:

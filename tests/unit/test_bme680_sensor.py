@@ -13,28 +13,16 @@ from hal.bme680_sensor import Bme680Sensor
 from hal.context import NODE_BUS_RECORD, NODE_DEVICE_HISTORY, EmulatedI2CDevice, HalContext, MockSettings
 from hal.emulated.bme680_chip import EmulatedBme680
 from hal.emulated.bus import EmulatedBus
-from hal.emulated.environment import RoomSimulator
 from hal.errors import HalConfigError
-from hal.i2c import RetryingBus
-from hal.readings import Reading
+from tests.unit.hal_fakes import (
+    ChipCtx,
+    FakeClock,
+    assert_warned_once_and_recovered_once,
+    by_quantity,
+    read_through_kaboom,
+)
 
 ROOM = {"temperature": 22.4, "humidity": 44.0, "pressure": 1009.5, "gas_resistance": 1.5e5}
-
-
-class FakeClock:
-    """Time that moves only when something sleeps; `on_sleep` hooks run after each sleep."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.t = start
-        self.on_sleep: list = []
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, dt: float) -> None:
-        self.t += dt
-        for hook in list(self.on_sleep):
-            hook(dt)
 
 
 class GlitchBus(EmulatedBus):
@@ -57,36 +45,21 @@ class GlitchBus(EmulatedBus):
         return data
 
 
-class FakeCtx:
-    """The parts of HalContext the sensor uses, with an injected clock and no real sleeping."""
+class FakeCtx(ChipCtx):
+    """An emulated BME680 at 0x77 (unless not `chip`) in the room at ROOM, and a GPIO pin factory."""
 
     def __init__(self, tmp_path: Path, chip: bool = True, bus: EmulatedBus | None = None) -> None:
-        self.node = "pi4"
-        self.clock = FakeClock()
-        self.state_dir = tmp_path
-        self.room = RoomSimulator(seed=2)
-        self.room.pin(**ROOM)
-        self.raw = bus or EmulatedBus()
-        self.chip = EmulatedBme680(self.room, clock=self.clock)
-        if chip:
-            self.raw.attach(0x77, self.chip)
-        self.bus = RetryingBus(self.raw, sleep=self.clock.sleep)
+        super().__init__(ROOM, bus, tmp_path)
+        self.place(0x77, EmulatedBme680(self.room, clock=self.clock), attached=chip)
         self.factory = MockFactory(pin_class=MockPWMPin)
-
-    def i2c_bus(self, number: int) -> RetryingBus:
-        return self.bus
 
     def pin_factory(self) -> MockFactory:
         return self.factory
 
 
 def sensor(ctx: FakeCtx, **kwargs) -> Bme680Sensor:
-    kwargs.setdefault("sleep", ctx.clock.sleep)
+    kwargs.setdefault("sleep", ctx.sleep)
     return Bme680Sensor(ctx, "env", **kwargs)
-
-
-def by_quantity(readings: list[Reading]) -> dict[str, Reading]:
-    return {r.quantity: r for r in readings}
 
 
 def test_read_gives_every_quantity_from_the_room(tmp_path: Path) -> None:
@@ -126,23 +99,13 @@ def test_absent_chip_gives_unavailable_readings_with_reason(tmp_path: Path,
             assert all(r.value is None and "0x77" in r.reason and "errno 121" in r.reason for r in readings)
         ctx.raw.attach(0x77, ctx.chip)  # plugged in
         assert all(r.value is not None for r in s.read()[:4])
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    recoveries = [r for r in caplog.records if "recovered" in r.getMessage()]
-    assert len(warnings) == 1 and len(recoveries) == 1
+    assert_warned_once_and_recovered_once(caplog)
 
 
 def test_unexpected_errors_are_logged_and_reported_not_raised(tmp_path: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
-    ctx = FakeCtx(tmp_path)
-
-    def broken(number: int):
-        raise RuntimeError("kaboom")
-
-    ctx.i2c_bus = broken  # type: ignore[method-assign]
-    with caplog.at_level(logging.ERROR, logger="hal.bme680_sensor"):
-        readings = sensor(ctx).read()
-    assert all(r.quality == "unavailable" and "RuntimeError: kaboom" in r.reason for r in readings)
-    assert any(r.exc_info for r in caplog.records)
+    _, readings = read_through_kaboom(FakeCtx(tmp_path), sensor, caplog, "hal.bme680_sensor")
+    assert len(readings) == 5
 
 
 def test_closed_sensor_reports_closed(tmp_path: Path) -> None:

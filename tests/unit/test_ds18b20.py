@@ -25,6 +25,13 @@ from hal.errors import DeviceUnavailable, HalConfigError, ImplausibleValue
 from hal.sensor import SENSOR_KINDS
 from hal.sysfs import SysfsRoot
 from tests.clocks import ManualClock
+from tests.unit.hal_fakes import (
+    NODE,
+    assert_warned_once_and_recovered_once,
+    mock_context,
+    one,
+    read_through_kaboom,
+)
 
 PROBE = "28-00000a1b2c3d"
 DEVICES = "/sys/bus/w1/devices"
@@ -54,7 +61,7 @@ def w1_text(pad: bytes, verdict: str | None = None, t: int | None = None) -> str
 
 class Ctx:
     def __init__(self, fs: SysfsRoot) -> None:
-        self.node = "pi4"
+        self.node = NODE
         self.clock = ManualClock()
         self.fs = fs
 
@@ -73,9 +80,7 @@ def tree(tmp_path: Path, probes: dict[str, str]) -> Ctx:
 
 
 def only(readings: list) -> object:
-    [r] = readings
-    assert r.quantity == "temperature" and r.node == "pi4"
-    return r
+    return one(readings, quantity="temperature", node=NODE)
 
 
 # -- decoding --------------------------------------------------------------------------
@@ -183,16 +188,9 @@ def test_the_probes_whole_range_is_a_plausible_temperature(tmp_path: Path) -> No
 
 
 def test_unexpected_errors_and_close_never_raise(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    ctx = tree(tmp_path, {PROBE: SAMPLE})
-
-    def broken() -> SysfsRoot:
-        raise RuntimeError("kaboom")
-
-    ctx.sysfs = broken  # type: ignore[method-assign]
-    sensor = Ds18b20Sensor(ctx, "probe")
-    with caplog.at_level(logging.ERROR, logger="hal.ds18b20"):
-        assert "RuntimeError: kaboom" in only(sensor.read()).reason
-    assert any(r.exc_info for r in caplog.records)
+    sensor, readings = read_through_kaboom(tree(tmp_path, {PROBE: SAMPLE}), lambda ctx: Ds18b20Sensor(ctx, "probe"),
+                                           caplog, "hal.ds18b20", method="sysfs")
+    only(readings)
     sensor.close()
     assert only(sensor.read()).reason == "sensor closed"
 
@@ -207,8 +205,7 @@ def test_bad_device_id_is_refused(tmp_path: Path, device: object) -> None:
 
 @pytest.fixture
 def mock(tmp_path: Path) -> Iterator[HalContext]:
-    ctx = HalContext("mock", "pi4", tmp_path, clock=ManualClock())
-    ctx.room.pin(temperature=21.3)
+    ctx, _ = mock_context(tmp_path, temperature=21.3)
     yield ctx
     ctx.close()
 
@@ -252,9 +249,7 @@ def test_mock_mode_faults_end_as_readings_logged_once(mock: HalContext, caplog: 
         assert "no DS18B20" in only(sensor.read()).reason
         w1_master(mock.sysfs()).plug(DEFAULT_ID)
         assert only(sensor.read()).ok
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    recovered = [r for r in caplog.records if "recovered" in r.getMessage()]
-    assert len(warnings) == 1 and len(recovered) == 1
+    assert_warned_once_and_recovered_once(caplog)
     assert [c.outcome for c in probe.history] == ["crc", "power_on", "zeros", "empty", "ok"]
 
 

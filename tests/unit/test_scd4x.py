@@ -13,54 +13,39 @@ import pytest
 from smbus2 import i2c_msg
 
 from hal import scd4x
-from hal.context import HalContext
 from hal.crc import sensirion_crc8
 from hal.emulated.bus import EmulatedBus
-from hal.emulated.environment import RoomSimulator
 from hal.emulated.scd4x_chip import EmulatedScd4x
 from hal.errors import BusError, HalConfigError
-from hal.i2c import RetryingBus
 from hal.readings import Reading
 from hal.scd4x import Scd4xSensor
 from hal.sensor import SENSOR_KINDS
-from tests.clocks import ManualClock
+from tests.unit.hal_fakes import (
+    ChipCtx,
+    assert_construction_touches_no_hardware,
+    assert_table_row,
+    assert_warned_once_and_recovered_once,
+    by_quantity,
+    mock_context,
+    read_through_kaboom,
+)
 
 ROOM = {"co2": 812.4, "temperature": 21.5, "humidity": 40.0}
 START_SEQUENCE = [scd4x.STOP_PERIODIC, scd4x.SET_TEMPERATURE_OFFSET, scd4x.SET_SENSOR_ALTITUDE,
                   scd4x.GET_SERIAL, scd4x.START_PERIODIC]
 
 
-class Ctx:
-    """The parts of HalContext the sensor uses, on fake time: sleeping moves the clock."""
+class Ctx(ChipCtx):
+    """An emulated SCD4x at 0x62 (unless not `chip`) in the room at ROOM."""
 
     def __init__(self, tmp_path: Path, chip: bool = True, raw: EmulatedBus | None = None) -> None:
-        self.node = "pi4"
-        self.clock = ManualClock()
-        self.state_dir = tmp_path
-        self.room = RoomSimulator(seed=2)
-        self.room.pin(**ROOM)
-        self.raw = raw or EmulatedBus()
-        self.chip = EmulatedScd4x(self.room, clock=self.clock)
-        if chip:
-            self.raw.attach(0x62, self.chip)
-        self.bus = RetryingBus(self.raw, sleep=self.sleep)
-        self.longest_sleep = 0.0
-
-    def sleep(self, dt: float) -> None:
-        self.longest_sleep = max(self.longest_sleep, dt)
-        self.clock.advance(dt)
-
-    def i2c_bus(self, number: int) -> RetryingBus:
-        return self.bus
+        super().__init__(ROOM, raw, tmp_path)
+        self.place(0x62, EmulatedScd4x(self.room, clock=self.clock), attached=chip)
 
 
 def sensor(ctx: Ctx, **kwargs) -> Scd4xSensor:
     kwargs.setdefault("sleep", ctx.sleep)
     return Scd4xSensor(ctx, "co2", **kwargs)
-
-
-def by_quantity(readings: list[Reading]) -> dict[str, Reading]:
-    return {r.quantity: r for r in readings}
 
 
 def poll(s: Scd4xSensor, ctx: Ctx, seconds: float, every: float) -> list[tuple[float, float, dict[str, Reading]]]:
@@ -232,19 +217,9 @@ def test_chip_power_cycle_nacks_for_a_second_then_is_idle_with_factory_settings(
 
 # -- start-up, in mock mode through the sensor table -------------------------------------
 
-def mock_context(tmp_path: Path) -> tuple[HalContext, ManualClock]:
-    clock = ManualClock()
-    ctx = HalContext("mock", "pi4", tmp_path, clock=clock)
-    # HalContext has no sleep of its own; the driver takes one the context offers (see the
-    # report: a HalContext(sleep=...) would pair it with the clock for every device).
-    ctx.sleep = clock.advance  # type: ignore[attr-defined]
-    ctx.room.pin(**ROOM)
-    return ctx, clock
-
-
 def test_mock_mode_start_up_sequence_and_first_measurement(tmp_path: Path,
                                                            caplog: pytest.LogCaptureFixture) -> None:
-    ctx, clock = mock_context(tmp_path)
+    ctx, clock = mock_context(tmp_path, **ROOM)
     t0 = clock.t
     s = SENSOR_KINDS["scd4x"].build(ctx, "co2", {})
     assert isinstance(s, Scd4xSensor)
@@ -268,7 +243,7 @@ def test_mock_mode_start_up_sequence_and_first_measurement(tmp_path: Path,
 
 
 def test_mock_mode_sends_the_configured_offset_and_altitude(tmp_path: Path) -> None:
-    ctx, clock = mock_context(tmp_path)
+    ctx, clock = mock_context(tmp_path, **ROOM)
     s = SENSOR_KINDS["scd4x"].build(ctx, "co2", {"altitude": 1950, "temperature_offset": 5.4})
     s.read()
     chip = ctx.i2c_bus(1).bus.chip(0x62)
@@ -280,7 +255,7 @@ def test_mock_mode_sends_the_configured_offset_and_altitude(tmp_path: Path) -> N
 
 def test_mock_mode_runs_without_smbus2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "smbus2", None)  # `import smbus2` raises ImportError
-    ctx, clock = mock_context(tmp_path)
+    ctx, clock = mock_context(tmp_path, **ROOM)
     s = SENSOR_KINDS["scd4x"].build(ctx, "co2", {})
     s.read()
     clock.advance(5.0)
@@ -319,7 +294,7 @@ def test_polling_every_200_ms_blocks_at_most_a_second(tmp_path: Path) -> None:
     results = poll(s, ctx, 30.0, 0.2)
     assert all(r["co2"].ok for _, _, r in results)
     assert max(took for _, took, _ in results) <= scd4x.WAIT_S + 0.05
-    assert ctx.longest_sleep <= scd4x.STOP_S
+    assert max(ctx.slept) <= scd4x.STOP_S
 
 
 def test_a_read_just_before_the_next_measurement_waits_for_it(tmp_path: Path) -> None:
@@ -380,9 +355,7 @@ def test_missing_chip_fails_with_a_reason_logged_once_and_recovers(tmp_path: Pat
         assert "first result due" in s.read()[0].reason
         ctx.clock.advance(5.0)
         assert all(r.ok for r in s.read())
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    recoveries = [r for r in caplog.records if "recovered" in r.getMessage()]
-    assert len(warnings) == 1 and len(recoveries) == 1
+    assert_warned_once_and_recovered_once(caplog)
 
 
 def test_power_loss_is_noticed_and_periodic_measurement_restarted(tmp_path: Path) -> None:
@@ -478,16 +451,8 @@ def test_a_closed_bus_gives_unavailable_readings(tmp_path: Path) -> None:
 
 def test_unexpected_errors_are_logged_and_reported_not_raised(tmp_path: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
-    ctx = Ctx(tmp_path)
-
-    def broken(number: int):
-        raise RuntimeError("kaboom")
-
-    ctx.i2c_bus = broken  # type: ignore[method-assign]
-    with caplog.at_level(logging.ERROR, logger="hal.scd4x"):
-        readings = sensor(ctx).read()
-    assert all(r.quality == "unavailable" and "RuntimeError: kaboom" in r.reason for r in readings)
-    assert any(r.exc_info for r in caplog.records)
+    _, readings = read_through_kaboom(Ctx(tmp_path), sensor, caplog, "hal.scd4x")
+    assert len(readings) == 3
 
 
 def test_a_zero_ppm_sample_is_invalid_but_temperature_and_humidity_stand(tmp_path: Path) -> None:
@@ -504,13 +469,7 @@ def test_a_zero_ppm_sample_is_invalid_but_temperature_and_humidity_stand(tmp_pat
 # -- construction and closing ------------------------------------------------------------
 
 def test_construction_touches_no_hardware(tmp_path: Path) -> None:
-    ctx = Ctx(tmp_path)
-    calls = []
-    ctx.i2c_bus = lambda n: calls.append(n) or ctx.bus  # type: ignore[method-assign]
-    s = sensor(ctx)
-    assert calls == [] and not ctx.chip.commands
-    s.read()
-    assert calls
+    assert_construction_touches_no_hardware(Ctx(tmp_path), sensor)
 
 
 @pytest.mark.parametrize("kwargs", [{"altitude": 3001}, {"altitude": -1}, {"altitude": True},
@@ -522,11 +481,8 @@ def test_bad_parameters_are_refused(tmp_path: Path, kwargs: dict) -> None:
 
 
 def test_the_table_row_builds_this_class_with_its_parameters(tmp_path: Path) -> None:
-    kind = SENSOR_KINDS["scd4x"]
-    assert kind.load() is Scd4xSensor and kind.quantities == Scd4xSensor.quantities
-    assert kind.problems({"altitude": 5000}) and kind.problems({"address": 0x61})
-    with pytest.raises(HalConfigError):
-        kind.build(HalContext("mock", "pi4", tmp_path), "co2", {"temperature_offset": 30})
+    assert_table_row("scd4x", Scd4xSensor, tmp_path, [{"altitude": 5000}, {"address": 0x61}],
+                     {"temperature_offset": 30})
 
 
 def test_close_stops_measuring_and_later_reads_say_closed(tmp_path: Path) -> None:

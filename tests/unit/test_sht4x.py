@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from hal.context import HalContext
 from hal.crc import sensirion_crc8
 from hal.emulated.bus import EmulatedBus
 from hal.emulated.environment import RoomSimulator
@@ -19,38 +18,30 @@ from hal.errors import HalConfigError
 from hal.i2c import RetryingBus
 from hal.sensor import SENSOR_KINDS
 from hal.sht4x import MODELS, ShtSensor, check_words, sht3x_humidity, sht4x_humidity, sht_temperature
-from tests.clocks import ManualClock
+from tests.unit.hal_fakes import (
+    ChipCtx,
+    FakeClock,
+    assert_construction_touches_no_hardware,
+    assert_warned_once_and_recovered_once,
+    mock_context,
+    read_through_kaboom,
+)
 
 ROOM = {"temperature": 23.4, "humidity": 51.2}
 STEP_T = 175 / 65535  # one count of the temperature word
 
 
-class Clock(ManualClock):
-    def sleep(self, dt: float) -> None:
-        self.t += dt
+class Ctx(ChipCtx):
+    """An emulated chip of `model` at `address` (none for model None) in the room at ROOM."""
 
-
-class Ctx:
-    """The parts of HalContext the sensor uses; the bus's retries wait on the same fake clock."""
-
-    def __init__(self, model: str | None = "sht4x", address: int = 0x44, bus: EmulatedBus | None = None,
-                 chip: EmulatedSht | None = None) -> None:
-        self.node = "pi4"
-        self.clock = Clock()
-        self.room = RoomSimulator(seed=2)
-        self.room.pin(**ROOM)
-        self.raw = bus or EmulatedBus()
-        self.chip = chip or (EmulatedSht(self.room, model=model, clock=self.clock) if model else None)
-        if self.chip is not None:
-            self.raw.attach(address, self.chip)
-        self.bus = RetryingBus(self.raw, sleep=self.clock.sleep)
-
-    def i2c_bus(self, number: int) -> RetryingBus:
-        return self.bus
+    def __init__(self, model: str | None = "sht4x", address: int = 0x44, bus: EmulatedBus | None = None) -> None:
+        super().__init__(ROOM, bus)
+        if model:
+            self.place(address, EmulatedSht(self.room, model=model, clock=self.clock))
 
 
 def sensor(ctx: Ctx, **kwargs: object) -> ShtSensor:
-    kwargs.setdefault("sleep", ctx.clock.sleep)
+    kwargs.setdefault("sleep", ctx.sleep)
     return ShtSensor(ctx, "air", **kwargs)  # type: ignore[arg-type]
 
 
@@ -121,9 +112,7 @@ def test_each_model_and_precision_measures_the_room(model: str, precision: str, 
 
 @pytest.mark.parametrize(("model", "address"), [("sht4x", 0x44), ("sht3x", 0x45)])
 def test_mock_mode_builds_both_models_from_the_sensor_table(tmp_path: Path, model: str, address: int) -> None:
-    clock = Clock()
-    ctx = HalContext("mock", "pi4", tmp_path, clock=clock, sleep=clock.sleep)  # the sensor waits on ctx.sleep
-    ctx.room.pin(**ROOM)
+    ctx, _ = mock_context(tmp_path, **ROOM)  # the sensor waits on ctx.sleep
     s = SENSOR_KINDS["sht4x"].build(ctx, "air", {"model": model, "address": address})
     assert isinstance(s, ShtSensor) and (s.kind, s.quantities) == ("sht4x", ("temperature", "humidity"))
     v = values(s.read())
@@ -150,7 +139,7 @@ def test_temperature_is_quantised_like_the_chip() -> None:
 # -- conversion time: a read too early is NACKed ---------------------------------------
 
 def test_emulated_chip_nacks_a_read_before_the_conversion_is_done() -> None:
-    clock = Clock()
+    clock = FakeClock()
     room = RoomSimulator()
     room.pin(**ROOM)
     chip = EmulatedSht(room, clock=clock)
@@ -190,7 +179,7 @@ def test_no_time_passing_ends_as_a_failed_result_read() -> None:
 class FlippingChip(EmulatedSht):
     """Flips bit 0 of chosen bytes of the next reads (one set per read)."""
 
-    def __init__(self, room: RoomSimulator, clock: Clock, flips: list[tuple[int, ...]]) -> None:
+    def __init__(self, room: RoomSimulator, clock: FakeClock, flips: list[tuple[int, ...]]) -> None:
         super().__init__(room, clock=clock)
         self.flips = flips
 
@@ -202,11 +191,8 @@ class FlippingChip(EmulatedSht):
 
 
 def flipping_ctx(flips: list[tuple[int, ...]]) -> Ctx:
-    clock = Clock()
-    room = RoomSimulator(seed=2)
-    room.pin(**ROOM)
-    ctx = Ctx(chip=FlippingChip(room, clock, flips))
-    ctx.clock, ctx.room = clock, room
+    ctx = Ctx(model=None)
+    ctx.place(0x44, FlippingChip(ctx.room, ctx.clock, flips))
     return ctx
 
 
@@ -254,9 +240,7 @@ def test_missing_chip_is_no_ack_logged_once_and_recovers(caplog: pytest.LogCaptu
             assert reason.startswith("no ACK from 0x44 on bus 1") and "nothing answers there" in reason
         ctx.raw.attach(0x44, EmulatedSht(ctx.room, clock=ctx.clock))
         assert all(r.ok for r in s.read())
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    recovered = [r for r in caplog.records if "recovered" in r.getMessage()]
-    assert len(warnings) == 1 and len(recovered) == 1
+    assert_warned_once_and_recovered_once(caplog)
 
 
 @pytest.mark.parametrize(("chip_model", "configured"), [("sht3x", "sht4x"), ("sht4x", "sht3x")])
@@ -290,16 +274,7 @@ def test_a_bus_that_always_fails_gives_readings_with_the_reason() -> None:
 
 
 def test_unexpected_errors_and_close_never_raise(caplog: pytest.LogCaptureFixture) -> None:
-    ctx = Ctx()
-
-    def broken(number: int) -> RetryingBus:
-        raise RuntimeError("kaboom")
-
-    ctx.i2c_bus = broken  # type: ignore[method-assign]
-    s = sensor(ctx)
-    with caplog.at_level(logging.ERROR, logger="hal.sht4x"):
-        assert all("RuntimeError: kaboom" in r.reason for r in s.read())
-    assert any(r.exc_info for r in caplog.records)
+    s, _ = read_through_kaboom(Ctx(), sensor, caplog, "hal.sht4x")
     s.close()
     assert reasons(s.read()) == {"temperature": "sensor closed", "humidity": "sensor closed"}
 
@@ -319,9 +294,7 @@ def test_bad_configuration_is_refused(kwargs: dict) -> None:
 
 
 def test_construction_touches_no_hardware() -> None:
-    ctx = Ctx(model=None)
-    sensor(ctx)
-    assert ctx.raw.transactions == 0
+    assert_construction_touches_no_hardware(Ctx(model=None), sensor)
 
 
 # -- the emulated chip's command sets ---------------------------------------------------
@@ -336,14 +309,14 @@ def room() -> Iterator[RoomSimulator]:
 @pytest.mark.parametrize(("model", "data"), [("sht4x", [0x24, 0x00]), ("sht4x", [0x00]), ("sht3x", [0xFD]),
                                              ("sht3x", [0x20, 0x32]), ("sht3x", [0x12, 0x34])])
 def test_emulated_chip_nacks_what_its_model_does_not_know(room: RoomSimulator, model: str, data: list) -> None:
-    chip = EmulatedSht(room, model=model, clock=Clock())
+    chip = EmulatedSht(room, model=model, clock=FakeClock())
     with pytest.raises(OSError) as info:
         chip.command(data)
     assert info.value.errno == errno.EREMOTEIO and chip.nacks == 1
 
 
 def test_emulated_sht4x_serial_and_soft_reset(room: RoomSimulator) -> None:
-    clock = Clock()
+    clock = FakeClock()
     chip = EmulatedSht(room, clock=clock, serial=0x12345678)
     chip.command([0x89])
     assert chip.read_raw(6) == words(0x1234, 0x5678)
@@ -356,7 +329,7 @@ def test_emulated_sht4x_serial_and_soft_reset(room: RoomSimulator) -> None:
 
 
 def test_emulated_sht3x_status_heater_and_stretched_measurement(room: RoomSimulator) -> None:
-    clock = Clock()
+    clock = FakeClock()
     chip = EmulatedSht(room, model="sht3x", clock=clock)
     chip.command([0x30, 0x41])  # clear status
     chip.command([0x30, 0x6D])  # heater on
@@ -370,4 +343,4 @@ def test_emulated_sht3x_status_heater_and_stretched_measurement(room: RoomSimula
 def test_every_model_in_the_driver_has_a_known_command_on_its_chip(room: RoomSimulator) -> None:
     for model, spec in MODELS.items():
         for command in (*spec.measure.values(), spec.serial):
-            EmulatedSht(room, model=model, clock=Clock()).command(list(command))
+            EmulatedSht(room, model=model, clock=FakeClock()).command(list(command))

@@ -6,22 +6,14 @@ A real Hub over a real Store behind the real app; `hub.cluster` is a test double
 from __future__ import annotations
 
 import copy
-import io
-import json
 import re
-from collections.abc import Iterator
 from typing import Any
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from actors.hub.state import Hub
-from actors.hub.store import Store
-from actors.hub.tokens import Tokens
+from tests.unit.web_app import app_fixtures, dashboard, metrics
 from web import view
-from web.app import create_app
 
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 NO_QUORUM = "no majority: acknowledgements and singleton jobs wait until more hubs are up"
 VIEW = {"self": "hub1", "leader": "hub2", "term": 4, "has_quorum": True, "members": [
     {"name": "hub1", "address": "127.0.0.1:9090", "online": True, "role": "follower", "lag_s": 1.5},
@@ -40,56 +32,7 @@ class FakeGroup:
         return copy.deepcopy(self.body)
 
 
-class Client:
-    """Calls the WSGI app in-process: (status, headers, text)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    def get(self, path: str) -> tuple[int, dict[str, str], str]:
-        environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "wsgi.input": io.BytesIO()}
-        setup_testing_defaults(environ)
-        started: list[tuple[str, list]] = []
-        body = b"".join(self.app(environ, lambda status, headers, exc_info=None: started.append((status, headers))))
-        status, headers = started[0]
-        return int(status.split()[0]), {k.lower(): v for k, v in headers}, body.decode()
-
-
-@pytest.fixture
-def hub(tmp_path) -> Iterator[Hub]:
-    h = Hub(Store(tmp_path / "hub.sqlite3"))
-    yield h
-    h.store.close()
-
-
-@pytest.fixture
-def client(hub, tmp_path) -> Iterator[Client]:
-    app = create_app(hub, Tokens(tmp_path / "tokens.json"), node="hub1")
-    yield Client(app)
-    app.config["harvester.context"].dashboard.live.close()
-
-
-def metrics(client: Client) -> tuple[str, dict[tuple[str, str], str]]:
-    """The exposition and its samples by (name, labels text); every sample's family has HELP and TYPE first."""
-    status, headers, text = client.get("/metrics")
-    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
-    samples, declared = {}, set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            declared.add(line.split()[2])
-        elif line.startswith("# HELP "):
-            assert line.split()[2] not in declared, line  # HELP comes before TYPE
-        else:
-            m = SAMPLE.match(line)
-            assert m and m.group(1) in declared, line
-            samples[(m.group(1), m.group(2) or "")] = m.group(3)
-    return text, samples
-
-
-def dashboard(client: Client) -> dict[str, Any]:
-    status, _, text = client.get("/api/dashboard")
-    assert status == 200
-    return json.loads(text)
+hub, client = app_fixtures(node="hub1")
 
 
 def hub_rows(html: str) -> dict[str, str]:

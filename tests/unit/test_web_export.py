@@ -8,25 +8,19 @@ actors.hub.export.Exporter (the web app reads only their name and status()). A h
 from __future__ import annotations
 
 import copy
-import io
 import json
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 
 from actors.hub.state import Hub
-from actors.hub.store import Store
-from actors.hub.tokens import Tokens
+from tests.unit.web_app import app_fixtures, dashboard, metrics, serving
 from web import view
-from web.app import create_app
 
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 PROMTOOL = shutil.which("promtool")
 SINCE = 1764763200.0  # when the failing targets' errors began
 OK = {"name": "influx", "url": "http://influx.lan:8086/api/v2/write", "state": "ok", "sent": 12345, "backlog": 0,
@@ -51,61 +45,12 @@ class FakeExporter:
         return copy.deepcopy(self.body)
 
 
-class Client:
-    """Calls the WSGI app in-process: (status, headers, text)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    def get(self, path: str) -> tuple[int, dict[str, str], str]:
-        environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "wsgi.input": io.BytesIO()}
-        setup_testing_defaults(environ)
-        started: list[tuple[str, list]] = []
-        body = b"".join(self.app(environ, lambda status, headers, exc_info=None: started.append((status, headers))))
-        status, headers = started[0]
-        return int(status.split()[0]), {k.lower(): v for k, v in headers}, body.decode()
-
-
-@pytest.fixture
-def hub(tmp_path) -> Iterator[Hub]:
-    h = Hub(Store(tmp_path / "hub.sqlite3"))
-    yield h
-    h.store.close()
-
-
-@pytest.fixture
-def client(hub, tmp_path) -> Iterator[Client]:
-    app = create_app(hub, Tokens(tmp_path / "tokens.json"), node="hub")
-    yield Client(app)
-    app.config["harvester.context"].dashboard.live.close()
+hub, client = app_fixtures(node="hub")
 
 
 def exporting(hub: Hub, *statuses: dict[str, Any]) -> list[FakeExporter]:
     hub.exporters = [FakeExporter(s) for s in statuses]
     return hub.exporters
-
-
-def metrics(client: Client) -> tuple[str, dict[tuple[str, str], str]]:
-    """The exposition and its samples by (name, labels text); every sample's family has HELP and TYPE first."""
-    status, headers, text = client.get("/metrics")
-    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
-    samples, declared = {}, set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            declared.add(line.split()[2])
-        elif line.startswith("# HELP "):
-            assert line.split()[2] not in declared, line  # HELP comes before TYPE
-        else:
-            m = SAMPLE.match(line)
-            assert m and m.group(1) in declared, line
-            samples[(m.group(1), m.group(2) or "")] = m.group(3)
-    return text, samples
-
-
-def dashboard(client: Client) -> dict[str, Any]:
-    status, _, text = client.get("/api/dashboard")
-    assert status == 200
-    return json.loads(text)
 
 
 def export_rows(html: str) -> dict[str, str]:
@@ -134,15 +79,12 @@ def test_api_without_targets_is_an_empty_list(client, hub):
 
 def test_api_needs_the_token_when_reads_are_not_public(hub, tmp_path):
     exporting(hub, OK)
-    app = create_app(hub, Tokens(tmp_path / "tokens.json"), public_read=False)
-    try:
-        status, _, text = Client(app).get("/api/exports")
+    with serving(hub, tmp_path, public_read=False) as client:
+        status, _, text = client.get("/api/exports")
         assert status == 401 and "influx" not in text
         # the page without the token renders (no panel) rather than failing
-        status, _, html = Client(app).get("/")
+        status, _, html = client.get("/")
         assert status == 200 and re.search(r'<section id="exports"[^>]*data-sig="" hidden>\s*</section>', html)
-    finally:
-        app.config["harvester.context"].dashboard.live.close()
 
 
 # -- /metrics -------------------------------------------------------------------------------------
