@@ -13,7 +13,7 @@ $(PY):
 
 # Reinstall only when the packaging metadata changes.
 $(STAMP): setup.cfg pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[wasm,test,pki,cluster]'
+	$(PY) -m pip install --quiet -e '.[wasm,test,pki,cluster,mqtt]'
 	touch $(STAMP)
 
 setup: $(STAMP) sandbox

@@ -8,7 +8,8 @@ from actors.node.config import NodeConfig
 
 
 def build_node(config: NodeConfig, hal_mode: str | None = None) -> NodeAgent:
-    """The node `harvester node` runs: its agent, and on a hub with a [web] table the dashboard."""
+    """The node `harvester node` runs: its agent, and on a hub the dashboard ([web]) and the
+    Home Assistant bridge ([mqtt])."""
     agent = NodeAgent(config, hal_mode)
     web = config.web
     if config.is_hub and web is not None:
@@ -24,5 +25,19 @@ def build_node(config: NodeConfig, hal_mode: str | None = None) -> NodeAgent:
                 raise cannot_listen("web.port", web.host, web.port, exc) from exc
 
         agent.attach(dashboard)
+    mqtt = config.mqtt
+    if config.is_hub and mqtt is not None:
+        def home_assistant(node: NodeAgent):  # paho is imported by hubs with an [mqtt] table only
+            from actors.hub.mqtt import MqttBridge, default_caller
+
+            url = None
+            if web is not None:  # a link Home Assistant can follow: not the wildcard address
+                host = config.hub_host if web.host in ("0.0.0.0", "::") else web.host
+                url = f"http://{'[' + host + ']' if ':' in host else host}:{web.port}/"
+            group = node.role.group  # several hubs: the leader publishes the fleet
+            return MqttBridge(mqtt, node.role.hub, config.name, default_caller(config.hub_host, config.nameserver_port),
+                              url, leads=group.leads if group is not None else lambda: True)
+
+        agent.attach(home_assistant)
     return agent
 

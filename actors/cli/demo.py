@@ -83,9 +83,10 @@ class Demo:
 
     def __init__(self, state_dir: Path, web_port: int = 8080, ns_port: int = 9090,
                  host: str = "127.0.0.1", out=sys.stdout, tls: bool = False, hubs: int = 1,
-                 export: str | None = None) -> None:
+                 export: str | None = None, mqtt: tuple[str, int] | None = None) -> None:
         self.state_dir = state_dir.resolve()
         self.export = export
+        self.mqtt = mqtt
         # one hub is called "hub", as in every single-hub config; several are hub1, hub2, ...
         self.hubs = ["hub"] if hubs == 1 else [f"hub{i}" for i in range(1, hubs + 1)]
         self.nodes = [*self.hubs, *SPOKES]
@@ -124,6 +125,8 @@ class Demo:
                      f"web.tokens_file={self.tokens_file}"]
             if self.export:  # one [export] table; with several hubs the leader sends
                 sets += [f'export.url="{self.export}"', "export.name=demo", "export.flush_interval=1"]
+            if self.mqtt:  # every hub publishes the fleet (with several, each under its own client id)
+                sets += [f'mqtt.host="{self.mqtt[0]}"', f"mqtt.port={self.mqtt[1]}"]
         if self.tls:
             from actors.cli.certs import Pki
 
@@ -172,6 +175,9 @@ class Demo:
         self.say(f"operator token: {operator} (for the dashboard's controls; all tokens in {self.tokens_file})")
         if self.export:
             self.say(f"every reading goes to {self.export} too (the dashboard's Exports panel shows how far it is)")
+        if self.mqtt:
+            self.say(f"the fleet is published to the MQTT broker at {self.mqtt[0]}:{self.mqtt[1]}: Home Assistant "
+                     "finds hub, pi4 and pizero as devices (MQTT integration, discovery on)")
         if self.tls:
             from actors.cli.certs import Pki
 

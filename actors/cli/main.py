@@ -206,8 +206,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.export and not re.match(r"https?://[^\s/?#]+", args.export):
         print(f"harvester demo: --export takes an http(s):// write URL, got {args.export!r}", file=sys.stderr)
         return 2
+    mqtt = None
+    if args.mqtt:
+        host, sep, port = args.mqtt.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            print(f"harvester demo: --mqtt takes HOST:PORT of a broker, got {args.mqtt!r}", file=sys.stderr)
+            return 2
+        mqtt = (host, int(port))
     return Demo(Path(args.state_dir), web_port=args.port, ns_port=args.ns_port, tls=args.tls, hubs=args.hubs,
-                export=args.export).run()
+                export=args.export, mqtt=mqtt).run()
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -479,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tls", action="store_true", help="mutual TLS between nodes (CA and certs in <state-dir>/pki)")
     s.add_argument("--export", metavar="URL", help="stream every reading to this InfluxDB line-protocol write "
                                                    "endpoint (VictoriaMetrics: http://127.0.0.1:8428/write)")
+    s.add_argument("--mqtt", metavar="HOST:PORT", help="publish the fleet to this MQTT broker for Home "
+                                                       "Assistant's discovery (mosquitto: 127.0.0.1:1883)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("certs", help="private CA: node and user certificates for mutual TLS")

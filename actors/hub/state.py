@@ -45,6 +45,9 @@ class Hub:
         self.rejected = 0
         # called with (node, rows) for every newly stored pushed batch; must be cheap
         self.on_batch: Callable[[str, list[Row]], None] | None = None
+        # called with (node, rows) for every stored reading, the hub's own included (MQTT publishes
+        # them); under the hub's lock, so each must only take note and return
+        self.listeners: list[Callable[[str, list[Row]], None]] = []
         # with several hubs: the Raft member acknowledgements and singleton jobs go through
         self.cluster: Any = None
         self.exporters: list[Any] = []  # actors.hub.export.Exporter, for the web's views
@@ -295,6 +298,8 @@ class Hub:
             if old is None or row.ts >= old.ts:
                 per_sensor[quantity] = row
         self.readings_stored += len(rows)
+        for listener in self.listeners:
+            listener(node, rows)
 
     def set_reachable(self, node: str, reachable: bool, health: dict[str, Any] | None = None) -> None:
         """Record the outcome of the hub's last probe of the node's agent (and its actors' health)."""

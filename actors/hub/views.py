@@ -49,7 +49,7 @@ def is_online(st: NodeState, now: float) -> bool:
     return now <= recent_until(st) and st.reachable is not False
 
 
-def _limit_for(limits: dict[str, Any], sensor: str, default: float) -> float:
+def limit_for(limits: dict[str, Any], sensor: str, default: float) -> float:
     """The staleness limit of a sensor; network targets (`network-hub`) share their sensor's."""
     value = limits.get(sensor, limits.get(sensor.split("-", 1)[0]))
     # hello checks the limits; a row stored before it did may still hold anything
@@ -65,7 +65,7 @@ def node_view(st: NodeState, latest: Latest, now: float) -> tuple[dict[str, Any]
     limits = st.info.get("stale_after") or {}
     for sensor, quantities in sorted(latest.items()):
         # A sensor's own limit (sent in hello); otherwise a push cycle's worth of slack.
-        limit = _limit_for(limits, sensor, ONLINE_INTERVALS * st.push_interval)
+        limit = limit_for(limits, sensor, ONLINE_INTERVALS * st.push_interval)
         view = {}
         for q, r in sorted(quantities.items()):
             stale = now - r.ts > limit

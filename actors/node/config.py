@@ -83,6 +83,22 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """The broker the hub publishes the fleet to, for Home Assistant's MQTT discovery."""
+
+    host: str
+    port: int = 1883
+    username: str = ""
+    password_file: Path | None = None
+    tls: bool = False
+    ca: Path | None = None  # with tls: the broker's CA (default: the system's)
+    client_id: str = ""  # default: harvester-<hub>
+    discovery_prefix: str = "homeassistant"
+    base_topic: str = "harvester"
+    keepalive: int = 30
+
+
+@dataclass(frozen=True)
 class SecurityConfig:
     """Mutual TLS for the node's Pyro5 traffic: CA, this node's certificate and key (absolute paths)."""
 
@@ -146,6 +162,7 @@ class NodeConfig:
     cluster_secret_file: Path | None = None
     exports: list[ExportTarget] = field(default_factory=list)
     quantities: list[Quantity] = field(default_factory=list)  # [[quantities]]: beyond the built-in table
+    mqtt: MqttConfig | None = None  # hub only: Home Assistant over MQTT
 
     def __post_init__(self) -> None:
         if not self.hub_hosts:
@@ -180,6 +197,8 @@ def _host(v: Any) -> str | None:
 
 
 _PORT = between(0, 65535)
+# an MQTT topic prefix: levels of letters, digits, _ and -, no wildcards
+_TOPIC = matches(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*\Z", "levels of [A-Za-z0-9_-] joined by /")
 _GPIO = between(0, 53)
 
 # section -> key -> Field(types, default or REQUIRED, check); hal.schema checks each table.
@@ -226,6 +245,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "i2c": Field(list, None),
     },
     # ca/cert/key are required only when tls = true; _security checks that.
+    "mqtt": {
+        "host": Field(str, REQUIRED, _host), "port": Field(int, 1883, between(1, 65535)),
+        "username": Field(str, ""), "password_file": Field(str, ""), "tls": Field(bool, False), "ca": Field(str, ""),
+        # MQTT 3.1.1 allows 23 characters in a client id; brokers take more, but not all
+        "client_id": Field(str, "", rule(lambda v: len(v) <= 64 and v.isprintable(), "at most 64 printable characters")),
+        "discovery_prefix": Field(str, "homeassistant", _TOPIC), "base_topic": Field(str, "harvester", _TOPIC),
+        "keepalive": Field(int, 30, between(5, 3600)),
+    },
     "security": {"tls": Field(bool, False), "ca": Field(str, None), "cert": Field(str, None),
                  "key": Field(str, None)},
 }
@@ -252,7 +279,7 @@ EXPORT_KEYS = {
     "measurement": Field(str, "harvester", matches(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z", "[A-Za-z_][A-Za-z0-9_]*")),
 }
 LISTS = ("sensors", "jobs", "export", "quantities")  # arrays of tables, parsed on their own
-OPTIONAL_SECTIONS = {"leds", "buzzer", "plugins", "web", "mock", "push", "agent", "store", "security"}
+OPTIONAL_SECTIONS = {"leds", "buzzer", "plugins", "web", "mock", "push", "agent", "store", "security", "mqtt"}
 
 
 def _apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -318,6 +345,9 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
     hub_hosts = _hub_hosts(c, t["hub"], node.get("role") == "hub")
     exports = _exports(c, data.get("export"), node.get("role") == "hub", base)
     quantities = _quantities(c, data.get("quantities", []))
+    mqtt = _mqtt(c, t["mqtt"], base) if "mqtt" in data else None
+    if mqtt is not None and node.get("role") != "hub":
+        c.add("mqtt", "only a hub publishes to MQTT (it speaks for the whole fleet; spokes need no client)")
     if c:
         raise ConfigError(path, c.items)
 
@@ -346,7 +376,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
                       public_read=t["web"]["public_read"]) if is_hub else None,
         store=StoreConfig(float(t["store"]["raw_days"]), float(t["store"]["rollup_days"]),
                           float(t["store"]["max_mb"])),
-        mock=mock, security=security, exports=exports, quantities=quantities,
+        mock=mock, security=security, exports=exports, quantities=quantities, mqtt=mqtt,
     )
 
 
@@ -388,6 +418,20 @@ def _hub_hosts(c: Problems, t: dict[str, Any], is_hub: bool) -> list[tuple[str, 
             c.add("hub.cluster_secret_file", "missing (required with several hubs): a file holding the secret "
                                              "the hubs share to encrypt and authenticate their Raft traffic")
     return out or [("127.0.0.1", default_port)]
+
+
+def _mqtt(c: Problems, t: dict[str, Any], base: Path) -> MqttConfig | None:
+    if any(v is None for v in t.values()):
+        return None  # a problem was recorded
+    if bool(t["username"]) != bool(t["password_file"]):
+        c.add("mqtt", "give both username and password_file, or neither")
+    if t["ca"] and not t["tls"]:
+        c.add("mqtt.ca", "is only used with mqtt.tls = true")
+
+    def path(key: str) -> Path | None:
+        return (base / Path(t[key]).expanduser()).resolve() if t[key] else None
+    return MqttConfig(t["host"], t["port"], t["username"], path("password_file"), t["tls"], path("ca"),
+                      t["client_id"], t["discovery_prefix"], t["base_topic"], t["keepalive"])
 
 
 def _quantities(c: Problems, rows: Any) -> list[Quantity]:

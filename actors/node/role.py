@@ -13,6 +13,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from actors.base import Actor
 from actors.node.config import NodeConfig
 from actors.node.jobspec import JobSpec
+from actors.node.version import package_version
 from hal.readings import Quantity, Reading
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class NodeRole:
         return {"node": cfg.name, "role": cfg.role, "profile": cfg.profile,
                 "push_interval": self.liveness_interval(),
                 "stale_after": {s.name: s.stale_after + cfg.push_interval for s in cfg.sensors},
-                "quantities": [q.to_dict() for q in self.declared_quantities()]}
+                "quantities": [q.to_dict() for q in self.declared_quantities()], "version": package_version()}
 
     def stop(self) -> None:
         """Close what the role opened (after the daemon stopped serving)."""
