@@ -11,7 +11,8 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HUB_ONLY = ("actors.hub", "actors.hub.state", "actors.hub.store", "actors.hub.tokens", "web", "hmac", "secrets")
+HUB_ONLY = ("actors.hub", "actors.hub.state", "actors.hub.store", "actors.hub.tokens", "web", "hmac", "secrets",
+            "paho", "pysyncobj")
 
 
 def run_python(code: str) -> str:
@@ -41,6 +42,22 @@ def test_a_hub_agent_does_import_them(tmp_path):
     """The same probe sees the hub's modules on a hub, so the spoke test above can fail."""
     assert build_and_list("actors/cli/demo_configs/hub.toml", tmp_path, HUB_ONLY[:4]) == \
         "actors.hub actors.hub.state actors.hub.store actors.hub.tokens"
+
+
+def test_a_hub_imports_paho_only_with_an_mqtt_table(tmp_path):
+    """Home Assistant's client is the hub's, and only when a broker is configured."""
+    assert build_and_list("actors/cli/demo_configs/hub.toml", tmp_path, ("paho",)) == ""
+    listed = run_python(f"""
+        import sys
+        from actors.cli.compose import build_node
+        from actors.node.config import load_config
+        agent = build_node(load_config("actors/cli/demo_configs/hub.toml",
+                                       ["node.state_dir={tmp_path}", "mqtt.host=127.0.0.1", "mqtt.port=1"]))
+        agent._build_actors()
+        agent._attachments[-1](agent)  # the bridge, built, not started (the dashboard's would bind its port)
+        print("paho" in sys.modules)
+    """)
+    assert listed == "True"
 
 
 def test_malloc_arenas_are_capped_where_glibc_allows():
