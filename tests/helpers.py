@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import time
@@ -28,16 +29,30 @@ def _ephemeral_range() -> tuple[int, int]:
     return low, high
 
 
+def _port_range() -> tuple[int, int]:
+    """The ports this test process may hand out: below the ephemeral range, and with several
+    pytest-xdist workers, a slice of its own, so two workers never pick the same port in the
+    moment between one's check and its user's bind."""
+    low, _ = _ephemeral_range()
+    start, end = max(1024, low - 12000), low
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
+        size = (end - start) // int(count)
+        start += size * (int(worker[2:]) % int(count))
+        end = start + size
+    return start, end
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now, outside the kernel's ephemeral range.
 
     A port handed out by binding port 0 is released before its user binds it; meanwhile a
     daemon binding port 0 (every node agent does) may be given the same one, and the user
     then finds it taken. Ports below the ephemeral range are never handed out that way."""
-    low, _ = _ephemeral_range()
+    start, end = _port_range()
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(max(1024, low - 12000), low)
+        port = rng.randrange(start, end - 1)  # end - 1: a caller may take the next port too (Raft)
         with socket.socket() as s:
             try:
                 s.bind((HOST, port))
