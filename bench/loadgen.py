@@ -36,13 +36,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_hub(tmp: Path) -> tuple[subprocess.Popen, int, int]:
-    """A real hub node process on free loopback ports."""
+def start_hub(tmp: Path, mqtt_port: int | None = None) -> tuple[subprocess.Popen, int, int]:
+    """A real hub node process on free loopback ports; with mqtt_port, it publishes the fleet to
+    the MQTT broker on that loopback port (an [mqtt] table: Home Assistant's bridge)."""
     ns, web = free_port(), free_port()
     cfg = tmp / "hub.toml"
+    mqtt = f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n' if mqtt_port else ""
     cfg.write_text(f"""[node]\nname = "hub"\nrole = "hub"\nhal = "mock"\nstate_dir = "{tmp / 'hub'}"
 [hub]\nhost = "127.0.0.1"\nnameserver_port = {ns}\n[web]\nhost = "127.0.0.1"\nport = {web}
-[[sensors]]\nname = "monitor"\nkind = "monitor"\ninterval = 5.0\n""")
+{mqtt}[[sensors]]\nname = "monitor"\nkind = "monitor"\ninterval = 5.0\n""")
     with open(tmp / "hub.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "actors.cli", "--log-level", "WARNING", "node", "--config",
                                  str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
@@ -220,9 +222,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--max-spokes", type=int, default=1600)
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--viewers", type=int, default=6, help="open dashboard pages, each with an API client")
+    p.add_argument("--mqtt-port", type=int, default=None,
+                   help="the hub also publishes to the MQTT broker on this loopback port (bench_mqtt starts one)")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="harvester-load-"))
-    hub, ns, web = start_hub(tmp)
+    hub, ns, web = start_hub(tmp, args.mqtt_port)
     placement = separate_cpus(hub.pid)
     print(f"hub pid {hub.pid}: {placement}", flush=True)
     results = []

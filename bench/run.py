@@ -25,6 +25,7 @@ def run_all(quick: bool) -> dict[str, Any]:
         bench_idle,
         bench_ingest,
         bench_latency,
+        bench_mqtt,
         bench_nodes,
         bench_plugins,
         loadgen,
@@ -40,6 +41,7 @@ def run_all(quick: bool) -> dict[str, Any]:
         ("idle", bench_idle.main, ["--held", "0,130,500", "--lookups", "30"]),
         ("frozen", bench_frozen.main, ["--commands", "20"]),
         ("hubs", bench_hubs.main, ["--kills", "3" if quick else "10", "--seconds", "5", "--rest", "10" if quick else "30"]),
+        ("mqtt", bench_mqtt.main, ["--quick"] if quick else []),
         ("nodes", bench_nodes.main, ["--seconds", "60" if quick else "600", "--warmup", "20" if quick else "60"]),
         ("load", loadgen.main, ["--seconds", "10" if quick else "30", "--max-spokes", "800" if quick else "1600"]),
     ]
@@ -125,6 +127,19 @@ def table(r: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("a hub of three at rest: RSS MB, CPU %; paid over a lone hub",
                      f"{g('hubs', 'rest', 'one_of_three', 'rss_mb')}, {g('hubs', 'rest', 'one_of_three', 'cpu_percent')}; "
                      f"+{g('hubs', 'rest', 'rss_paid_mb')} MB, +{g('hubs', 'rest', 'cpu_paid_percent')} %"))
+    if g("mqtt", "fleet_cpu_percent_on") is not None:
+        rows.append((f"MQTT bridge off / on, demo rate ({g('mqtt', 'demo_readings_per_s')} readings/s): hub CPU %; "
+                     "RSS MB",
+                     f"{g('mqtt', 'demo_cpu_percent_off')} / {g('mqtt', 'demo_cpu_percent_on')}; "
+                     f"{g('mqtt', 'demo_rss_mb_off')} / {g('mqtt', 'demo_rss_mb_on')}"))
+        rows.append((f"MQTT bridge off / on, {g('mqtt', 'fleet_spokes')} spokes x {g('mqtt', 'fleet_sensors')} sensors "
+                     "at 1 Hz: hub CPU %; RSS MB; messages/s",
+                     f"{g('mqtt', 'fleet_cpu_percent_off')} / {g('mqtt', 'fleet_cpu_percent_on')}; "
+                     f"{g('mqtt', 'fleet_rss_mb_off')} / {g('mqtt', 'fleet_rss_mb_on')}; "
+                     f"{g('mqtt', 'fleet_messages_per_s')}"))
+        rows.append((f"MQTT push -> state topic p50/p99 (ms): demo rate ; {g('mqtt', 'fleet_spokes')} spokes",
+                     f"{g('mqtt', 'demo_latency_p50_ms')} / {g('mqtt', 'demo_latency_p99_ms')} ; "
+                     f"{g('mqtt', 'fleet_latency_p50_ms')} / {g('mqtt', 'fleet_latency_p99_ms')}"))
     return rows
 
 

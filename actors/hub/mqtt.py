@@ -97,6 +97,7 @@ class MqttBridge:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._announced: dict[str, str] = {}  # discovery topic -> payload published
+        self._shapes: dict[str, Any] = {}  # node -> what its configs were last built from
         self._availability: dict[str, str] = {}  # node -> "online" / "offline" published
         self._alert_counts: dict[str, int] = {}
         self._leds: dict[str, int] = {}  # node -> strip length
@@ -261,6 +262,7 @@ class MqttBridge:
         """A fresh connection or Home Assistant restarted: every config, availability and state again."""
         with self._lock:
             self._announced.clear()
+            self._shapes.clear()
             self._availability.clear()
             self._alert_counts.clear()
             self._pixels.clear()
@@ -280,10 +282,20 @@ class MqttBridge:
                 counts[alert["raised_by"]] = counts.get(alert["raised_by"], 0) + 1
         for node in snapshot:
             name = node["name"]
-            for topic, payload in self.discovery(node).items():
-                if self._announced.get(topic) != payload:
-                    self._publish(topic, payload)
-                    self._announced[topic] = payload
+            # a node's configs change only with its shape: skip building them (JSON for every
+            # entity of every node) on the ticks where it did not change
+            shape = (tuple(sorted((s, q, r.get("unit")) for s, qs in node["sensors"].items() for q, r in qs.items())),
+                     tuple(sorted(node.get("actors") or {})), node["role"], node.get("profile"),
+                     json.dumps(self.hub.node_infos({name}).get(name, {}), sort_keys=True, default=str),
+                     self._leds.get(name))
+            if self._shapes.get(name) != shape:
+                fresh = self.discovery(node)
+                for topic, payload in fresh.items():
+                    if self._announced.get(topic) != payload:
+                        self._publish(topic, payload)
+                        self._announced[topic] = payload
+                if "leds" not in (node.get("actors") or {}) or name in self._leds:
+                    self._shapes[name] = shape  # a strip's length still unknown: look again next tick
             online = "online" if node["online"] else "offline"
             if self._availability.get(name) != online:
                 self._publish(f"{self.base}/{safe(name)}/availability", online)
