@@ -125,6 +125,12 @@ class NodeAgent:
             self.sensors.append(actor)
             self.actors.append(actor)
         self._build_actuators()
+        if self.hal.mode == "mock":  # the REPL's handle on the emulated room; real hardware has none
+            from actors.devices.room import RoomActor
+
+            self.actors.append(RoomActor(cfg.name, self.hal, [s.name for s in cfg.sensors
+                                                              if "iaq" in SENSOR_KINDS[s.kind].quantities],
+                                         role=cfg.role))
         self._build_plugins()
         self._remote_call = actor_caller(cfg.hub_host, cfg.nameserver_port)
         self.jobs = JobRunner(self.role.job_specs(cfg.jobs), self.scheduler, JobContext(

@@ -22,6 +22,10 @@ class RoomConditions:
     soil_moisture: float = 45.0  # % between the calibrated dry and wet points
 
 
+# What a room can be pinned to, in RoomConditions' order.
+QUANTITY_NAMES: tuple[str, ...] = tuple(RoomConditions.__dataclass_fields__)
+
+
 class RoomSimulator:
     """Conditions that drift slowly (minutes) plus a daily cycle; pin any value for tests.
 
@@ -35,17 +39,35 @@ class RoomSimulator:
         self._lock = threading.Lock()
         self._pinned: dict[str, float] = {}
 
-    def pin(self, **values: float) -> None:
-        """Hold the named quantities at fixed values (None releases one)."""
-        fields = RoomConditions.__dataclass_fields__
+    def pin(self, **values: float | None) -> None:
+        """Hold the named quantities at fixed values (None releases one); all or nothing:
+        KeyError for an unknown name, and nothing changes."""
+        unknown = [key for key in values if key not in QUANTITY_NAMES]
+        if unknown:
+            raise KeyError(f"unknown room quantity {unknown[0]!r}; known: {', '.join(QUANTITY_NAMES)}")
+        held = {key: float(value) for key, value in values.items() if value is not None}
         with self._lock:
             for key, value in values.items():
-                if key not in fields:
-                    raise KeyError(f"unknown room quantity {key!r}")
                 if value is None:
                     self._pinned.pop(key, None)
-                else:
-                    self._pinned[key] = float(value)
+            self._pinned.update(held)
+
+    def release(self, *names: str) -> list[str]:
+        """Let the named quantities drift again (no names: all of them); returns those that were
+        pinned. KeyError for an unknown name, and nothing changes."""
+        unknown = [key for key in names if key not in QUANTITY_NAMES]
+        if unknown:
+            raise KeyError(f"unknown room quantity {unknown[0]!r}; known: {', '.join(QUANTITY_NAMES)}")
+        with self._lock:
+            released = [key for key in (names or tuple(self._pinned)) if key in self._pinned]
+            for key in released:
+                del self._pinned[key]
+            return released
+
+    def pinned(self) -> dict[str, float]:
+        """What is held now: quantity -> value."""
+        with self._lock:
+            return dict(self._pinned)
 
     def at(self, t: float) -> RoomConditions:
         """The room at epoch time t."""

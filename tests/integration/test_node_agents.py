@@ -38,7 +38,8 @@ def test_agent_registers_every_actor_with_metadata(cluster, pi4):
     listing = connect(HOST, cluster.ns_port).listing()
     names = {n for n in listing if n.startswith("harvester.pi4.")}
     assert names == {"harvester.pi4.dht22", "harvester.pi4.monitor", "harvester.pi4.leds",
-                     "harvester.pi4.buzzer", "harvester.pi4.agent", "harvester.pi4.jobs", "harvester.pi4.plugins"}
+                     "harvester.pi4.buzzer", "harvester.pi4.agent", "harvester.pi4.jobs", "harvester.pi4.plugins",
+                     "harvester.pi4.room"}  # mock mode: the emulated room, for the REPL
     tags = set(listing["harvester.pi4.dht22"][1])
     assert {"node:pi4", "role:spoke", "kind:sensor", "quantity:temperature", "quantity:humidity", "api:1"} <= tags
     assert "kind:aggregator" in listing["harvester.hub.aggregator"][1]

@@ -30,7 +30,7 @@ REFUSED = (ActuatorArgumentError, BadRequest)
 # Everything a remote caller may legitimately get back as an error.
 TYPED = (*REFUSED, Busy, ActorUnavailable, PermissionError)
 COUNTERS = {"uptime_s", "calls", "errors", "busy_rejections", "refused", "slow_calls", "waiting", "mean_call_ms"}
-ACTORS = ("dht22", "leds", "buzzer", "plugins", "jobs", "agent")
+ACTORS = ("dht22", "leds", "buzzer", "plugins", "jobs", "agent", "room")
 SERIALIZERS = ("msgpack", "serpent")  # ours, and what a plain Pyro5 proxy speaks
 BUZZER_GPIO = 17
 
@@ -203,12 +203,13 @@ def actor_classes() -> dict[str, type]:
     """The class behind each served actor name (imported here: the agent module pulls in every actor)."""
     from actors.devices.actuators import BuzzerActor, LedsActor
     from actors.devices.plugin_runner import PluginsActor
+    from actors.devices.room import RoomActor
     from actors.devices.sensor import SensorActor
     from actors.node.agent import AgentActor
     from actors.node.jobs import JobsActor
 
     return {"dht22": SensorActor, "leds": LedsActor, "buzzer": BuzzerActor, "plugins": PluginsActor,
-            "jobs": JobsActor, "agent": AgentActor}
+            "jobs": JobsActor, "agent": AgentActor, "room": RoomActor}
 
 
 CASES = [(name, method) for name, cls in actor_classes().items() for method in exposed(cls)]
