@@ -83,10 +83,12 @@ class Demo:
 
     def __init__(self, state_dir: Path, web_port: int = 8080, ns_port: int = 9090,
                  host: str = "127.0.0.1", out=sys.stdout, tls: bool = False, hubs: int = 1,
-                 export: str | None = None, mqtt: tuple[str, int] | None = None) -> None:
+                 export: str | None = None, mqtt: tuple[str, int] | None = None,
+                 notify: dict[str, str | None] | None = None) -> None:
         self.state_dir = state_dir.resolve()
         self.export = export
         self.mqtt = mqtt
+        self.notify = {k: v for k, v in (notify or {}).items() if v}
         # one hub is called "hub", as in every single-hub config; several are hub1, hub2, ...
         self.hubs = ["hub"] if hubs == 1 else [f"hub{i}" for i in range(1, hubs + 1)]
         self.nodes = [*self.hubs, *SPOKES]
@@ -127,6 +129,9 @@ class Demo:
                 sets += [f'export.url="{self.export}"', "export.name=demo", "export.flush_interval=1"]
             if self.mqtt:  # every hub publishes the fleet (with several, each under its own client id)
                 sets += [f'mqtt.host="{self.mqtt[0]}"', f"mqtt.port={self.mqtt[1]}"]
+            if self.notify:  # a channel each, every severity
+                tables = ", ".join(f'{{kind = "{k}", url = "{u}", rate_per_hour = 120}}' for k, u in self.notify.items())
+                sets += [f"notify=[{tables}]"]
         if self.tls:
             from actors.cli.certs import Pki
 
@@ -175,6 +180,8 @@ class Demo:
         self.say(f"operator token: {operator} (for the dashboard's controls; all tokens in {self.tokens_file})")
         if self.export:
             self.say(f"every reading goes to {self.export} too (the dashboard's Exports panel shows how far it is)")
+        for kind, url in self.notify.items():
+            self.say(f"alert messages go to {url} ({kind}); `harvester notify test` sends one now")
         if self.mqtt:
             self.say(f"the fleet is published to the MQTT broker at {self.mqtt[0]}:{self.mqtt[1]}: Home Assistant "
                      "finds hub, pi4 and pizero as devices (MQTT integration, discovery on)")

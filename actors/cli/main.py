@@ -213,8 +213,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"harvester demo: --mqtt takes HOST:PORT of a broker, got {args.mqtt!r}", file=sys.stderr)
             return 2
         mqtt = (host, int(port))
+    for flag, url in (("--notify-webhook", args.notify_webhook), ("--notify-ntfy", args.notify_ntfy)):
+        if url and not re.match(r"https?://[^\s/?#]+", url):
+            print(f"harvester demo: {flag} takes an http(s):// URL, got {url!r}", file=sys.stderr)
+            return 2
+    notify = [kind for kind, url in (("webhook", args.notify_webhook), ("ntfy", args.notify_ntfy)) if url]
     return Demo(Path(args.state_dir), web_port=args.port, ns_port=args.ns_port, tls=args.tls, hubs=args.hubs,
-                export=args.export, mqtt=mqtt).run()
+                export=args.export, mqtt=mqtt,
+                notify={"webhook": args.notify_webhook, "ntfy": args.notify_ntfy} if notify else None).run()
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -273,6 +279,22 @@ def cmd_call(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
     return 0
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """`harvester notify channels|test [CHANNEL]`: the hub's notification channels."""
+    fleet = _client(args)
+    names = ns_call(fleet, lambda: fleet.names({"kind:notify"}))
+    if not names:
+        raise CliFailure(f"no hub at {fleet.where()} has notification channels ([[notify]] in its config)", 1)
+    name = sorted(names)[0]  # with several hubs each has the same channels; the leader sends, any may test
+    if args.notify_command == "channels":
+        print(json.dumps(remote_call(fleet, name, "channels"), indent=2, ensure_ascii=False))
+        return 0
+    outcomes = remote_call(fleet, name, "test", *([args.channel] if args.channel else []))
+    for o in outcomes:
+        print(f"{o['channel']}: {'sent' if o['ok'] else 'NOT sent'}: {o['result']}")
+    return 0 if all(o["ok"] for o in outcomes) else 1
 
 
 def _when(ts: float | None) -> str:
@@ -486,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tls", action="store_true", help="mutual TLS between nodes (CA and certs in <state-dir>/pki)")
     s.add_argument("--export", metavar="URL", help="stream every reading to this InfluxDB line-protocol write "
                                                    "endpoint (VictoriaMetrics: http://127.0.0.1:8428/write)")
+    s.add_argument("--notify-webhook", metavar="URL", help="POST every alert's messages to this URL (JSON)")
+    s.add_argument("--notify-ntfy", metavar="URL/TOPIC", help="send every alert's messages to this ntfy topic "
+                                                              "(e.g. https://ntfy.sh/my-greenhouse)")
     s.add_argument("--mqtt", metavar="HOST:PORT", help="publish the fleet to this MQTT broker for Home "
                                                        "Assistant's discovery (mosquitto: 127.0.0.1:1883)")
     s.set_defaults(func=cmd_demo)
@@ -528,6 +553,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("args", nargs="*", help="arguments (JSON or Python literals)")
     client_options(s)
     s.set_defaults(func=cmd_call)
+
+    s = sub.add_parser("notify", help="the hub's notification channels: list them, or send a test message")
+    nsub = s.add_subparsers(dest="notify_command", required=True)
+    n = nsub.add_parser("test", help="send a test message on one channel (or every one) and print the outcome")
+    n.add_argument("channel", nargs="?", help="a channel's name (default: every channel)")
+    client_options(n)
+    n.set_defaults(func=cmd_notify)
+    n = nsub.add_parser("channels", help="each channel: sent, waiting, suppressed, last error")
+    client_options(n)
+    n.set_defaults(func=cmd_notify)
 
     s = sub.add_parser("ls", help="list the fleet's actors with live/dead status")
     s.add_argument("--kind")

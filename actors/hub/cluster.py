@@ -8,7 +8,9 @@ through Raft is what an operator or a schedule decides once for the whole fleet:
   on the leader only and once per slot, also across a fail-over;
 - which hub is which (Raft address -> hub name), for the cluster view;
 - which batches each export target has sent to its engine, so the hub that leads after a
-  fail-over goes on from there (actors.hub.export).
+  fail-over goes on from there (actors.hub.export);
+- which notification messages were delivered, so the next leader does not send them again
+  (actors.hub.notify).
 
 Readings do not: a batch (node, seq) never changes, so hubs copy them from each other
 (actors.hub.replica) and a hub without a majority keeps taking them.
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 WRITE_TIMEOUT_S = 3.0  # a control write that no majority commits in this time fails
 LEADER_FALLBACK_S = 3.0  # a leader cut off from the majority steps down after this
 MAX_ACKS = 5000  # acknowledgements kept in the replicated state (oldest dropped; stores keep theirs)
+MAX_NOTIFIED = 20_000  # notification keys remembered per channel in the replicated state
 MAX_RUNS_PER_JOB = 400  # singleton runs remembered per job (a daily job: more than a year)
 
 Applied = Callable[[str, tuple[Any, ...]], None]
@@ -60,6 +63,7 @@ class ControlState(SyncObjConsumer):
         self.runs: dict[str, dict[str, tuple[str, float, str]]] = {}
         self.names: dict[str, str] = {}
         self.exports: dict[str, dict[str, SeqSet]] = {}
+        self.notified: dict[str, dict[str, bool]] = {}  # channel -> message keys sent (insertion order)
 
     @replicated
     def acknowledge(self, key: str, by: str, ts: float) -> bool:
@@ -96,6 +100,16 @@ class ControlState(SyncObjConsumer):
             held = SeqSet(nodes[node].intervals() if node in nodes else ())
             held.add_range(lo, hi)
             nodes[node] = held
+
+    @replicated
+    def sent(self, channel: str, keys: list[str]) -> None:
+        """Notification channel `channel` delivered these messages (the oldest keys beyond
+        MAX_NOTIFIED are forgotten: by then their alerts are long over)."""
+        held = dict(self.notified.get(channel, {}))
+        held.update(dict.fromkeys(keys, True))
+        if len(held) > MAX_NOTIFIED:
+            held = dict(list(held.items())[len(held) - MAX_NOTIFIED:])
+        self.notified[channel] = held  # replaced whole: notifier threads read it unlocked
 
     @replicated
     def introduce(self, address: str, name: str) -> None:
@@ -196,6 +210,17 @@ class RaftCluster:
         except SyncObjException as exc:
             log.debug("export %s: progress not recorded in the cluster (%s); a later leader resends it",
                       target, _reason(exc))
+
+    def was_notified(self, channel: str, key: str) -> bool:
+        """True when some hub's channel delivered the message `key`."""
+        return key in self.state.notified.get(channel, {})
+
+    def mark_notified(self, channel: str, keys: list[str]) -> None:
+        """Record delivered messages, asynchronously (if lost, a later leader may send them again)."""
+        try:
+            self.state.sent(channel, keys)
+        except SyncObjException as exc:
+            log.debug("notify %s: delivery not recorded in the cluster (%s)", channel, _reason(exc))
 
     def has_run(self, job: str, key: str) -> bool:
         """True when some hub recorded a run of `job` for slot `key`."""

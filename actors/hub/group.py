@@ -123,6 +123,15 @@ class HubGroup:
         """True when some hub's export `target` sent batch (node, seq) (the exporters' Ledger)."""
         return self.raft is not None and self.raft.was_exported(target, node, seq)
 
+    def notified(self, channel: str, key: str) -> bool:
+        """True when some hub delivered notification `key` on `channel` (the notifier's Ledger)."""
+        return self.raft is not None and self.raft.was_notified(channel, key)
+
+    def mark_notified(self, channel: str, keys: list[str]) -> None:
+        """Record delivered notifications for whichever hub leads next."""
+        if self.raft is not None:
+            self.raft.mark_notified(channel, keys)
+
     def mark_exported(self, target: str, pairs: list[tuple[str, int]]) -> None:
         """Record what an export sent, for whichever hub leads next."""
         if self.raft is not None:

@@ -67,6 +67,7 @@ class HubRole(NodeRole):
         self.prober: SpokeProber | None = None
         self.group: Any = None  # actors.hub.group.HubGroup with several hubs
         self.exporters: list[Any] = []  # actors.hub.export.Exporter, one per [[export]] target
+        self.notifier: Any = None  # actors.hub.notify.Notifier with [[notify]] channels
         self._store_full = False
 
     def build(self) -> list[Actor]:
@@ -89,6 +90,11 @@ class HubRole(NodeRole):
 
             self.exporters = [Exporter(t, self.hub.store.path, self.hub.store, ledger=self.group) for t in cfg.exports]
             self.hub.exporters = self.exporters
+        if cfg.notify:
+            from actors.hub.notify import Notifier, NotifyActor
+
+            self.notifier = self.hub.notifier = Notifier(cfg.notify, self.hub.store, cfg.name, ledger=self.group)
+            actors.append(NotifyActor(cfg.name, self.notifier))
         return actors
 
     def start(self) -> None:
@@ -106,6 +112,8 @@ class HubRole(NodeRole):
             self.group.start()
         for exporter in self.exporters:
             exporter.start()
+        if self.notifier is not None:
+            self.notifier.start()
 
     def install(self, scheduler: BaseScheduler, first_run: datetime) -> None:
         """Probe the spokes; evaluate hub plugins on what they pushed."""
@@ -144,18 +152,28 @@ class HubRole(NodeRole):
         return [*configured, *(d for d in defaults if d.kind not in kinds and d.name not in names)]
 
     def health(self) -> dict[str, Any]:
-        """Each export target's state, backlog and last error."""
-        return {"exports": [e.status() for e in self.exporters]} if self.exporters else {}
+        """Each export target's and notification channel's state, backlog and last error."""
+        out: dict[str, Any] = {}
+        if self.exporters:
+            out["exports"] = [e.status() for e in self.exporters]
+        if self.notifier is not None:
+            out["notify"] = self.notifier.status()
+        return out
 
     def problems(self) -> list[str]:
         """An export target the engine refused for good."""
         return [f"export {e.name} stopped: {e.stopped}" for e in self.exporters if e.stopped]
 
     def notes(self) -> list[str]:
-        """One line per export target (how far behind, since when, the last error)."""
+        """One line per export target and notification channel (how far behind, since when, the last error)."""
         from actors.hub.export import describe
 
-        return [describe(e.status()) for e in self.exporters]
+        lines = [describe(e.status()) for e in self.exporters]
+        if self.notifier is not None:
+            from actors.hub import notify
+
+            lines += [notify.describe(s) for s in self.notifier.status()]
+        return lines
 
     def liveness_interval(self) -> float:
         """The hub never pushes: its liveness comes from its own polls."""
@@ -168,6 +186,8 @@ class HubRole(NodeRole):
             self.prober.close()
         for exporter in self.exporters:
             exporter.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
         if self.group is not None:
             self.group.close()
         if self.nameserver is not None:

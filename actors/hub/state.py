@@ -51,6 +51,7 @@ class Hub:
         # with several hubs: the Raft member acknowledgements and singleton jobs go through
         self.cluster: Any = None
         self.exporters: list[Any] = []  # actors.hub.export.Exporter, for the web's views
+        self.notifier: Any = None  # actors.hub.notify.Notifier, for the web's views and its test button
         self.quantities = FleetQuantities()  # what each node declared beyond the built-ins
         self._load()
 

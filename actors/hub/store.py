@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from actors.errors import StoreFull
 from actors.hub.holdings import Interval, SeqSet
 from actors.hub.housekeeping import STEPS, StoreHousekeeping
+from actors.hub.notify_log import NotifyLog
 
 SCHEMA_VERSION = 2
 # Columns added since the schema version last changed, added in place where missing. An
@@ -84,6 +85,21 @@ CREATE TABLE IF NOT EXISTS export_state (
     name TEXT PRIMARY KEY, cursor INTEGER NOT NULL, sent INTEGER NOT NULL, lost INTEGER NOT NULL,
     updated REAL NOT NULL
 );
+-- Notifications: each channel's first start (only alert changes after it are sent), the durable
+-- queue of messages owed, and what was sent (or suppressed, digested, failed) under which key
+CREATE TABLE IF NOT EXISTS notify_channels (
+    name TEXT PRIMARY KEY, started REAL NOT NULL, suppressed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS notify_queue (
+    channel TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL, due REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, held INTEGER NOT NULL DEFAULT 0, queued REAL NOT NULL,
+    PRIMARY KEY (channel, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notify_sent (
+    channel TEXT NOT NULL, key TEXT NOT NULL, sent REAL NOT NULL, receipt TEXT NOT NULL, counted INTEGER NOT NULL,
+    PRIMARY KEY (channel, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alerts_updated ON alerts (updated);
 CREATE TABLE IF NOT EXISTS daily_summaries (
     day TEXT NOT NULL, node TEXT NOT NULL, sensor TEXT NOT NULL, quantity TEXT NOT NULL, unit TEXT NOT NULL,
     min REAL NOT NULL, mean REAL NOT NULL, max REAL NOT NULL, n INTEGER NOT NULL, alerts INTEGER NOT NULL,
@@ -118,7 +134,7 @@ class StoreSchemaError(RuntimeError):
     """The database file was written by an incompatible version."""
 
 
-class Store(StoreHousekeeping):
+class Store(StoreHousekeeping, NotifyLog):
     """Thread-safe access to the hub database (one connection, serialized by a lock)."""
 
     def __init__(self, path: Path | str, max_mb: float = 0, keep_batches: bool = False) -> None:

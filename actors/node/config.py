@@ -99,6 +99,35 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """One `[[notify]]` table: where alert messages go, which alerts, how often, and when not."""
+
+    name: str
+    kind: str  # ntfy | webhook | email | apprise
+    severities: tuple[str, ...] = ("info", "warning", "critical")
+    nodes: tuple[str, ...] = ()  # () = every node
+    plugins: tuple[str, ...] = ()  # () = every plugin
+    repeat: float = 0.0  # seconds between reminders of an unacknowledged alert; 0 = none
+    quiet_start: int | None = None  # minutes after local midnight; non-critical messages wait for the digest
+    quiet_end: int | None = None
+    timezone: str = ""  # quiet hours' zone ("" = the hub's local time)
+    rate_per_hour: int = 20
+    timeout: float = 10.0
+    url: str = ""  # ntfy (server URL with the topic) and webhook
+    token_file: Path | None = None  # ntfy
+    secret_file: Path | None = None  # webhook: HMAC-SHA256 signature
+    host: str = ""  # email: the SMTP server
+    port: int = 0  # 0: the standard port of `security` (587 starttls, 465 ssl, 25 none)
+    security: str = "starttls"  # starttls | ssl | none
+    username: str = ""
+    password_file: Path | None = None
+    sender: str = ""
+    to: tuple[str, ...] = ()
+    ca: Path | None = None
+    urls_file: Path | None = None  # apprise: one Apprise URL per line
+
+
+@dataclass(frozen=True)
 class SecurityConfig:
     """Mutual TLS for the node's Pyro5 traffic: CA, this node's certificate and key (absolute paths)."""
 
@@ -163,6 +192,7 @@ class NodeConfig:
     exports: list[ExportTarget] = field(default_factory=list)
     quantities: list[Quantity] = field(default_factory=list)  # [[quantities]]: beyond the built-in table
     mqtt: MqttConfig | None = None  # hub only: Home Assistant over MQTT
+    notify: list[NotifyConfig] = field(default_factory=list)  # hub only: [[notify]] channels
 
     def __post_init__(self) -> None:
         if not self.hub_hosts:
@@ -278,15 +308,22 @@ EXPORT_KEYS = {
     "timeout": Field(NUMBER, 10.0, between(0.5, 300)),
     "measurement": Field(str, "harvester", matches(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z", "[A-Za-z_][A-Za-z0-9_]*")),
 }
-LISTS = ("sensors", "jobs", "export", "quantities")  # arrays of tables, parsed on their own
+LISTS = ("sensors", "jobs", "export", "quantities", "notify")  # arrays of tables, parsed on their own
 OPTIONAL_SECTIONS = {"leds", "buzzer", "plugins", "web", "mock", "push", "agent", "store", "security", "mqtt"}
 
 
 def _apply_override(data: dict[str, Any], assignment: str) -> None:
     """Apply `section.key=value` (value in TOML syntax, bare words taken as strings)."""
     key, sep, raw = assignment.partition("=")
+    if sep and key.strip() in LISTS:  # a whole array of tables: notify=[{kind="ntfy", url="..."}]
+        try:
+            data[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--set", [(assignment, f"not a TOML array of tables: {exc}")]) from None
+        return
     if not sep or "." not in key:
-        raise ConfigError("--set", [(assignment, "expected section.key=value")])
+        raise ConfigError("--set", [(assignment, "expected section.key=value, or LIST=[{...}, ...] for "
+                                                 f"{', '.join(LISTS)}")])
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -345,6 +382,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
     hub_hosts = _hub_hosts(c, t["hub"], node.get("role") == "hub")
     exports = _exports(c, data.get("export"), node.get("role") == "hub", base)
     quantities = _quantities(c, data.get("quantities", []))
+    notify = _notify(c, data.get("notify"), node.get("role") == "hub", base)
     mqtt = _mqtt(c, t["mqtt"], base) if "mqtt" in data else None
     if mqtt is not None and node.get("role") != "hub":
         c.add("mqtt", "only a hub publishes to MQTT (it speaks for the whole fleet; spokes need no client)")
@@ -376,7 +414,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
                       public_read=t["web"]["public_read"]) if is_hub else None,
         store=StoreConfig(float(t["store"]["raw_days"]), float(t["store"]["rollup_days"]),
                           float(t["store"]["max_mb"])),
-        mock=mock, security=security, exports=exports, quantities=quantities, mqtt=mqtt,
+        mock=mock, security=security, exports=exports, quantities=quantities, mqtt=mqtt, notify=notify,
     )
 
 
@@ -418,6 +456,83 @@ def _hub_hosts(c: Problems, t: dict[str, Any], is_hub: bool) -> list[tuple[str, 
             c.add("hub.cluster_secret_file", "missing (required with several hubs): a file holding the secret "
                                              "the hubs share to encrypt and authenticate their Raft traffic")
     return out or [("127.0.0.1", default_port)]
+
+
+SEVERITIES = ("info", "warning", "critical")
+_NAMES = rule(lambda v: all(isinstance(x, str) and 0 < len(x) <= 64 for x in v), "a list of names")
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])\Z")
+NOTIFY_KEYS = {
+    "name": Field(str, None, _SAFE_NAME), "kind": Field(str, REQUIRED, one_of(("ntfy", "webhook", "email", "apprise"))),
+    "severities": Field(list, list(SEVERITIES), rule(lambda v: set(v) <= set(SEVERITIES) and v,
+                                                     "a non-empty list of info, warning, critical")),
+    "nodes": Field(list, [], _NAMES), "plugins": Field(list, [], _NAMES),
+    "repeat": Field(NUMBER, 0, between(0, 7 * 86400, "seconds, 0 (no reminders) to a week")),
+    "quiet_hours": Field(str, "", rule(lambda v: v == "" or _CLOCK.match(v), "HH:MM-HH:MM (e.g. 22:00-07:00)")),
+    "timezone": Field(str, ""), "rate_per_hour": Field(int, 20, between(1, 3600)),
+    "timeout": Field(NUMBER, 10.0, between(1, 120)),
+    "url": Field(str, "", rule(lambda v: v == "" or re.match(r"https?://[^\s/?#]+", v), "an http(s):// URL")),
+    "token_file": Field(str, ""), "secret_file": Field(str, ""),
+    "host": Field(str, ""), "port": Field(int, 0, between(0, 65535)),
+    "security": Field(str, "starttls", one_of(("starttls", "ssl", "none"))),
+    "username": Field(str, ""), "password_file": Field(str, ""), "from": Field(str, ""),
+    "to": Field(list, [], rule(lambda v: all(isinstance(x, str) and "@" in x for x in v), "a list of addresses")),
+    "ca": Field(str, ""), "urls_file": Field(str, ""),
+}
+# the keys each kind needs beyond the common ones (and the ones it may have)
+NOTIFY_NEEDS = {"ntfy": ("url",), "webhook": ("url",), "email": ("host", "from", "to"), "apprise": ("urls_file",)}
+NOTIFY_ALLOWS = {"ntfy": {"url", "token_file", "ca"}, "webhook": {"url", "secret_file", "ca"},
+                 "email": {"host", "port", "security", "username", "password_file", "from", "to", "ca"},
+                 "apprise": {"urls_file"}}
+NOTIFY_COMMON = {"name", "kind", "severities", "nodes", "plugins", "repeat", "quiet_hours", "timezone",
+                 "rate_per_hour", "timeout"}
+
+
+def _notify(c: Problems, raw: Any, is_hub: bool, base: Path) -> list[NotifyConfig]:
+    """`[[notify]]`: channels alert messages go to (hub only)."""
+    if raw is None:
+        return []
+    if not is_hub:
+        c.add("notify", "only a hub sends notifications (it holds every node's alerts)")
+        return []
+    rows = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(rows, list):
+        c.add("notify", "must be an array of tables ([[notify]])")
+        return []
+    out: list[NotifyConfig] = []
+    for i, row in enumerate(rows):
+        where = f"notify[{i}]" if isinstance(raw, list) else "notify"
+        v = c.table(where, row, NOTIFY_KEYS)
+        kind = v.get("kind")
+        if kind is None or any(v.get(k) is None for k in NOTIFY_KEYS if k != "name"):
+            continue
+        for key in NOTIFY_NEEDS[kind]:
+            if not v[key]:
+                c.add(f"{where}.{key}", f"missing (a {kind} channel needs it)")
+        for key in sorted(set(row) - NOTIFY_COMMON - NOTIFY_ALLOWS[kind]):
+            c.add(f"{where}.{key}", f"does not apply to a {kind} channel")
+        if v["timezone"]:
+            try:
+                from zoneinfo import ZoneInfo
+
+                ZoneInfo(v["timezone"])
+            except (KeyError, ValueError):
+                c.add(f"{where}.timezone", f"unknown time zone {v['timezone']!r} (e.g. Europe/Berlin)")
+        name = v["name"] or f"{kind}{'' if not any(o.kind == kind for o in out) else len(out)}"
+        if any(o.name == name for o in out):
+            c.add(f"{where}.name", f"another channel is already called {name!r}")
+        quiet = _CLOCK.match(v["quiet_hours"]) if v["quiet_hours"] else None
+        start, end = ((int(quiet[1]) * 60 + int(quiet[2]), int(quiet[3]) * 60 + int(quiet[4])) if quiet
+                      else (None, None))
+        if quiet and start == end:
+            c.add(f"{where}.quiet_hours", "start and end are the same time")
+        path = {k: (base / Path(v[k]).expanduser()).resolve() if v[k] else None
+                for k in ("token_file", "secret_file", "password_file", "ca", "urls_file")}
+        out.append(NotifyConfig(
+            name, kind, tuple(v["severities"]), tuple(v["nodes"]), tuple(v["plugins"]), float(v["repeat"]), start, end,
+            v["timezone"], v["rate_per_hour"], float(v["timeout"]), v["url"], path["token_file"],
+            path["secret_file"], v["host"], v["port"], v["security"], v["username"], path["password_file"], v["from"],
+            tuple(v["to"]), path["ca"], path["urls_file"]))
+    return out
 
 
 def _mqtt(c: Problems, t: dict[str, Any], base: Path) -> MqttConfig | None:
