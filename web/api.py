@@ -1,4 +1,5 @@
-"""The read-only JSON API: readings, nodes, history, alerts, actuator states, hubs, exports, health, who am I."""
+"""The read-only JSON API: readings, nodes, history, alerts, actuator states, hubs, exports, notification
+channels, health, who am I."""
 
 from __future__ import annotations
 
@@ -58,6 +59,12 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
     def exports() -> dict[str, Any]:
         auth.require_reader()
         return {"exports": ctx.dashboard.exports()}
+
+    @app.get("/api/notify")
+    @api
+    def notify() -> dict[str, Any]:
+        auth.require_reader()
+        return {"channels": ctx.dashboard.notifications()}
 
     @app.get("/api/nodes")
     @api

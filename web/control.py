@@ -1,5 +1,6 @@
 """Operator commands, forwarded once (never retried) to the spokes' actors: buzzer, LEDs, alert
-acknowledgement, plugin reload. Every route needs the operator token."""
+acknowledgement, plugin reload; and the hub's own notification test message. Every route needs the
+operator token."""
 
 from __future__ import annotations
 
@@ -11,12 +12,23 @@ from typing import Any
 import bottle
 
 from actors.devices.commands import buzzer_call, leds_call
+from actors.hub.ingest import shown
 from hal.names import NODE_NAME_RULE, is_node_name
 from web.context import WebContext
 from web.http import ApiError, api, read_json_object
 
 log = logging.getLogger(__name__)
 PLUGIN_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")  # as plugins.manifest; the node checks it again
+MAX_CHANNEL_NAME = 64  # as the notify actor's test(channel)
+NO_CHANNELS = "no notification channels are configured ([[notify]] in the hub's config)"
+
+
+def optional_json_object(allowed: set[str]) -> dict[str, Any]:
+    """Like read_json_object, but a request without a body is an empty object (`curl -X POST`)."""
+    chunked = "chunked" in bottle.request.environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if bottle.request.content_length <= 0 and not chunked:
+        return {}
+    return read_json_object(allowed)
 
 
 def known_node(ctx: WebContext, body: dict[str, Any]) -> str:
@@ -104,3 +116,26 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         if name not in names:
             raise ApiError(404, f"node {node!r} has no plugin {name!r}; known: {', '.join(names) or 'none'}")
         return {"node": node, "plugin": name, "report": upstream.call(node, "plugins", "reload", name)}
+
+    @app.post("/api/notify/test")
+    @api
+    def notify_test() -> dict[str, Any]:
+        """A test message now, on one channel ({"channel": NAME}) or on each (no body, {} or a null channel).
+        Sent while the request waits: each channel has its own timeout. A failed send is an outcome (200)."""
+        auth.require_operator()
+        body = optional_json_object({"channel"})
+        channel = body.get("channel")
+        if channel is not None and (not isinstance(channel, str) or not 0 < len(channel) <= MAX_CHANNEL_NAME):
+            raise ApiError(400, f"'channel' must be a channel name (a string of 1 to {MAX_CHANNEL_NAME} characters) "
+                                f"or absent for every channel, got {shown(channel)}")
+        notifier = ctx.hub.notifier
+        if notifier is None:
+            raise ApiError(404, NO_CHANNELS)
+        try:
+            outcomes = notifier.test(channel)
+        except KeyError as exc:  # an unknown channel: the message names the configured ones
+            raise ApiError(404, str(exc.args[0]) if exc.args else f"no notification channel {channel!r}") from None
+        for o in outcomes:
+            log.info("notify %s: test message by the operator: %s (%s)", o["channel"], "sent" if o["ok"] else
+                     "not sent", o["result"])
+        return {"outcomes": outcomes}

@@ -46,7 +46,8 @@ class Dashboard:
         return self.leds.get(with_leds), self.buzzer.get(with_buzzer), self.pings.get(pinged)
 
     def model(self) -> dict[str, Any]:
-        """Everything the page renders: cards, LED and buzzer states, alerts, chartable series, hubs, exports."""
+        """Everything the page renders: cards, LED and buzzer states, alerts, chartable series, hubs, exports,
+        notification channels."""
         snapshot = self.hub.snapshot()
         now, nodes = snapshot["ts"], snapshot["nodes"]
         leds, buzzer, pings = self._polled(nodes)
@@ -65,15 +66,23 @@ class Dashboard:
         jobs, day, summary = self._jobs(nodes, now)
         hubs = view.hubs_view(self.hub.cluster_view(self.local_node))  # None for a single hub: no panel
         exports = view.exports_view(self.exports())  # None without [[export]] targets: no panel
+        notify = view.notify_view(self.notifications())  # None without [[notify]] channels: no panel
         return {"ts": now, "status": f"{online}/{len(nodes)} nodes online", "cards": cards, "leds": led_views,
                 "buzzer": buzzer_views, "alerts": alerts, "series": series, "jobs": jobs, "summary_day": day,
-                "summary": summary, "hubs": hubs, "exports": exports, "sig": view.signature(cards),
+                "summary": summary, "hubs": hubs, "exports": exports, "notify": notify, "sig": view.signature(cards),
                 "alerts_sig": view.alerts_signature(alerts), "jobs_sig": view.jobs_signature(jobs, day),
-                "hubs_sig": view.hubs_signature(hubs), "exports_sig": view.exports_signature(exports)}
+                "hubs_sig": view.hubs_signature(hubs), "exports_sig": view.exports_signature(exports),
+                "notify_sig": view.notify_signature(notify)}
 
     def exports(self) -> list[dict[str, Any]]:
         """Every export target's status (GET /api/exports, /metrics, the Exports panel); empty without any."""
         return [e.status() for e in self.hub.exporters]
+
+    def notifications(self) -> list[dict[str, Any]]:
+        """Every notification channel's status (GET /api/notify, /metrics, the Notifications panel); empty
+        without a notifier (no [[notify]] channel)."""
+        notifier = self.hub.notifier
+        return notifier.status() if notifier is not None else []
 
     def jobs_raw(self, nodes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Every online node's jobs as its jobs actor lists them (cached ~10 s)."""
@@ -100,9 +109,11 @@ class Dashboard:
         values.update({f"alert/{a['id']}/since": {"text": a["since"]} for a in m["alerts"]})
         values.update({h["key"]: {"text": h["lag"]} for h in (m["hubs"] or {}).get("hubs", [])})
         values.update(view.exports_values(m["exports"]))
+        values.update(view.notify_values(m["notify"]))
         nodes = {c["name"]: {"online": c["online"], "status": c["status"], "warning": c["warning"]} for c in m["cards"]}
         return {"ts": m["ts"], "status": m["status"], "sig": m["sig"], "alerts_sig": m["alerts_sig"],
                 "jobs_sig": m["jobs_sig"], "hubs_sig": m["hubs_sig"], "exports_sig": m["exports_sig"],
+                "notify_sig": m["notify_sig"],
                 "alert_count": len(m["alerts"]), "nodes": nodes, "values": values, "leds": m["leds"],
                 "buzzer": m["buzzer"], "series": m["series"]}
 

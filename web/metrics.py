@@ -5,7 +5,8 @@ every percentage — never percent — so a share reads the same whatever its so
 IAQ index keeps its own 0..500 scale. Readings are labelled {node, sensor}; a reading
 whose sensor gave no value is left out (harvester_reading_available says so). With several
 hubs, harvester_cluster_* describe the hubs' group as this hub sees it, labelled {hub}. With
-[[export]] targets, harvester_export_* describe each time-series engine's feed, labelled {target}."""
+[[export]] targets, harvester_export_* describe each time-series engine's feed, labelled {target}. With
+[[notify]] channels, harvester_notify_* describe each notification channel, labelled {channel, kind}."""
 
 from __future__ import annotations
 
@@ -53,8 +54,9 @@ class Exposition:
     def __init__(self) -> None:
         self._families: dict[str, tuple[str, str, list[str]]] = {}
 
-    def add(self, name: str, kind: str, help_: str, value: float, **labels: Any) -> None:
-        """One sample of family `name` (created on first use)."""
+    def add(self, name: str, kind: str, help_: str, value: float, /, **labels: Any) -> None:
+        """One sample of family `name` (created on first use); positional-only, so that any label name
+        (`kind`, `name`) can be given."""
         family = self._families.setdefault(name, (kind, help_, []))
         family[2].append(f"{name}{_labels(labels)} {_number(value)}")
 
@@ -209,6 +211,26 @@ def _exports(out: Exposition, statuses: list[dict[str, Any]]) -> None:
                 s["state"] == "stopped", target=target)
 
 
+def _notify(out: Exposition, statuses: list[dict[str, Any]]) -> None:
+    """With [[notify]] channels only (a hub without a notifier has none of these): each channel's messages.
+    The counts are since the hub started."""
+    for s in statuses:  # one series per channel in each family (Exposition groups them)
+        labels = {"channel": s["name"], "kind": s["kind"]}
+        out.add("harvester_notify_sent_total", "counter", "Alert messages the channel accepted (since the hub started).",
+                s["sent"], **labels)
+        out.add("harvester_notify_failed_total", "counter",
+                "Alert messages the channel refused for good (dropped; since the hub started).", s["failed"], **labels)
+        out.add("harvester_notify_suppressed_total", "counter",
+                "Alert messages the rate cap held back (since the hub started; one summary message says so).",
+                s["suppressed"], **labels)
+        out.add("harvester_notify_waiting", "gauge",
+                "Messages queued in the hub's store for the channel (retrying, or held for quiet hours).",
+                s["waiting"], **labels)
+        out.add("harvester_notify_up", "gauge",
+                "1 while the channel takes messages, 0 while its last message failed (retrying or refused).",
+                not s["last_error"], **labels)
+
+
 def _plugins(out: Exposition, polled: dict[str, dict[str, Any]]) -> None:
     for field, help_ in PLUGIN_COUNTERS:
         out.declare(f"harvester_plugin_{field}_total", "counter", help_)
@@ -243,6 +265,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
         _hub(out, ctx)
         _cluster(out, ctx)
         _exports(out, ctx.dashboard.exports())
+        _notify(out, ctx.dashboard.notifications())
         with_plugins = [n["name"] for n in nodes if n["online"] and "plugins" in ctx.dashboard.actors_of(n)]
         _plugins(out, plugins.get(with_plugins) if ctx.upstream.available else {})
         bottle.response.content_type = CONTENT_TYPE

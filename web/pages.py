@@ -20,7 +20,8 @@ TEMPLATES = [str(HERE / "templates")]
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 FRAGMENTS = {"nodes": ("cards.tpl", "sig"), "alerts": ("alerts.tpl", "alerts_sig"), "jobs": ("jobs.tpl", "jobs_sig"),
-             "hubs": ("hubs.tpl", "hubs_sig"), "exports": ("exports.tpl", "exports_sig")}
+             "hubs": ("hubs.tpl", "hubs_sig"), "exports": ("exports.tpl", "exports_sig"),
+             "notify": ("notify.tpl", "notify_sig")}
 
 
 def default_series(series: list[dict[str, Any]]) -> str:
@@ -52,7 +53,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
             model = {"status": "this dashboard needs the operator token", "cards": [], "alerts": [], "series": [],
                      "leds": {}, "buzzer": {}, "sig": "", "alerts_sig": "", "jobs": [], "summary": [],
                      "summary_day": None, "jobs_sig": "", "hubs": None, "hubs_sig": "", "exports": None,
-                     "exports_sig": ""}
+                     "exports_sig": "", "notify": None, "notify_sig": ""}
         return _html(bottle.template("dashboard.tpl", template_lookup=TEMPLATES, hub=ctx.node, readable=readable,
                                      chart_series=default_series(model["series"]), **model))
 

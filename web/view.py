@@ -434,3 +434,82 @@ def exports_signature(exports: dict[str, Any] | None) -> str:
         return ""
     key = [(r["name"], r["url"]) for r in exports["targets"]]
     return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]
+
+
+NOTIFY_STATES = {  # state -> (words, CSS class, what it means)
+    "ok": ("sending", "ok", "messages go out"),
+    "quiet": ("quiet hours", "quiet", "quiet hours: non-critical messages wait and go out as one digest when they "
+              "end (critical ones go out now)"),
+    "retrying": ("retrying", "warn", "the channel does not take messages now; they wait in the hub's store and go "
+                 "out, in order, when it does"),
+    "failing": ("failing", "bad", "the channel refused the last message for good (it was dropped); fix the "
+                "channel's settings; the next message tries again"),
+}
+
+
+def notify_state(status: dict[str, Any]) -> str:
+    """ok / quiet / retrying / failing for a channel's Notifier.status() entry.
+
+    An error with messages waiting is being retried (a refused message is dropped, so what waits
+    is retried); an error with nothing waiting was a refusal for good, shown until a message goes through."""
+    if status.get("last_error"):
+        return "retrying" if status.get("waiting") else "failing"
+    return "quiet" if status.get("quiet") else "ok"
+
+
+def notify_row(status: dict[str, Any]) -> dict[str, Any]:
+    """One notification channel as the Notifications panel shows it (from its Notifier.status() entry)."""
+    name, state = status["name"], notify_state(status)
+    words, cls, meaning = NOTIFY_STATES[state]
+    last_sent = status.get("last_sent")
+    if state == "ok":
+        meaning += f"; last one at {clock_text(last_sent)}" if last_sent else "; none sent since the hub started"
+    error = status.get("last_error") or ""
+    if error and status.get("error_since"):
+        error = f"{error} (since {clock_text(status['error_since'])})"
+    suppressed, failed = status.get("suppressed") or 0, status.get("failed") or 0
+    return {"name": name, "kind": status.get("kind") or "", "state": state, "state_text": words, "state_cls": cls,
+            "state_title": meaning, "sent": count_text(status.get("sent") or 0),
+            "waiting": count_text(status.get("waiting") or 0),
+            "suppressed": f"{count_text(suppressed)} suppressed by the rate cap" if suppressed else "",
+            "failed": f"{count_text(failed)} failed for good" if failed else "", "error": error,
+            "key": f"notify:{name}"}
+
+
+def notify_view(statuses: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The Notifications panel from GET /api/notify's list; None without [[notify]] channels (no panel)."""
+    if not statuses:
+        return None
+    rows = [notify_row(s) for s in statuses]
+    states = [r["state"] for r in rows]
+    n = len(rows)
+    parts = [f"{states.count(s)} {s}" for s in ("failing", "retrying") if s in states]
+    if "quiet" in states:
+        parts.append("quiet hours" if n == 1 else f"{states.count('quiet')} in quiet hours")
+    summary = " · ".join(parts) if parts else "all sending" if n > 1 else "sending"
+    return {"channels": rows, "heading": f"{n} channel{'' if n == 1 else 's'} · {summary}"}
+
+
+def notify_values(notify: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The Notifications panel's live values, by data-key: everything but the list of channels updates in place."""
+    if notify is None:
+        return {}
+    out: dict[str, dict[str, Any]] = {"notify/heading": {"text": notify["heading"]}}
+    for r in notify["channels"]:
+        k = r["key"]
+        out[f"{k}/state"] = {"text": r["state_text"], "cls": f"notify-state {r['state_cls']}", "title": r["state_title"]}
+        out[f"{k}/error"] = {"text": r["error"], "hidden": not r["error"]}
+        out[f"{k}/sent"] = {"text": r["sent"]}
+        out[f"{k}/waiting"] = {"text": r["waiting"]}
+        out[f"{k}/suppressed"] = {"text": r["suppressed"], "hidden": not r["suppressed"]}
+        out[f"{k}/failed"] = {"text": r["failed"], "hidden": not r["failed"]}
+    return out
+
+
+def notify_signature(notify: dict[str, Any] | None) -> str:
+    """Changes when the channels change (a hub restarted with other [[notify]] settings); empty without any.
+    (State, counts and errors update in place, by their data-keys; a test's outcome stays put.)"""
+    if notify is None:
+        return ""
+    key = [(r["name"], r["kind"]) for r in notify["channels"]]
+    return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]

@@ -1,4 +1,4 @@
-"""The web app in-process, for the dashboard panel tests (test_web_cluster, test_web_export).
+"""The web app in-process, for the dashboard panel tests (test_web_cluster, test_web_export, test_web_notify).
 
 A real Hub over a real Store behind the real app, a WSGI client that calls it without a server,
 and readers of /metrics and /api/dashboard: the panels' tests set up the same app the same way,
@@ -38,6 +38,28 @@ class Client:
         body = b"".join(self.app(environ, lambda status, headers, exc_info=None: started.append((status, headers))))
         status, headers = started[0]
         return int(status.split()[0]), {k.lower(): v for k, v in headers}, body.decode()
+
+    def post(self, path: str, body: Any = None, token: str | None = None,
+             raw: bytes | None = None) -> tuple[int, dict[str, str], str]:
+        """POST `body` as JSON (or `raw` bytes as they are; neither: no body), with the bearer `token` if given."""
+        data = raw if raw is not None else b"" if body is None else json.dumps(body).encode()
+        return self.call("POST", path, data, token)
+
+    def call(self, method: str, path: str, data: bytes = b"", token: str | None = None) -> tuple[int, dict[str, str], str]:
+        """Any request: `data` as the body (JSON), with the bearer `token` if given."""
+        environ: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path, "wsgi.input": io.BytesIO(data),
+                                   "CONTENT_LENGTH": str(len(data)), "CONTENT_TYPE": "application/json"}
+        if token is not None:
+            environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        setup_testing_defaults(environ)
+        started: list[tuple[str, list]] = []
+        out = b"".join(self.app(environ, lambda status, headers, exc_info=None: started.append((status, headers))))
+        status, headers = started[0]
+        return int(status.split()[0]), {k.lower(): v for k, v in headers}, out.decode()
+
+    def operator_token(self) -> str:
+        """The app's operator token (from its token file)."""
+        return self.app.config["harvester.context"].auth.tokens.data()["operator"]
 
 
 @contextmanager

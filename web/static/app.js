@@ -112,8 +112,9 @@ async function reloadFragment(part) {
   const el = document.getElementById(part);
   el.innerHTML = await res.text();
   el.dataset.sig = res.headers.get("X-Harvester-Sig") || "";
-  // a single hub has no Hubs panel; a hub without [[export]] targets no Exports panel
-  if (part === "hubs" || part === "exports") el.hidden = !el.children.length;
+  // a single hub has no Hubs panel; a hub without [[export]] targets no Exports panel, without
+  // [[notify]] channels no Notifications panel
+  if (part === "hubs" || part === "exports" || part === "notify") el.hidden = !el.children.length;
   setOperator(state.operator);
   for (const s of $$("[data-colour]", el)) s.setAttribute("aria-pressed", String(s.dataset.colour === state.paint));
 }
@@ -202,6 +203,7 @@ async function refresh() {
     if (d.jobs_sig !== $("#jobs").dataset.sig) await reloadFragment("jobs");
     if (d.hubs_sig !== $("#hubs").dataset.sig) await reloadFragment("hubs");
     if (d.exports_sig !== $("#exports").dataset.sig) await reloadFragment("exports");
+    if (d.notify_sig !== $("#notify").dataset.sig) await reloadFragment("notify");
     apply(d);
     if (Date.now() - state.lastChart > CHART_REFRESH_MS && !document.hidden) drawChart();
   } catch (err) {
@@ -229,6 +231,34 @@ async function command(button, path, body, done) {
     await refresh();
   } catch (err) {
     toast(err.message, true);
+  } finally {
+    button.classList.remove("pending");
+    button.disabled = !state.operator;
+  }
+}
+
+// A test message on one notification channel: sent while the request waits (up to the channel's
+// timeout); the outcome, in the hub's words, next to the button.
+async function notifyTest(button) {
+  if (!state.operator) { toast("unlock the controls with the operator token first", true); return; }
+  const channel = button.dataset.notifyTest;
+  const out = $("[data-notify-outcome]", button.parentElement);
+  const show = (text, cls) => {
+    if (!out) return;
+    out.textContent = text;
+    out.className = "notify-outcome " + cls;
+    out.title = `${text} (${new Date().toLocaleTimeString()})`;
+  };
+  button.disabled = true;
+  button.classList.add("pending");
+  show("sending…", "pending");
+  try {
+    const r = await postJSON("/api/notify/test", {channel});
+    const o = r.outcomes.find((x) => x.channel === channel) || r.outcomes[0];
+    if (!o) show("✗ no outcome", "bad");
+    else show(o.ok ? "✓ sent" + (o.result ? " · " + o.result : "") : "✗ " + o.result, o.ok ? "ok" : "bad");
+  } catch (err) {
+    show("✗ " + err.message, "bad");
   } finally {
     button.classList.remove("pending");
     button.disabled = !state.operator;
@@ -265,6 +295,11 @@ function wireControls() {
     if (clear) {
       const node = clear.closest("[data-leds]").dataset.leds;
       command(clear, "/api/leds/control", {node, action: "clear"}, `${node}: LEDs cleared`);
+      return;
+    }
+    const test = target.closest("[data-notify-test]");
+    if (test) {
+      notifyTest(test);
       return;
     }
     const ack = target.closest("[data-ack]");

@@ -34,6 +34,9 @@
   <section id="exports" class="exports" aria-label="Exports" data-sig="{{exports_sig}}"{{!'' if exports else ' hidden'}}>
 % include("exports.tpl", exports=exports)
   </section>
+  <section id="notify" class="notify" aria-label="Notifications" data-sig="{{notify_sig}}"{{!'' if notify else ' hidden'}}>
+% include("notify.tpl", notify=notify)
+  </section>
   <section id="nodes" class="nodes" aria-label="Nodes" data-sig="{{sig}}">
 % include("cards.tpl", cards=cards, leds=leds, buzzer=buzzer)
   </section>
