@@ -27,6 +27,7 @@ def run_all(quick: bool) -> dict[str, Any]:
         bench_latency,
         bench_mqtt,
         bench_nodes,
+        bench_notify,
         bench_plugins,
         loadgen,
     )
@@ -42,6 +43,7 @@ def run_all(quick: bool) -> dict[str, Any]:
         ("frozen", bench_frozen.main, ["--commands", "20"]),
         ("hubs", bench_hubs.main, ["--kills", "3" if quick else "10", "--seconds", "5", "--rest", "10" if quick else "30"]),
         ("mqtt", bench_mqtt.main, ["--quick"] if quick else []),
+        ("notify", bench_notify.main, ["--quick"] if quick else ["--alerts", "50"]),
         ("nodes", bench_nodes.main, ["--seconds", "60" if quick else "600", "--warmup", "20" if quick else "60"]),
         ("load", loadgen.main, ["--seconds", "10" if quick else "30", "--max-spokes", "800" if quick else "1600"]),
     ]
@@ -140,6 +142,12 @@ def table(r: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"MQTT push -> state topic p50/p99 (ms): demo rate ; {g('mqtt', 'fleet_spokes')} spokes",
                      f"{g('mqtt', 'demo_latency_p50_ms')} / {g('mqtt', 'demo_latency_p99_ms')} ; "
                      f"{g('mqtt', 'fleet_latency_p50_ms')} / {g('mqtt', 'fleet_latency_p99_ms')}"))
+    if g("notify", "crossing_to_received"):
+        rows.append((f"alert -> notification received, {g('notify', 'alerts')} alerts on the demo: from the reading "
+                     f"above the threshold p50/p99 (s; target {g('notify', 'target_s')}); from pin() p50/p99 (s)",
+                     f"{g('notify', 'crossing_to_received', 'p50_s')} / {g('notify', 'crossing_to_received', 'p99_s')}"
+                     f"{'' if g('notify', 'meets_target_p99') else ' (over target)'}; "
+                     f"{g('notify', 'pin_to_received', 'p50_s')} / {g('notify', 'pin_to_received', 'p99_s')}"))
     return rows
 
 

@@ -186,6 +186,7 @@ class Notifier:
         self.states = {c.name: ChannelState() for c in configs}
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._queued = {c.name: threading.Event() for c in configs}  # new messages for a channel's thread
         self._threads: list[threading.Thread] = []
         self._next_try: dict[str, float] = {}
         self._failures: dict[str, int] = {}
@@ -212,6 +213,8 @@ class Notifier:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        for event in self._queued.values():
+            event.set()
         for t in self._threads:
             t.join(10.0)
 
@@ -222,7 +225,9 @@ class Notifier:
     def _run_queue(self) -> None:
         while not self._stop.is_set():
             try:
-                self.enqueue(self.clock())
+                if self.enqueue(self.clock()):
+                    for event in self._queued.values():
+                        event.set()
                 if self.ledger is not None and not self.ledger.leads():
                     self._follow()
             except Exception:  # noqa: BLE001 (the notifier outlives any one bad moment; it retries)
@@ -232,7 +237,9 @@ class Notifier:
 
     def _channel_loop(self, name: str) -> Callable[[], None]:
         def loop() -> None:
-            while not self._stop.wait(TICK_S / 2):
+            while not self._stop.is_set():
+                self._queued[name].wait(TICK_S / 2)
+                self._queued[name].clear()
                 try:
                     if self.ledger is None or self.ledger.leads():
                         self._send_due(name, self.clock())

@@ -130,6 +130,8 @@ class Hub:
                     self._took(st, b)
             duplicates = len(checked) - len(new)
             self.duplicates += duplicates
+        if any(b.alerts for b in checked if (b.node, b.seq) in new):
+            self._alerts_changed()
         return {"acked": [b.seq for b in checked], "duplicates": duplicates, "hello": unknown}
 
     def count_rejected(self) -> None:
@@ -142,8 +144,14 @@ class Hub:
         checked = [validate_event(e, node, f"local alert {i}") for i, e in enumerate(events)]
         if self.store.keep_batches:  # a batch of their own, so the other hubs get them too
             self.store.commit_own(node, [], checked, self._clock())
-            return
-        self.store.record_alerts(checked, self._clock())
+        else:
+            self.store.record_alerts(checked, self._clock())
+        self._alerts_changed()
+
+    def _alerts_changed(self) -> None:
+        """Tell the notifier now rather than at its next tick."""
+        if self.notifier is not None:
+            self.notifier.nudge()
 
     def alerts(self, active_only: bool = True, limit: int = 200) -> list[dict[str, Any]]:
         """Alerts the hub knows: active ones, or the most recent ones including cleared (at most limit)."""
@@ -164,16 +172,20 @@ class Hub:
         With several hubs the acknowledgement goes through Raft, so every hub applies it
         (actors.hub.cluster.NoMajority when the hubs cannot agree: nothing is acknowledged)."""
         if self.cluster is None:
-            return self.store.acknowledge(alert_id, by, self._clock())
+            done = self.store.acknowledge(alert_id, by, self._clock())
+            self._alerts_changed()
+            return done
         alert = self.store.alert(alert_id)
         if alert is None or not alert["active"]:
             return None
         self.cluster.acknowledge(episode_key(alert), by, self._clock())
+        self._alerts_changed()
         return self.store.alert(alert_id)
 
     def apply_ack(self, key: str, by: str, ts: float) -> None:
         """An acknowledgement the cluster agreed on (from Raft's apply, on every hub)."""
         self.store.acknowledge_episode(json.loads(key), by, ts)
+        self._alerts_changed()
 
     def _observe_clock(self, st: NodeState, sent: float | None, now: float) -> None:
         """Record the node's clock offset from a plausible_sent_at() value (None: not measured)."""

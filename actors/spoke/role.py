@@ -26,6 +26,8 @@ class SpokeRole(NodeRole):
         super().__init__(config)
         self._alerts_lock = threading.Lock()
         self._pending_alerts: list[dict[str, Any]] = []
+        self._scheduler: BaseScheduler | None = None
+        self._push_jobs: list[str] = []
 
     def build(self) -> list[Actor]:
         """Open the outbox (a spoke serves no actor of its role)."""
@@ -36,15 +38,33 @@ class SpokeRole(NodeRole):
         return []
 
     def install(self, scheduler: BaseScheduler, first_run: datetime) -> None:
-        """Push every push interval; alert events raised between polls go out within a second."""
+        """Push every push interval, and at once when a batch carries alert events (raised between
+        polls, they reach the outbox within a second)."""
+        self._scheduler = scheduler
         for i, link in enumerate(self.pusher.links):  # one job per hub: a frozen hub stalls only its own
+            job_id = "push" if i == 0 else f"push:{link.address}"
             scheduler.add_job(self.pusher.push_to, "interval", args=[i], seconds=self.config.push_interval,
-                              id="push" if i == 0 else f"push:{link.address}", next_run_time=first_run)
+                              id=job_id, next_run_time=first_run)
+            self._push_jobs.append(job_id)
         scheduler.add_job(self._flush_alerts, "interval", seconds=1.0, id="alerts:flush")
 
     def store(self, readings: list[Reading]) -> None:
         """Commit a batch (with the alert events raised since the last one) to the outbox."""
-        self.outbox.append(readings, self._take_alerts())
+        alerts = self._take_alerts()
+        self.outbox.append(readings, alerts)
+        if alerts:
+            self._push_now()
+
+    def _push_now(self) -> None:
+        """An alert is news for the hub (and whoever it notifies): push now, not at the next interval."""
+        if self._scheduler is None:
+            return
+        now = datetime.now(self._scheduler.timezone)
+        for job_id in self._push_jobs:
+            try:
+                self._scheduler.modify_job(job_id, next_run_time=now)
+            except Exception:  # noqa: BLE001 (the scheduler shutting down: the regular push carries it)
+                return
 
     def alert(self, event: dict[str, Any]) -> None:
         """Alert events ride with the next batch."""
@@ -61,6 +81,7 @@ class SpokeRole(NodeRole):
         events = self._take_alerts()
         if events:
             self.outbox.append([], events)
+            self._push_now()
 
     def push_once(self) -> int:
         """Drain the outbox now; returns the batches the hub acknowledged."""
