@@ -56,10 +56,21 @@ class Web:
 def serve(app: Any) -> Iterator[int]:
     """Serve a WSGI app on a free loopback port for the duration of a test; yields the port."""
     server = create_server(app, host=HOST, port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
+    closing = threading.Event()
+
+    def run() -> None:
+        try:
+            server.run()
+        except OSError:
+            # close() pulls the sockets from under the loop's select(): EBADF is how that ends
+            if not closing.is_set():
+                raise
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
         yield server.effective_port
     finally:
+        closing.set()
         server.close()
         thread.join(timeout=5)
