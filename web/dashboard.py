@@ -51,7 +51,7 @@ class Dashboard:
         snapshot = self.hub.snapshot()
         now, nodes = snapshot["ts"], snapshot["nodes"]
         leds, buzzer, pings = self._polled(nodes)
-        lookup = self.hub.quantities.lookup_for
+        lookup = self.hub.quantities.lookup
         cards = [view.node_card(n, now, self.actors_of(n), pings.get(n["name"]), lookup) for n in nodes]
         offline = {"ok": False, "error": "node offline"}
         led_views = {c["name"]: view.leds_view(leds.get(c["name"], None if c["online"] else offline))

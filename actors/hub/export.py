@@ -46,6 +46,7 @@ BACKOFF_MAX_S = 60.0
 MIN_PAGE = 100  # a 413 halves the page down to this
 PAGES_PER_ROUND = 50  # pages sent back to back before the thread looks at its schedule again
 BACKLOG_CAP = 1_000_000  # the backlog is counted up to this (a count beyond costs a long scan)
+BACKLOG_TTL_S = 5.0  # a backlog count is reused this long unless the cursor moved
 RETRYABLE_4XX = (408, 429)
 
 
@@ -207,6 +208,7 @@ class Exporter:
         self._failures = 0
         self._next_try = 0.0
         self._more = False  # the last round stopped with pages left
+        self._backlog: tuple[int, float, tuple[int, float | None]] | None = None  # (cursor, when, count)
         state = store.export_state(self.name)
         store.save_export(self.name, state["cursor"], 0)  # a row from now on, so retention counts losses
         self.cursor: int = state["cursor"]
@@ -367,7 +369,18 @@ class Exporter:
             return [Sample._make(r) for r in self._conn().execute(PAGE_SQL, (after, limit))]
 
     def backlog(self) -> tuple[int, float | None]:
-        """(readings stored after the cursor, up to BACKLOG_CAP; when the oldest of them arrived)."""
+        """(readings stored after the cursor, up to BACKLOG_CAP; when the oldest of them arrived).
+
+        Counted at most every BACKLOG_TTL_S: the dashboard asks every second, and behind a long
+        outage the count is a scan of up to a million rows."""
+        now = time.monotonic()
+        if self._backlog is not None and self._backlog[0] == self.cursor and now - self._backlog[1] < BACKLOG_TTL_S:
+            return self._backlog[2]
+        counted = self._count_backlog()
+        self._backlog = (self.cursor, now, counted)
+        return counted
+
+    def _count_backlog(self) -> tuple[int, float | None]:
         with self._lock:
             db = self._conn()
             (count,) = db.execute("SELECT COUNT(*) FROM (SELECT 1 FROM samples WHERE id > ? LIMIT ?)",

@@ -46,6 +46,7 @@ from actors.node.config import NotifyConfig
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
+QUEUE_TICK_S = 5.0  # the alerts table is read this often without a nudge (it reads a week of rows)
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 600.0
 WINDOW_S = 7 * 86400  # alert rows looked at: changed within a week, or still active
@@ -232,7 +233,9 @@ class Notifier:
                     self._follow()
             except Exception:  # noqa: BLE001 (the notifier outlives any one bad moment; it retries)
                 log.exception("notifications: unexpected error queueing messages; trying again")
-            self._wake.wait(TICK_S)
+            # An alert stored or acknowledged wakes this at once (nudge()); the tick only serves
+            # reminders and alerts that came another way (copied from a peer hub).
+            self._wake.wait(QUEUE_TICK_S)
             self._wake.clear()
 
     def _channel_loop(self, name: str) -> Callable[[], None]:

@@ -74,10 +74,6 @@ class FleetQuantities:
                 return self._by_node[node][name]
             return next((qs[name] for qs in self._by_node.values() if name in qs), None)
 
-    def lookup_for(self, name: str, node: str) -> Quantity | None:
-        """lookup(name, node), in the argument order the dashboard's view takes."""
-        return self.lookup(name, node)
-
     def declared(self) -> dict[str, Quantity]:
         """Every quantity some node declared (not the built-ins)."""
         with self._lock:

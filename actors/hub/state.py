@@ -283,6 +283,8 @@ class Hub:
                 self.store.upsert_node(node, "spoke", "wasm", 5.0, None, None, {})
                 self._nodes[node] = NodeState(node)
         new = set(self.store.commit_batches(batches, self._clock(), {}))
+        if any(b.alerts for b in batches if (node, b.seq) in new):
+            self._alerts_changed()
         with self._lock:
             st = self._nodes[node]
             for b in batches:

@@ -400,7 +400,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
         hub_host=t["hub"]["host"] or hub_hosts[0][0], hub_name=t["hub"]["name"],
         nameserver_port=t["hub"]["nameserver_port"] if t["hub"]["host"] else hub_hosts[0][1],
         hub_hosts=hub_hosts,
-        cluster_secret_file=resolve(t["hub"]["cluster_secret_file"]) if t["hub"]["cluster_secret_file"] else None,
+        cluster_secret_file=_path(base, t["hub"]["cluster_secret_file"]),
         embedded_nameserver=t["hub"]["embedded_nameserver"],
         agent_host=agent["host"], agent_port=agent["port"],
         allow_insecure_lan=agent["allow_insecure_lan"], register_interval=float(agent["register_interval"]),
@@ -410,7 +410,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
         buzzer=BuzzerConfig(**t["buzzer"]) if "buzzer" in data else None,
         plugin_dir=resolve(t["plugins"]["dir"]) if "plugins" in data else None,
         web=WebConfig(t["web"]["host"], t["web"]["port"],
-                      resolve(t["web"]["tokens_file"]) if t["web"]["tokens_file"] else None,
+                      _path(base, t["web"]["tokens_file"]),
                       public_read=t["web"]["public_read"]) if is_hub else None,
         store=StoreConfig(float(t["store"]["raw_days"]), float(t["store"]["rollup_days"]),
                           float(t["store"]["max_mb"])),
@@ -525,8 +525,7 @@ def _notify(c: Problems, raw: Any, is_hub: bool, base: Path) -> list[NotifyConfi
                       else (None, None))
         if quiet and start == end:
             c.add(f"{where}.quiet_hours", "start and end are the same time")
-        path = {k: (base / Path(v[k]).expanduser()).resolve() if v[k] else None
-                for k in ("token_file", "secret_file", "password_file", "ca", "urls_file")}
+        path = {k: _path(base, v[k]) for k in ("token_file", "secret_file", "password_file", "ca", "urls_file")}
         out.append(NotifyConfig(
             name, kind, tuple(v["severities"]), tuple(v["nodes"]), tuple(v["plugins"]), float(v["repeat"]), start, end,
             v["timezone"], v["rate_per_hour"], float(v["timeout"]), v["url"], path["token_file"],
@@ -542,11 +541,14 @@ def _mqtt(c: Problems, t: dict[str, Any], base: Path) -> MqttConfig | None:
         c.add("mqtt", "give both username and password_file, or neither")
     if t["ca"] and not t["tls"]:
         c.add("mqtt.ca", "is only used with mqtt.tls = true")
-
-    def path(key: str) -> Path | None:
-        return (base / Path(t[key]).expanduser()).resolve() if t[key] else None
-    return MqttConfig(t["host"], t["port"], t["username"], path("password_file"), t["tls"], path("ca"),
+    return MqttConfig(t["host"], t["port"], t["username"], _path(base, t["password_file"]), t["tls"],
+                      _path(base, t["ca"]),
                       t["client_id"], t["discovery_prefix"], t["base_topic"], t["keepalive"])
+
+
+def _path(base: Path, raw: str | None) -> Path | None:
+    """A path key of the config: relative to the config file's folder, `~` expanded; None when unset."""
+    return (base / Path(raw).expanduser()).resolve() if raw else None
 
 
 def _quantities(c: Problems, rows: Any) -> list[Quantity]:
@@ -598,8 +600,7 @@ def _exports(c: Problems, raw: Any, is_hub: bool, base: Path) -> list[ExportTarg
             c.add(where, "basic auth needs both username and password_file")
         if v["ca"] and not v["url"].startswith("https://"):
             c.add(f"{where}.ca", "is only used with an https:// url")
-        paths = {k: (base / Path(v[k]).expanduser()).resolve() if v[k] else None
-                 for k in ("token_file", "password_file", "ca")}
+        paths = {k: _path(base, v[k]) for k in ("token_file", "password_file", "ca")}
         out.append(ExportTarget(name, v["url"], v["database"], v["org"], v["bucket"], paths["token_file"],
                                 v["token_scheme"], v["username"], paths["password_file"], paths["ca"],
                                 v["batch_size"], float(v["flush_interval"]), float(v["timeout"]), v["measurement"]))
@@ -659,7 +660,7 @@ def _security(c: Problems, t: dict[str, Any], base: Path) -> SecurityConfig:
     paths: dict[str, Path | None] = {}
     for key in ("ca", "cert", "key"):
         raw = t.get(key)
-        paths[key] = (base / Path(raw).expanduser()).resolve() if raw else None
+        paths[key] = _path(base, raw)
         if t.get("tls") and not raw:
             c.add(f"security.{key}", "missing (required when security.tls = true)")
     return SecurityConfig(bool(t.get("tls")), paths["ca"], paths["cert"], paths["key"])

@@ -159,7 +159,7 @@ def test_the_dashboard_shows_a_declared_quantity_on_its_range(hub):
     hub.hello(hello("pi4", EC))
     node = {"name": "pi4", "role": "spoke", "online": True, "sensors": {"probe": {"soil_ec": {
         "value": 5.0, "unit": "mS/cm", "stale": False, "quality": "ok", "ts": 1.0, "reason": None}}}}
-    rows = view._sections(node, None, hub.quantities.lookup_for)[0]["rows"]
+    rows = view._sections(node, None, hub.quantities.lookup)[0]["rows"]
     assert rows[0]["label"] == "Soil ec" and rows[0]["text"] == "5.0 mS/cm" and rows[0]["bar"] == 0.25
     assert rows[0]["title"] == "soil conductivity; range 0 to 20 mS/cm"
 
