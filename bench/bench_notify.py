@@ -13,8 +13,8 @@ budget; each alert is measured on its own spoke. Per alert:
   message received: the figure the issue asks for (target: at most 2 push intervals + 1 s);
 - pin: the REPL's pin() to the message received (adds the wait for the next DHT22 poll);
 - its parts: the hold (crossing reading to the raise, on the spoke's next poll after `hold_s`),
-  the push (raise to the hub storing the event: the alert rides with the next batch), the
-  notifier (stored to received: its 1 s queue tick, its channels' 0.5 s loop, one HTTP POST);
+  the push (raise to the hub storing the event: a batch with an alert is pushed at once), the
+  notifier (stored to received: the hub wakes it, then one HTTP POST);
 - resolved: release() to the "resolved" message.
 
 Loopback only; bounded by --budget seconds (it stops early and says so)."""
@@ -285,8 +285,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        ("hold", "reading to raise (next poll after hold_s)"),
                        ("push", "raise to hub (next push)"), ("notifier", "hub to receiver"))))
     print(f"  bounds: the hold ends on the first DHT22 poll after hold_s (ceil(hold/poll) x {poll_s:g} s), the "
-          f"event rides with the next push (<= {push_s:g} s), then the notifier's queue tick (<= {TICK_S:g} s) "
-          f"and its channel loop (<= {TICK_S / 2:g} s) and one POST")
+          f"batch carrying the event is pushed at once (without that: <= {push_s:g} s), the hub wakes the notifier, "
+          "then one POST")
     return result
 
 

@@ -1,7 +1,8 @@
 """Alerts to phones and inboxes: one message per alert state change per channel, through a
 durable queue in the hub's store, with reminders, quiet hours and a rate cap.
 
-Where messages come from: the alerts table, read every tick. Each episode (raised_by, plugin,
+Where messages come from: the alerts table, read when an alert is stored or acknowledged (and
+every few seconds, for reminders). Each episode (raised_by, plugin,
 alert, since) owes each channel that routes it a `raised`, then while it is active and
 unacknowledged a `reminder` every `repeat` seconds, an `acknowledged` (saying by whom) and a
 `resolved` ("resolved after 14 min"). Each message has a key (episode + kind), and a key is
