@@ -129,9 +129,9 @@ def api(url: str) -> Any:
         return json.loads(res.read())
 
 
-def check_engine_holds(db: Path, engine: Victoria, cursor: int) -> int:
+def check_engine_holds(db: Path, engine: Victoria, cursor: int, peers: tuple[Path, ...] = ()) -> int:
     """Every reading up to `cursor` is in the engine with its tags, timestamp and value, and the
-    engine holds nothing the hub never stored. Returns how many readings were checked.
+    engine holds nothing the hub (or one of its `peers`) never stored. Returns how many readings were checked.
 
     Duplicates are counted on the wire (Relay), not here: the engine's raw export may list a
     sample twice for a moment while it merges parts."""
@@ -149,7 +149,9 @@ def check_engine_holds(db: Path, engine: Victoria, cursor: int) -> int:
         wait_for(lambda: not missing_now(), timeout=15, interval=0.5, what="the last rows to be searchable")
     missing = missing_now()
     assert not missing, f"{len(missing)} of {len(upto)} readings not in the engine, e.g. {missing[:3]}"
-    everything = {(labels, ts): v for labels, ts, v in expected_samples(db)}  # read after the engine
+    # read after the engine; with several hubs, what any of them stored (an earlier leader exported
+    # its latest readings before they reached this hub's store)
+    everything = {(labels, ts): v for store in (db, *peers) for labels, ts, v in expected_samples(store)}
     unknown = [(labels, ts) for labels, ts, _ in held if (labels, ts) not in everything]
     assert not unknown, f"the engine holds samples the hub never stored, e.g. {unknown[:3]}"
     for labels, ts, value in held:

@@ -289,7 +289,8 @@ def test_three_hubs_ride_out_a_killed_leader_a_frozen_hub_and_two_down(fleet):
         wait_for(lambda: caught_up(f, leader), timeout=60, what=f"{leader}'s export to catch up")
         db = f.tmp / f"state-{leader}" / "hub.sqlite3"
         cursor, _ = exported_upto(db, "vm")
-        check_engine_holds(db, f.engine, cursor)
+        check_engine_holds(db, f.engine, cursor,
+                           peers=tuple(f.tmp / f"state-{h}" / "hub.sqlite3" for h in HUBS if h != leader))
         doubled = f.relay.resent()
         print(f"{cursor} readings exported across the fail-overs; {doubled} sent twice "
               f"({sent_before_failover} had been sent before the first kill)")
