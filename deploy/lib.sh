@@ -7,10 +7,13 @@
 # targets (HV_ROLE, HV_PROFILE), then calls hv_main "$@", which:
 #   1. reads the inventory (inventory.py validates it and prints one record per target node);
 #   2. checks every node config that will be shipped with `harvester config check`;
-#   3. builds the wheel once (version <setup.cfg version>+h<hash of the source>, or --release);
-#   4. for each target node, hub first: probes it over ssh, rsyncs a bundle (wheel, node.toml,
-#      plugins, systemd unit, node-release.sh) into <prefix>/staging, and runs node-release.sh
-#      there. That script installs the release into releases/<version>, switches `current`,
+#   3. builds the wheel once (version <setup.cfg version>+h<hash of the source>, or --release),
+#      and for WASM nodes the plugin sandbox component from the wheel's WIT and guest sources
+#      (componentize-py runs here, never on a board);
+#   4. for each target node, hub first: probes it over ssh, rsyncs a bundle (wheel, sandbox,
+#      node.toml, plugins, systemd unit, node-release.sh) into <prefix>/staging, and runs
+#      node-release.sh there. That script installs the release into releases/<version> (and
+#      precompiles the sandbox for the board's CPU), switches `current`,
 #      restarts the agent, waits for `harvester health` and rolls back on its own when the check
 #      fails: the decision is made on the node, so a dropped ssh link cannot leave it half-done;
 #   5. prints a summary and exits with the worst outcome (see hv_help).
@@ -229,6 +232,50 @@ hv_build() {
     echo "built $(basename "$HV_WHEEL_FILE")"
 }
 
+# Sets HV_SANDBOX: the plugin sandbox component for the WASM nodes, built once here with
+# componentize-py (7 s and 400 MB on x86-64, far more on a Pi) from the WIT world and guest
+# sources inside the wheel, so it matches the release whatever --source or --wheel said. This
+# repository's build tool does it and caches it by those sources (plugins/sandbox/build).
+hv_build_sandbox() {
+    HV_SANDBOX=""
+    hv_with package || return 0
+    local rec wasm=0
+    for rec in "${HV_TARGETS[@]}"; do
+        hv_node_load "$rec"
+        [[ ${N[profile]} == wasm ]] && wasm=1
+    done
+    ((wasm)) || return 0
+    HV_SANDBOX=$HV_WORK/sandbox
+    local src=$HV_WORK/sandbox-src
+    local build=(env "PYTHONPATH=$HV_REPO${PYTHONPATH:+:$PYTHONPATH}" "$HV_PY" -m plugins.sandbox.build
+        --sources "$src/plugins" --export "$HV_SANDBOX")
+    if ((HV_DRY_RUN)); then
+        echo "would build the plugin sandbox for the WASM nodes from the wheel's plugins/harvester.wit and plugins/guest/:"
+        echo "  \$ $(hv_quote "${build[@]}")"
+        return 0
+    fi
+    # Only the sandbox's inputs come out of the wheel: nothing of it is imported here.
+    if ! "$HV_PY" - "$HV_WHEEL_FILE" "$src" <<'PY' >"$HV_WORK/sandbox.log" 2>&1; then
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    names = [n for n in wheel.namelist() if n == "plugins/harvester.wit" or n.startswith("plugins/guest/")]
+    if "plugins/harvester.wit" not in names:
+        sys.exit(f"{sys.argv[1]} has no plugins/harvester.wit")
+    wheel.extractall(sys.argv[2], names)
+PY
+        cat "$HV_WORK/sandbox.log" >&2
+        hv_err "the wheel holds no sandbox sources (nothing was changed)"
+        exit "$HV_USAGE"
+    fi
+    echo "building the plugin sandbox for the WASM nodes (componentize-py: about 7 s, unless it is cached)"
+    if ! "${build[@]}" >"$HV_WORK/sandbox.log" 2>&1; then
+        tail -n 30 "$HV_WORK/sandbox.log" >&2
+        hv_err "building the plugin sandbox failed (nothing was changed); it needs componentize-py here: pip install -e '.[wasm-build]'"
+        exit "$HV_USAGE"
+    fi
+    echo "plugin sandbox for the WASM nodes: $(tail -n 1 "$HV_WORK/sandbox.log")"
+}
+
 # -- one node ----------------------------------------------------------------------------------
 hv_ssh_setup() {
     local opts=(-o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=15 -o ServerAliveCountMax=4
@@ -267,6 +314,7 @@ hv_bundle() {
         mkdir "$b/wheels"
         ln -s "$HV_WHEEL_FILE" "$b/wheels/"
         [[ -z ${N[wheelhouse]} ]] || ln -s "${N[wheelhouse]}" "$b/wheelhouse"
+        [[ -z $HV_SANDBOX || ${N[profile]} != wasm ]] || ln -s "$HV_SANDBOX" "$b/sandbox"
     fi
     hv_with config && cp "${N[config]}" "$b/node.toml"
     if hv_with config && [[ -n ${N[pki]} ]]; then
@@ -286,6 +334,7 @@ hv_bundle() {
 hv_describe() {
     local name=${N[name]} p=${N[prefix]} v=${HV_VERSION:-} parts=()
     hv_with package && parts+=("wheels/$(basename "$HV_WHEEL_FILE")${N[wheelhouse]:+, wheelhouse/ (from ${N[wheelhouse]})}")
+    hv_with package && [[ ${N[profile]} == wasm ]] && parts+=("sandbox/ (the plugin sandbox component and its sha256)")
     hv_with config && parts+=("node.toml (from ${N[config]})")
     hv_with config && [[ -n ${N[pki]} ]] && parts+=("tls/ (ca.crt, ${name}.crt, ${name}.key from ${N[pki]})")
     hv_with plugins && [[ -n ${N[plugins]} ]] && parts+=("plugins/ (from ${N[plugins]})")
@@ -296,6 +345,9 @@ hv_describe() {
     hv_say "$name" "  then on the node, holding $p/.deploy.lock:"
     if hv_with package; then
         hv_say "$name" "    install $v into $p/releases/$v (${N[python]} -m venv; pip install the wheel${N[extras]:+[${N[extras]}]}${N[wheelhouse]:+ --no-index}) unless it is there"
+        if [[ ${N[profile]} == wasm ]]; then
+            hv_say "$name" "    check the plugin sandbox against the release, install it in $p/releases/$v/share/harvester/sandbox and precompile it for this CPU (wasmtime) unless that is done"
+        fi
     fi
     hv_with config && hv_say "$name" "    check node.toml with the new release (harvester config check)"
     hv_with config && [[ -n ${N[pki]} ]] && hv_say "$name" "    install ${N[etc]}/tls (key 0600, readable by the service user only)"
@@ -391,6 +443,7 @@ hv_main() {
     hv_load_targets
     hv_check_configs
     hv_build
+    hv_build_sandbox
     ((HV_DRY_RUN)) && echo "dry run: nothing below is executed"
     local rec state stop="" stop_code=$HV_OK
     for rec in "${HV_TARGETS[@]}"; do

@@ -12,8 +12,10 @@
 #
 # Layout on the node:
 #   <prefix>/releases/<version>/         a venv with that wheel installed (.complete = wheel sha256)
+#     share/harvester/sandbox/           WASM nodes: the shipped plugin sandbox (sandbox.wasm, .json)
+#       compiled/                        and its machine code for this CPU, made at install time
 #   <prefix>/current -> releases/<v>     what the service runs; <prefix>/previous: the one before
-#   <prefix>/staging/                    the last bundle: wheels/, node.toml, tls/, plugins/, systemd/
+#   <prefix>/staging/                    the last bundle: wheels/, sandbox/, node.toml, tls/, plugins/, systemd/
 #   <prefix>/deploy.log                  every step of every deploy, with timestamps
 #   <prefix>/agent.pid, agent.log        service=pidfile only (hosts without systemd)
 #   <etc>/node.toml (+ .previous)        <etc>/plugins/ (+ plugins.previous/)
@@ -135,6 +137,24 @@ install_release() {
     [[ $installed == "$v" ]] || { rm -rf "$rel"; die 2 "the wheel installed version $installed, not $v"; }
     echo "$sum" >"$rel/.complete"
     say "release $v installed in $(since "$t0")"
+}
+
+# The plugin sandbox shipped to WASM nodes: checked against the release, copied into it and
+# compiled for this CPU now, so the agent's first plugin loads machine code instead of building
+# the component (componentize-py is never installed on a board). Cheap when already done.
+install_sandbox() {
+    local v=$1 rel=$PREFIX/releases/$1 out cur
+    [[ -f $STAGING/sandbox/sandbox.wasm ]] || return 0
+    cur=$(current_version)
+    if ! "$rel/bin/python" -c 'import plugins.sandbox.install' 2>/dev/null; then
+        say "release $v cannot install a shipped plugin sandbox (it predates them): it builds its own"
+        return 0
+    fi
+    if ! out=$("$rel/bin/python" -m plugins.sandbox.install "$STAGING/sandbox" --releases "$PREFIX/releases" 2>&1); then
+        printf '%s\n' "$out" | sed 's/^/  /'
+        die 2 "installing the plugin sandbox into release $v failed; the node still runs ${cur:-nothing}"
+    fi
+    say "$out"
 }
 
 prune_releases() {
@@ -340,6 +360,7 @@ main() {
     target=$cur
     if has package; then
         install_release "$VERSION"
+        install_sandbox "$VERSION"
         target=$VERSION
     fi
     [[ -n $target ]] || die 2 "no release is installed on this node yet: deploy one with update-all-nodes.sh first"

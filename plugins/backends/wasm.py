@@ -9,12 +9,17 @@ wasmtime-py passes the exception through one process-wide variable). After a tra
 store is dead, so it is dropped and rebuilt by `restart()`.
 
 Compiled code is cached on disk, keyed by the component's hash, the wasmtime version and
-the engine flags, and loaded with `deserialize_file` (mapped, +6.6 MB, against +38.8 MB
-for deserialising bytes).
+the engine flags, with a sha256 beside it, and loaded with `deserialize_file` (mapped,
++6.6 MB, against +38.8 MB for deserialising bytes). wasmtime refuses an artifact made by
+another version or for other CPU features, but maps damaged code as it is, so the checksum
+is what keeps a flipped bit from becoming a crash; either way the component is compiled
+again. Where the sandbox comes from: plugins.sandbox.install (shipped with the release and
+precompiled at install time on boards), else plugins.sandbox.build (built here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -134,24 +139,49 @@ class WasmRuntime:
         digest = self.file_hash(path)
         with self._lock:
             comp = self._components.get(digest)
-            if comp is not None:
-                return comp
-            artifact = cache_dir / self.artifact_key(digest)
-            C = self.wt.component
-            if artifact.exists():
-                try:
-                    comp = C.Component.deserialize_file(self.engine, str(artifact))
-                    os.utime(artifact)  # recently used: the pruning keeps it
-                except self.wt.WasmtimeError as exc:
-                    log.warning("compiled artifact %s unusable (%s); compiling again", artifact.name, exc)
-                    artifact.unlink(missing_ok=True)
             if comp is None:
-                self._compile(path, artifact)
-                comp = C.Component.deserialize_file(self.engine, str(artifact))
-            self._components[digest] = comp
+                comp, _ = self._load_or_compile(path, cache_dir / self.artifact_key(digest))
+                self._components[digest] = comp
             return comp
 
-    def _compile(self, path: Path, artifact: Path) -> None:
+    def precompile(self, path: Path, cache_dir: Path) -> tuple[Path, bool]:
+        """Leave a valid artifact for `path` in `cache_dir` (the install step of a release).
+        Returns the artifact and whether it had to be compiled now."""
+        digest = self.file_hash(path)
+        artifact = cache_dir / self.artifact_key(digest)
+        with self._lock:
+            comp, compiled = self._load_or_compile(path, artifact)
+            self._components[digest] = comp
+        if not artifact.exists():
+            raise OSError(f"{artifact} could not be written (see the warning above)")
+        return artifact, compiled
+
+    def _load_or_compile(self, path: Path, artifact: Path) -> tuple[Any, bool]:
+        comp = self._load(artifact)
+        return (comp, False) if comp is not None else (self._compile(path, artifact), True)
+
+    def _load(self, artifact: Path) -> Any:
+        """The cached artifact, or None when it is missing, damaged or made for another wasmtime or CPU."""
+        if not artifact.exists():
+            return None
+        started = time.monotonic()
+        if artifact_digest(artifact) != _read_checksum(artifact):
+            log.warning("compiled artifact %s does not match its checksum (or has none); compiling again", artifact.name)
+            return None
+        try:
+            comp = self.wt.component.Component.deserialize_file(self.engine, str(artifact))
+        except self.wt.WasmtimeError as exc:
+            log.warning("compiled artifact %s unusable here (%s); compiling again",
+                        artifact.name, str(exc).replace("\n", " "))
+            return None
+        # Recently used: the pruning keeps it. A release's precompiled sandbox is read-only to
+        # the service (systemd's ProtectSystem) and never pruned.
+        with contextlib.suppress(OSError):
+            os.utime(artifact)
+        log.info("loaded precompiled %s in %.2f s", artifact, time.monotonic() - started)
+        return comp
+
+    def _compile(self, path: Path, artifact: Path) -> Any:
         started = time.monotonic()
         log.info("compiling %s (%.1f MB) for wasmtime %s; cached afterwards in %s",
                  path.name, path.stat().st_size / 1e6, self.version, artifact.parent)
@@ -159,9 +189,39 @@ class WasmRuntime:
             comp = self.wt.component.Component.from_file(self.engine, str(path))
         except self.wt.WasmtimeError as exc:
             raise PluginLoadError(f"{path.name} is not a valid WebAssembly component: {exc}") from None
-        write_atomic(artifact, comp.serialize(), mode=0o644)  # a reader never sees half an artifact
+        try:
+            save_artifact(artifact, comp.serialize())
+        except OSError as exc:
+            log.warning("compiled %s in %.1f s but cannot cache it in %s (%s): this process keeps it in memory",
+                        path.name, time.monotonic() - started, artifact.parent, exc)
+            return comp
         log.info("compiled %s in %.1f s", path.name, time.monotonic() - started)
         _prune(artifact.parent, keep=artifact)
+        return self.wt.component.Component.deserialize_file(self.engine, str(artifact))
+
+
+def _checksum_path(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + ".sha256")
+
+
+def artifact_digest(artifact: Path) -> str:
+    """sha256 of a compiled artifact (36 MB for the sandbox: about 20 ms on x86-64)."""
+    with open(artifact, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _read_checksum(artifact: Path) -> str | None:
+    try:
+        return _checksum_path(artifact).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def save_artifact(artifact: Path, data: bytes) -> None:
+    """Write an artifact and its checksum; a reader never sees half of either."""
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(artifact, data, mode=0o644)
+    write_atomic(_checksum_path(artifact), hashlib.sha256(data).hexdigest().encode() + b"\n", mode=0o644)
 
 
 def _prune(cache_dir: Path, keep: Path, budget: int = CACHE_BUDGET_BYTES) -> None:
@@ -179,6 +239,7 @@ def _prune(cache_dir: Path, keep: Path, budget: int = CACHE_BUDGET_BYTES) -> Non
             break
         if f != keep:
             f.unlink(missing_ok=True)
+            _checksum_path(f).unlink(missing_ok=True)
             total -= size
             log.info("dropped compiled artifact %s from the cache (%.0f MB)", f.name, size / 1e6)
 
@@ -372,14 +433,22 @@ class WasmInstance(PluginInstance):
 
 
 class WasmBackend(Backend):
-    """Loads .py plugins into the generic sandbox and .wasm plugins as their own components."""
+    """Loads .py plugins into the generic sandbox and .wasm plugins as their own components.
+
+    The sandbox is the release's shipped component when it has one (its precompiled artifact
+    sits beside it), else one built here with componentize-py (developer machines); a board
+    with neither gets a SandboxUnavailable that says how to get one."""
 
     name = "wasm"
 
     def __init__(self, sandbox: Path | None = None, cache_dir: Path | None = None) -> None:
+        from plugins.sandbox.install import find_shipped
+
         self.runtime = WasmRuntime.get()
         self._sandbox = sandbox
-        self.cache_dir = Path(cache_dir or os.environ.get(ENV_CACHE) or self._default_cache())
+        self._shipped = find_shipped() if sandbox is None else None
+        default = self._shipped.compiled_dir if self._shipped is not None else self._default_cache()
+        self.cache_dir = Path(cache_dir or os.environ.get(ENV_CACHE) or default)
 
     @staticmethod
     def _default_cache() -> Path:
@@ -388,12 +457,26 @@ class WasmBackend(Backend):
         return build_dir() / "compiled"
 
     def sandbox_path(self) -> Path:
-        """The sandbox component, built now if it is missing (about 7 s)."""
+        """The sandbox component: the shipped one, or one built now if it is missing (about 7 s)."""
         if self._sandbox is None:
-            from plugins.sandbox.build import ensure_built
-
-            self._sandbox = ensure_built()
+            self._sandbox = self._locate()
         return self._sandbox
+
+    def _locate(self) -> Path:
+        from plugins.sandbox import build
+        from plugins.sandbox.install import NO_SANDBOX, mismatch
+
+        shipped = self._shipped
+        if shipped is not None:
+            problem = mismatch(shipped, self.runtime.file_hash(shipped.component))
+            if problem is None:
+                return shipped.component
+            if not build.can_build():
+                raise SandboxUnavailable(problem)
+            log.warning("%s; building one here instead", problem)
+        elif not build.can_build():
+            raise SandboxUnavailable(NO_SANDBOX)
+        return build.ensure_built()
 
     def _create(self, source: PluginSource, api: HostApi) -> PluginInstance:
         path = source.path if source.kind == "wasm" else self.sandbox_path()

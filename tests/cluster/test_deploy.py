@@ -9,6 +9,11 @@ from a wheelhouse repacked from this venv (the hosts have no network), start the
 its host, sees each node online on the new version. Every Pyro5 connection is mutual TLS, as
 in deploy/examples; this test looks at the fleet through `harvester`-style client processes
 with a user certificate, so the TLS settings never leak into the pytest process.
+
+pi4 is the WASM node as a Raspberry Pi 4 is deployed: the 'wasm' extra (wasmtime only), the
+plugin sandbox component built on the operator's side and shipped in the bundle, precompiled at
+install, and no componentize-py on the host. The hub is a WASM node without wasmtime: it gets the
+component but nothing to precompile it with.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,6 +49,13 @@ hub = {n["name"]: n for n in fleet.actor("harvester.hub.aggregator").call("nodes
 info = {n: fleet.actor(f"harvester.{n}.agent").call("info") for n in sys.argv[2:]}
 print(json.dumps({"hub": hub, "info": info}, default=str))
 """
+PLUGIN_STATUS = """
+import json, sys
+from actors.client import connect
+fleet = connect(sys.argv[1], 9090, timeout=3.0)
+print(json.dumps(fleet.actor(f"harvester.{sys.argv[2]}.plugins").call("status", sys.argv[3]), default=str))
+"""
+EXTRAS = {"pi4": ["wasm"]}  # the hub's and pizero's releases get no extras
 NODES = {  # name: (role, profile, sensors)
     "hub": ("hub", "wasm", [("monitor", "monitor", 0.5)]),
     "pi4": ("spoke", "wasm", [("dht22", "dht22", 0.5), ("monitor", "monitor", 1.0)]),
@@ -127,16 +141,24 @@ class Fleet:
         """The node's agent pid (pidfile service)."""
         return int((self.prefix(name) / "agent.pid").read_text())
 
-    def view(self, names: tuple[str, ...] = tuple(NODES)) -> dict:
-        """{"hub": the aggregator's nodes() by name, "info": each named agent's info()}, over TLS as a user."""
+    def client(self, script: str, *args: str) -> Any:
+        """Run a client script through the hub's name server, over TLS as a user; its JSON output."""
         pki = self.root / "pki"
         env = {**os.environ, "HARVESTER_TLS_CA": str(pki / "ca.crt"), "HARVESTER_TLS_CERT": str(pki / "users/tester.crt"),
                "HARVESTER_TLS_KEY": str(pki / "users/tester.key")}
-        res = subprocess.run([sys.executable, "-c", VIEW, self.addresses["hub"], *names], capture_output=True,
+        res = subprocess.run([sys.executable, "-c", script, self.addresses["hub"], *args], capture_output=True,
                              text=True, env=env, cwd=ROOT, timeout=60)
         if res.returncode != 0:
             raise RuntimeError(res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "no output")
         return json.loads(res.stdout)
+
+    def view(self, names: tuple[str, ...] = tuple(NODES)) -> dict:
+        """{"hub": the aggregator's nodes() by name, "info": each named agent's info()}."""
+        return self.client(VIEW, *names)
+
+    def plugin_status(self, node: str, plugin: str) -> dict:
+        """The node's status of one plugin."""
+        return self.client(PLUGIN_STATUS, node, plugin)
 
     def all_online_at(self, version: str, names: tuple[str, ...] = tuple(NODES)) -> bool:
         """Every named node is online at the hub and its agent runs `version`."""
@@ -180,7 +202,11 @@ def write_node(fleet: Fleet, name: str) -> Path:
     path = fleet.root / "configs" / f"{name}.toml"
     path.parent.mkdir(exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
-    (fleet.root / "plugins" / name).mkdir(parents=True, exist_ok=True)
+    plugins = fleet.root / "plugins" / name
+    plugins.mkdir(parents=True, exist_ok=True)
+    if "wasm" in EXTRAS.get(name, []):  # a plugin for the sandbox to run: the bundled room alert
+        for suffix in (".py", ".toml"):
+            shutil.copy(ROOT / "plugins" / "bundled" / f"room_temperature{suffix}", plugins)
     return path
 
 
@@ -191,7 +217,8 @@ def write_inventory(fleet: Fleet, path: Path, extra_rows: str = "") -> Path:
     for name, (role, profile, _) in NODES.items():
         rows += ["[[nodes]]", f'name = "{name}"', f'host = "{fleet.addresses[name]}"', f'role = "{role}"',
                  f'profile = "{profile}"', f'config = "configs/{name}.toml"', f'plugins = "plugins/{name}"',
-                 f'prefix = "{fleet.prefix(name)}"', f'etc = "{fleet.etc(name)}"', ""]
+                 f'prefix = "{fleet.prefix(name)}"', f'etc = "{fleet.etc(name)}"',
+                 f"extras = {json.dumps(EXTRAS.get(name, []))}", ""]
         if name == "hub":
             rows.append(extra_rows)
     path.write_text("\n".join(rows) + "\n")
@@ -218,7 +245,8 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
         subprocess.run([sys.executable, "-m", "actors.cli", "certs", "init", "--dir", str(root / "pki"), "--user", "tester",
                         *[arg for name, addr in f.addresses.items() for arg in ("--node", f"{name}={addr}")]],
                        check=True, capture_output=True, cwd=ROOT)
-        build_wheelhouse(f.wheelhouse, install_requires(ROOT / "setup.cfg"))
+        # Run-time requirements and wasmtime: componentize-py cannot reach any host.
+        build_wheelhouse(f.wheelhouse, install_requires(ROOT / "setup.cfg", "wasm"))
         write_inventory(f, f.inventory)
         f.first = f.run("update-all-nodes.sh")
         f.v1 = f.current("hub") if (f.prefix("hub") / "current").exists() else ""
@@ -247,6 +275,38 @@ def test_update_all_nodes_deploys_every_node_and_the_hub_sees_them_online(fleet)
     assert pizero["profile"] == "native" and not pizero["wasmtime_loaded"]
 
 
+def test_a_wasm_node_runs_plugins_from_the_shipped_precompiled_sandbox_without_componentize_py(fleet):
+    assert fleet.first is not None and fleet.first.rc == 0, fleet.logs()
+    release = fleet.prefix("pi4") / "releases" / fleet.v1
+    probe = subprocess.run([str(release / "bin" / "python"), "-c",
+                            "import importlib.util as u; print(u.find_spec('componentize_py'), u.find_spec('wasmtime') is not None)"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ["None", "True"], "the node has wasmtime and no componentize-py"
+    assert "componentize" not in " ".join(os.listdir(fleet.wheelhouse)).lower()
+
+    # Shipped, checked and compiled for this CPU by the install step, before the agent first started.
+    sandbox = release / "share" / "harvester" / "sandbox"
+    manifest = json.loads((sandbox / "sandbox.json").read_text())
+    artifacts = sorted((sandbox / "compiled").glob("*.cwasm"))
+    assert [a.name[:32] for a in artifacts] == [manifest["sha256"][:32]], artifacts
+    deploy_log = (fleet.prefix("pi4") / "deploy.log").read_text()
+    assert 0 <= deploy_log.index("precompiled for this CPU") < deploy_log.index("restarting the agent"), deploy_log
+
+    # Its first start runs the plugin on that machine code: nothing built, nothing compiled.
+    def runs() -> bool:
+        status = fleet.plugin_status("pi4", "room_temperature")
+        return status["state"] == "ok" and status["calls"] > 0 and status["backend"] == "wasm"
+
+    wait_for(runs, timeout=30)
+    agent_log = (fleet.prefix("pi4") / "agent.log").read_text()
+    assert re.search(rf"loaded precompiled \S*{re.escape(artifacts[0].name)} in \d", agent_log), agent_log[-3000:]
+    assert "compiling" not in agent_log and "building the plugin sandbox" not in agent_log
+    # The hub is a WASM node without the 'wasm' extra: the component is there, nothing compiled it.
+    assert "NOT precompiled: wasmtime is not installed" in fleet.first.out
+    assert (fleet.prefix("hub") / "releases" / fleet.v1 / "share" / "harvester" / "sandbox" / "sandbox.wasm").is_file()
+    assert not (fleet.prefix("pizero") / "releases" / fleet.v1 / "share" / "harvester").exists(), "native: no sandbox"
+
+
 def test_a_second_run_changes_nothing_and_restarts_nothing(fleet):
     pids = {name: fleet.pid(name) for name in NODES}
     again = fleet.run("update-all-nodes.sh")
@@ -268,6 +328,12 @@ def test_upgrade_then_a_release_whose_agent_exits_at_start_is_rolled_back(fleet)
         assert fleet.current(name) == v2
         assert os.path.basename(os.readlink(fleet.prefix(name) / "previous")) == fleet.v1
     fleet.wait_online(v2)
+    # Same guest sources, same component: the new release shares the old one's machine code.
+    assert re.search(rf"^\[pi4\] plugin sandbox .*machine code shared with release {re.escape(fleet.v1)}",
+                     host.out, re.M), host.out
+    inodes = [{a.stat().st_ino for a in (fleet.prefix("pi4") / "releases" / v / "share/harvester/sandbox/compiled")
+               .glob("*.cwasm")} for v in (fleet.v1, v2)]
+    assert inodes[0] and inodes[0] == inodes[1], "one copy on the SD card"
 
     # A release whose agent exits as soon as it starts.
     broken_src = snapshot(fleet.root / "broken-src")

@@ -23,11 +23,14 @@ from packaging.utils import canonicalize_name
 SKIP_DIST_INFO = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 
 
-def install_requires(setup_cfg: Path) -> list[str]:
-    """The run-time requirements a wheel built from this setup.cfg will declare."""
+def install_requires(setup_cfg: Path, *extras: str) -> list[str]:
+    """The run-time requirements a wheel built from this setup.cfg will declare, with those of `extras`."""
     parser = configparser.ConfigParser()
     parser.read(setup_cfg, encoding="utf-8")
-    return [r.strip() for r in parser.get("options", "install_requires").splitlines() if r.strip()]
+    lines = parser.get("options", "install_requires").splitlines()
+    for extra in extras:
+        lines += parser.get("options.extras_require", extra).splitlines()
+    return [r.strip() for r in lines if r.strip() and not r.strip().startswith("#")]
 
 
 def closure(requirements: list[str]) -> list[metadata.Distribution]:

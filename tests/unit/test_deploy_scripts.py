@@ -265,3 +265,17 @@ def test_pki_ships_the_nodes_certificate_and_key(fake_bin, tmp_path):
     res = run("update-all-nodes.sh", "--dry-run", "--inventory", str(inv), fake_bin=fake_bin)
     assert res.returncode == 2
     assert f"nodes[0].pki: {pki}/nodes/pi4.key not found" in res.stderr
+
+
+def test_the_plugin_sandbox_is_built_here_and_shipped_to_wasm_nodes_only(fake_bin):
+    res = run("update-all-nodes.sh", "--dry-run", fake_bin=fake_bin)
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"^would build the plugin sandbox for the WASM nodes from the wheel's .*\n"
+                     r"  \$ env PYTHONPATH=\S+ \S+ -m plugins\.sandbox\.build --sources \S+ --export ", res.stdout, re.M)
+    for node, wasm in (("hub", True), ("pi4", True), ("pizero", False)):
+        lines = "\n".join(line for line in res.stdout.splitlines() if line.startswith(f"[{node}]"))
+        assert ("sandbox/ (the plugin sandbox component" in lines) is wasm, node
+        assert ("precompile it for this CPU (wasmtime)" in lines) is wasm, node
+    for script in ("deploy-pizero-native.sh", "update-plugins.sh"):
+        res = run(script, "--dry-run", fake_bin=fake_bin)
+        assert res.returncode == 0 and "plugin sandbox" not in res.stdout, (script, res.stdout)
