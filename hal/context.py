@@ -74,6 +74,7 @@ class HalContext:
         self._sysfs: Any = None
         self._pin_factory: Any = None
         self._room: Any = None
+        self._kernel_clock: Any = None
 
     @property
     def room(self) -> Any:
@@ -169,6 +170,16 @@ class HalContext:
 
                     self._pin_factory = MockFactory(pin_class=MockPWMPin)
             return self._pin_factory
+
+    def kernel_clock(self) -> Any:
+        """Whether the wall clock is set: hal.timesync.KernelClock (adjtimex), or in mock mode an
+        EmulatedKernelClock, synchronised until a test or the room actor flips it."""
+        with self._lock:
+            if self._kernel_clock is None:
+                from hal.timesync import EmulatedKernelClock, KernelClock
+
+                self._kernel_clock = KernelClock() if self.mode == "real" else EmulatedKernelClock()
+            return self._kernel_clock
 
     def pixel_backend(self, count: int, gpio: int, brightness: float) -> Any:
         """The pixel backend for an LED strip: rpi_ws281x, or an in-memory recorder."""

@@ -32,9 +32,14 @@ from Pyro5 import config, errors, socketutil
 
 log = logging.getLogger(__name__)
 
-MAX_CONNECTIONS = 1024
+# Every spoke keeps one connection to its hub between pushes: a thousand spokes, their agents'
+# REPL users and the peers fit with room to spare. An idle one costs a descriptor and about a
+# kilobyte, not a thread.
+MAX_CONNECTIONS = 4096
 FIRST_MESSAGE_S = 5.0  # connect -> handshake done, unless the daemon has a handshake_timeout of its own
-IDLE_S = 60.0  # our clients reconnect after 10 s idle; this only reaps the forgotten
+# A spoke pushes far more often than this; one whose kept connection was reaped reconnects on
+# its next push. REPL proxies reconnect after 10 s idle.
+IDLE_S = 60.0
 REQUEST_S = 10.0  # once a message started, the rest must come within this (clients wait 5 s)
 # Calls one peer address may have running at once; its further ready connections wait their
 # turn, so one host trickling partial messages cannot take every worker from the others.

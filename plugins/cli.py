@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -77,6 +75,9 @@ def load_batches(path: Path, now: float) -> list[list[Reading]]:
 
 def run_test(plugin: Path, manifest: Path | None, readings: Path, profile: str = "wasm") -> tuple[int, dict[str, Any]]:
     """Run one plugin on recorded batches with simulated hardware; returns (exit code, report)."""
+    import shutil  # here, not at the top: every `harvester` process imports this module, nodes too
+    import tempfile
+
     from plugins.host import PluginHost
     from plugins.services import RecordingServices
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,37 +22,18 @@ from hal.readings import Quantity, Reading, declare, forget
 from plugins.alerts import AlertBook
 from plugins.backends import Backend, PluginSource, make_backend
 from plugins.errors import ManifestError, PluginError, SandboxUnavailable, UnknownPlugin
+from plugins.folder import BUNDLED_DIR, SUFFIXES, is_candidate, seed_bundled
 from plugins.hostapi import PluginEnv
 from plugins.manifest import NAME_RE, read_manifest
+from plugins.samples import MAX_SAMPLES, Sample, Samples
 from plugins.services import NodeServices, Services
 from plugins.slot import PluginSlot
 from plugins.state import PluginState
 
 log = logging.getLogger(__name__)
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
-SUFFIXES = (".py", ".wasm")
-MAX_SAMPLES = 16
+__all__ = ["BUNDLED_DIR", "MAX_SAMPLES", "SUFFIXES", "DisabledSet", "PluginHost", "seed_bundled"]
 Stamp = tuple[tuple[int, int], tuple[int, int]]
-
-
-def seed_bundled(plugin_dir: Path) -> list[str]:
-    """Create `plugin_dir` holding copies of the bundled plugins; returns the names (nothing if it exists)."""
-    if plugin_dir.exists():
-        return []
-    plugin_dir.mkdir(parents=True)
-    names = []
-    for src in sorted(BUNDLED_DIR.glob("*.py")):
-        shutil.copy2(src, plugin_dir / src.name)
-        shutil.copy2(src.with_suffix(".toml"), plugin_dir / f"{src.stem}.toml")
-        names.append(src.stem)
-    return names
-
-
-def _row(r: Reading) -> dict[str, Any]:
-    # dataclasses.asdict deep-copies field by field: ten times slower on this hot path
-    return {"node": r.node, "sensor": r.sensor, "quantity": r.quantity, "value": r.value, "unit": r.unit,
-            "ts": r.ts, "quality": r.quality, "reason": r.reason}
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -93,7 +72,7 @@ class PluginHost:
 
     def __init__(self, node: str, plugin_dir: Path | str, profile: str = "wasm", services: Services | None = None,
                  state_dir: Path | str | None = None, clock: Callable[[], float] = time.time,
-                 backend: Backend | None = None) -> None:
+                 backend: Backend | None = None, samples: Samples | None = None) -> None:
         self.node = node
         self.plugin_dir = Path(plugin_dir)
         self.profile = profile
@@ -108,7 +87,7 @@ class PluginHost:
         self._scan_lock = threading.Lock()
         self._slots: dict[str, PluginSlot] = {}
         self._stamps: dict[str, Stamp] = {}
-        self._samples: OrderedDict[tuple[str, str], tuple[str, set[str], str]] = OrderedDict()
+        self._samples = samples or Samples()  # a lazy host hands over what it kept before it existed
         self._disabled = DisabledSet(self.state_dir / "disabled.json" if self.state_dir else None)
 
     # -- backend and slots -------------------------------------------------------------------
@@ -171,7 +150,7 @@ class PluginHost:
         if not self.plugin_dir.is_dir():
             return found, problems
         for path in sorted(self.plugin_dir.iterdir()):
-            if path.suffix not in SUFFIXES or path.name.startswith((".", "_")) or not path.is_file():
+            if not is_candidate(path):
                 continue
             name = path.stem
             if not NAME_RE.match(name):
@@ -283,28 +262,16 @@ class PluginHost:
         return slot.status()
 
     # -- running -----------------------------------------------------------------------------
-    def _sample_list(self) -> list[tuple[str, set[str], str]]:
-        with self._lock:
-            return list(self._samples.values())
+    def _sample_list(self) -> list[Sample]:
+        return self._samples.list()
 
     def evaluate(self, readings: Iterable[Reading | dict[str, Any]], dry_run: bool = False,
                  only: str | None = None) -> list[dict[str, Any]]:
         """Run every enabled plugin concerned by this batch (one node's readings); one outcome per plugin run."""
-        rows = [_row(r if isinstance(r, Reading) else Reading.from_dict(r)) for r in readings]
-        if not rows:
+        batch = self._samples.batch(readings, keep=not dry_run)
+        if batch is None:
             return []
-        text = json.dumps(rows, separators=(",", ":"))
-        quantities = {r["quantity"] for r in rows}
-        node = rows[0]["node"]
-        if any(r["node"] != node for r in rows):
-            raise ReadingError("a batch holds the readings of one node")
-        if not dry_run:
-            with self._lock:
-                key = (node, rows[0]["sensor"])
-                self._samples[key] = (text, quantities, node)
-                self._samples.move_to_end(key)
-                while len(self._samples) > MAX_SAMPLES:
-                    self._samples.popitem(last=False)
+        text, quantities, node = batch
         with self._lock:
             slots = [self._slots[n] for n in sorted(self._slots) if only is None or n == only]
         if only is not None and not slots:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -112,3 +113,24 @@ def write_node_config(path: Path, name: str, role: str, ns_port: int, *, profile
         lines += [f"{k} = {v!r}".replace("'", '"') for k, v in s.items()]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
+
+
+def hub_db(path: Path | str) -> sqlite3.Connection:
+    """A read-only connection to a (running) hub's store whose `readings` holds every acknowledged
+    reading: the ones already in samples and the ones still in the ingest log, read in one snapshot.
+
+    The hub moves logged batches into samples behind its acknowledgement (and before its own
+    queries); a test reading the file from outside sees both, as of one moment."""
+    import msgpack
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    db.execute("BEGIN")  # a read snapshot: a batch being moved meanwhile is counted once
+    logged = [(sid, ts, value, quality, reason, seq, received)
+              for seq, received, packed in db.execute("SELECT seq, received, rows FROM ingest_log")
+              for sid, ts, value, quality, reason in msgpack.unpackb(packed)]
+    db.execute("CREATE TEMP TABLE logged (series, ts, value, quality, reason, seq, received)")
+    db.executemany("INSERT INTO temp.logged VALUES (?,?,?,?,?,?,?)", logged)
+    db.execute("CREATE TEMP VIEW readings AS SELECT s.node, s.sensor, s.quantity, x.ts, x.value, s.unit, x.quality, "
+               "x.reason, x.seq, x.received FROM (SELECT series, ts, value, quality, reason, seq, received "
+               "FROM main.samples UNION ALL SELECT * FROM temp.logged) x JOIN main.series s ON s.id = x.series")
+    return db

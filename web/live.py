@@ -10,6 +10,11 @@ twice `max_age` old, so a slow build (a busy hub) delays freshness, not the page
 therefore sees values at most twice `max_age` old, the same for every viewer. An operator's
 own command calls `changed()`, so its effect shows on the next poll.
 Nobody watching for `idle_after` seconds: the refresher stops and the hub does no work.
+
+A large fleet makes the build itself expensive (every row of every card). The interval is
+therefore at least the build's own CPU time divided by CPU_SHARE: watching the dashboard never
+takes more than about a tenth of the hub's core from ingest, and a thousand-node page refreshes
+every few seconds instead of every second.
 """
 
 from __future__ import annotations
@@ -20,16 +25,20 @@ import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
+CPU_SHARE = 0.1  # of one core, at most, for rebuilding the body while people watch
 
 
 class LiveView:
     """A cached, single-flight, background-refreshed text built by `build`."""
 
     def __init__(self, build: Callable[[], str], max_age: float = 1.0, idle_after: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic, refresh: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, refresh: bool = True,
+                 cpu_clock: Callable[[], float] = time.thread_time) -> None:
         if max_age < 0 or idle_after <= 0:
             raise ValueError(f"max_age must be >= 0 and idle_after > 0, got {max_age}, {idle_after}")
         self._build, self.max_age, self.idle_after, self._clock = build, max_age, idle_after, clock
+        self._cpu_clock = cpu_clock
+        self.interval = max_age  # max_age, or longer when a build costs more than CPU_SHARE of it
         self._cond = threading.Condition()
         self._text: str | None = None
         self._built_at = float("-inf")
@@ -48,11 +57,11 @@ class LiveView:
             self._start_refresher()
             while True:
                 age = self._clock() - self._built_at
-                if self._text is not None and age <= self.max_age:
+                if self._text is not None and age <= self.interval:
                     return self._text
                 if not self._building:
                     break
-                if self._text is not None and age <= 2 * self.max_age:
+                if self._text is not None and age <= 2 * self.interval:
                     return self._text  # a rebuild is under way: the last body, at most twice max_age old
                 self._cond.wait(5.0)  # nothing recent enough: share the result of the build under way
         return self._rebuild(raise_errors=True)
@@ -74,8 +83,9 @@ class LiveView:
             self._building = True
             generation = self._generation
         try:
-            started = self._clock()
+            started, cpu = self._clock(), self._cpu_clock()
             text = self._build()
+            cpu = self._cpu_clock() - cpu
         except Exception:
             with self._cond:
                 self._building = False
@@ -87,6 +97,7 @@ class LiveView:
         with self._cond:
             self._building = False
             self.builds += 1
+            self.interval = max(self.max_age, cpu / CPU_SHARE)
             if generation == self._generation:  # not overtaken by changed() while building
                 self._text, self._built_at = text, started
             self._cond.notify_all()
@@ -102,10 +113,10 @@ class LiveView:
         while True:
             with self._cond:
                 # rebuild as the cached text turns stale; requests meanwhile get it (see get)
-                due = self._built_at + self.max_age
+                due = self._built_at + self.interval
                 while not self._closed and self._clock() < due:
                     self._cond.wait(max(0.01, due - self._clock()))
-                    due = self._built_at + self.max_age
+                    due = self._built_at + self.interval
                 if self._closed or self._clock() - self._last_request > self.idle_after:
                     self._refresher = None
                     return

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # It counts chunked framing (sizes, CRLFs) too, so it sits a little above the app's limit:
 # bodies in between are read and refused by the app's exact check, with the same message.
 BODY_CAP = MAX_BODY + 64 * 1024
+OUTBUF_IN_MEMORY = 16 * 1024 * 1024  # a response body up to this is sent from memory
 
 
 class JsonErrorTask(ErrorTask):
@@ -70,9 +71,12 @@ class WebServer:
         self.upstream = Upstream(fleet, gate=CommandGate(reachability=hub.reachability))
         self.app = create_app(hub, tokens, node=node, upstream=self.upstream, public_read=public_read,
                               local_actors=local_actors)
+        # A thousand nodes make a 1.6 MB /api/readings body; waitress spills a body over
+        # outbuf_overflow to a temporary file and sends it back from disk, a write and a read
+        # of every response. Bodies up to OUTBUF_IN_MEMORY stay in memory.
         self._server = create_server(self.app, host=host, port=port, threads=threads,
                                      ident="harvester", clear_untrusted_proxy_headers=True,
-                                     max_request_body_size=BODY_CAP)
+                                     max_request_body_size=BODY_CAP, outbuf_overflow=OUTBUF_IN_MEMORY)
         # the server of every listening address makes its connections' channels (several
         # addresses come as a MultiSocketServer whose map holds one server each)
         for server in [self._server, *getattr(self._server, "map", {}).values()]:

@@ -11,10 +11,12 @@ from typing import Any
 
 from hal.iaq import band_of
 from hal.readings import QUANTITIES
+from hal.timesync import CLOCK_SET_AFTER, date_text
 
 SYSTEM_QUANTITIES = frozenset({"cpu_temperature", "cpu_load", "memory_used", "memory_total", "memory_percent",
                                "uptime"})
 NETWORK_QUANTITIES = frozenset({"rtt", "packet_loss"})
+RESTART_SHOWN_S = 3600.0  # a node's card says it restarted for this long after
 LABELS = {"temperature": "Temperature", "humidity": "Humidity", "pressure": "Pressure",
           "gas_resistance": "Gas resistance", "iaq": "Air quality (IAQ)", "cpu_temperature": "CPU temperature",
           "cpu_load": "CPU load", "memory_percent": "Memory", "uptime": "Uptime", "rtt": "RTT",
@@ -240,29 +242,55 @@ def node_card(node: dict[str, Any], now: float, actors: set[str], ping: dict[str
 
 
 def warning_text(node: dict[str, Any]) -> str:
-    """What is wrong with a node beyond being offline: a clock off, a spoke's disk refusing its outbox."""
+    """What is wrong with a node beyond being offline: its clock not synchronised, not set or off,
+    a spoke's disk refusing its outbox, batches the hub refused."""
     out = []
-    if not node.get("clock_ok", True):
-        out.append(f"clock off by {node['clock_offset']:+.0f} s")
     outbox = node.get("outbox") or {}
+    if node.get("clock_synced") is False:
+        held = outbox.get("held_unsynced")
+        out.append("clock not synchronised" + (f": {held} batches held until it syncs" if held else ""))
+    if not node.get("clock_ok", True):
+        out.append(offset_warning(node["clock_offset"], node.get("last_seen")))
     if outbox.get("disk_full"):
         out.append(f"disk full: {outbox.get('held_in_memory', 0)} batches held in memory, "
                    f"{outbox.get('dropped_batches', 0)} dropped")
+    if outbox.get("rejected_batches"):
+        out.append(f"{outbox['rejected_batches']} batches refused, kept in its outbox")
     return " · ".join(out)
+
+
+def offset_warning(offset: float, last_seen: float | None) -> str:
+    """`clock off by +42 s`, in days past one; a clock that read before 2020 was never set."""
+    node_time = None if last_seen is None else last_seen + offset
+    if node_time is not None and node_time < CLOCK_SET_AFTER:
+        return f"clock not set: it reads {date_text(node_time)}"
+    if abs(offset) < 86400:
+        return f"clock off by {offset:+.0f} s"
+    return f"clock off by {offset / 86400:+.1f} days"
 
 
 def status_text(node: dict[str, Any], now: float) -> str:
     """`online · seen 2 s ago` / `offline · seen 5 min ago`."""
     seen = age_text(now - node["last_seen"]) if node.get("last_seen") else "never"
-    return f"{'online' if node['online'] else 'offline'} · last seen {seen}"
+    text = f"{'online' if node['online'] else 'offline'} · last seen {seen}"
+    restarted = node.get("restarted_at")
+    if restarted is not None and now - restarted < RESTART_SHOWN_S:
+        text += f" · restarted {age_text(now - restarted)}"
+    return text
 
 
 def signature(cards: list[dict[str, Any]]) -> str:
-    """A short hash of the cards' structure: when it changes the page fetches freshly rendered cards."""
-    shape = [(c["name"], c["role"], c["profile"], c["leds"], c["buzzer"],
-              [(s["title"], [(r["key"], r["bar"] is None) for r in s["rows"]]) for s in c["sections"]])
-             for c in cards]
-    return hashlib.sha1(json.dumps(shape).encode()).hexdigest()[:12]
+    """A short hash of the cards' structure: when it changes the page fetches freshly rendered cards.
+
+    Hashed card by card (the same digest as of the whole list's JSON): one json.dumps of a
+    thousand cards' shapes holds the GIL for milliseconds, and every request waits behind it."""
+    h = hashlib.sha1(b"[")
+    for i, c in enumerate(cards):
+        shape = (c["name"], c["role"], c["profile"], c["leds"], c["buzzer"],
+                 [(s["title"], [(r["key"], r["bar"] is None) for r in s["rows"]]) for s in c["sections"]])
+        h.update((", " if i else "").encode() + json.dumps(shape).encode())
+    h.update(b"]")
+    return h.hexdigest()[:12]
 
 
 def alert_view(alert: dict[str, Any], now: float) -> dict[str, Any]:

@@ -11,6 +11,10 @@ Healthy means, in order:
 2. the hub's aggregator lists the node as online, and for a spoke with --wait, the node's
    last_seen has advanced after step 1 passed: a fresh push from *this* agent, not a
    leftover from the process it replaced. The hub's own liveness comes from its own polls.
+
+A node whose kernel reports its clock unsynchronised (adjtimex) is said so on a line of its
+own, healthy or not: it is not a reason to roll a release back (NTP may simply not have synced
+since the boot), but a spoke holds its readings until it syncs.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Verdict:
     role: str | None = None
     version: str | None = None
     last_seen: float | None = None
+    clock_synced: bool | None = None  # the node's kernel clock state; None: not known
 
 
 class HealthProbe:
@@ -81,6 +86,17 @@ class HealthProbe:
             return Verdict(False, self._naming_reason("agent", exc))
         except pyro_errors.CommunicationError as exc:
             return Verdict(False, f"agent harvester.{self.node}.agent does not answer: {exc}")
+        verdict = self._judge(info, seen_after)
+        clock = info.get("clock") if isinstance(info.get("clock"), dict) else {}
+        verdict.clock_synced = clock.get("synced") if isinstance(clock.get("synced"), bool) else None
+        if verdict.clock_synced is False:
+            verdict.reason += f"\n  {self.node}: {clock.get('detail') or 'clock not synchronised'}"
+        return verdict
+
+    def _judge(self, info: dict[str, Any], seen_after: float | None) -> Verdict:
+        """The verdict from the agent's info() and the hub's view of the node."""
+        from Pyro5 import errors as pyro_errors
+
         version, role = info.get("version"), info.get("role")
         problems = info.get("problems") or []
         if problems:

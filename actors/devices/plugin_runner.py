@@ -1,6 +1,7 @@
 """PluginsActor: `harvester.<node>.plugins`, the node's plugin runner on the wire.
 
-A thin wrapper over plugins.host.PluginHost (the domain object), plus `RemoteActuators`,
+A thin wrapper over plugins.host.PluginHost (the domain object; on a node, plugins.lazy's
+stand-in until the folder holds a plugin), plus `RemoteActuators`,
 the route by which a hub plugin drives a spoke's LEDs and buzzer through that spoke's
 actors.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.base import Actor, Bool, Int, ListOf, Record, Str, remote
 from actors.client import ActorHandle
@@ -19,8 +20,11 @@ from hal.names import object_name
 from nameserver.pyro import CALL_TIMEOUT
 from plugins.alerts import HISTORY
 from plugins.errors import UnknownPlugin
-from plugins.host import PluginHost
 from plugins.services import Actuators
+
+if TYPE_CHECKING:
+    from plugins.host import PluginHost
+    from plugins.lazy import LazyPluginHost
 
 
 class RemoteActuators:
@@ -73,7 +77,7 @@ class PluginsActor(Actor):
 
     kind = "plugins"
 
-    def __init__(self, node: str, host: PluginHost, role: str = "spoke") -> None:
+    def __init__(self, node: str, host: PluginHost | LazyPluginHost, role: str = "spoke") -> None:
         super().__init__(node, "plugins", role, tags={f"profile:{host.profile}"})
         self.host = host
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
-from actors.base import Actor, Arg, Number, remote
+from actors.base import Actor, Arg, Bool, Number, remote
 from hal.context import HalContext
 from hal.emulated.environment import QUANTITY_NAMES, RoomSimulator
 from hal.errors import HalConfigError
@@ -261,6 +261,17 @@ class RoomActor(Actor):
             log.info("room released by %s: %s", caller(), ", ".join(shown))
         return self._state()
 
+    @remote(synced=Bool())
+    def set_clock(self, synced: bool) -> dict[str, Any]:
+        """Emulate the kernel's NTP state (mock mode's adjtimex): set_clock(False) is a board that
+        booted without a real-time clock, before NTP syncs: `harvester health` says so, the spoke
+        holds its readings in its outbox and the hub flags it. set_clock(True) syncs it: the held
+        readings go to the hub. The host's wall clock does not step, so their stamps stay as they
+        were. Returns state()."""
+        self.hal.kernel_clock().set_synced(synced)
+        log.info("emulated clock %s by %s", "synchronised" if synced else "unsynchronised", caller())
+        return self._state()
+
     @remote
     def state(self) -> dict[str, Any]:
         """What is pinned, the room's conditions now, and each BME680's IAQ model: its gas baseline
@@ -290,4 +301,4 @@ class RoomActor(Actor):
                          f"computed at {record['humidity']:.1f} %RH"
                          + ("" if "humidity" in pinned else "; humidity drifts, so the index does too"))
         return {"node": self.node, "ts": now, "pinned": pinned, "conditions": asdict(cond),
-                "iaq_models": models, "notes": notes}
+                "iaq_models": models, "clock": self.hal.kernel_clock().status().to_dict(), "notes": notes}

@@ -365,6 +365,7 @@ class Exporter:
         return self._db
 
     def _read(self, after: int, limit: int) -> list[Sample]:
+        self._store.settle()  # what was acknowledged is in samples, where the pages come from
         with self._lock:
             return [Sample._make(r) for r in self._conn().execute(PAGE_SQL, (after, limit))]
 
@@ -381,6 +382,7 @@ class Exporter:
         return counted
 
     def _count_backlog(self) -> tuple[int, float | None]:
+        self._store.settle()
         with self._lock:
             db = self._conn()
             (count,) = db.execute("SELECT COUNT(*) FROM (SELECT 1 FROM samples WHERE id > ? LIMIT ?)",

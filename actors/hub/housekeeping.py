@@ -24,6 +24,7 @@ class StoreHousekeeping:
 
     if TYPE_CHECKING:
         def _transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def settle(self) -> None: ...
 
     def _lower_holdings(self, floors: dict[str, int]) -> None:
         with self._lock:
@@ -36,6 +37,7 @@ class StoreHousekeeping:
         """Recompute every 1-minute and 1-hour bucket touched by rows inserted since the last
         run (tracked by id, not by clock), so late, backfilled readings land in the right
         bucket. Returns the buckets written."""
+        self.settle()
         written = 0
         with self._transaction() as db:
             row = db.execute("SELECT value FROM meta WHERE key='rollup_id'").fetchone()
@@ -66,6 +68,7 @@ class StoreHousekeeping:
     def summary_rows(self, start: float, end: float, day: str) -> list[list[Any]]:
         """The rows daily_summary stores for `day`, without storing them (several hubs: the leader
         computes them once and every hub stores what the cluster agreed on)."""
+        self.settle()
         with self._lock:
             return [list(r) for r in self._db.execute(
                 """SELECT ?, s.node, s.sensor, s.quantity, s.unit, MIN(x.value), AVG(x.value), MAX(x.value),
@@ -98,6 +101,7 @@ class StoreHousekeeping:
 
     def retain(self, raw_days: float, rollup_days: float, now: float | None = None) -> dict[str, int]:
         """Delete raw readings and rollups older than their retention."""
+        self.settle()
         now = time.time() if now is None else now
         with self._transaction() as db:
             # What an export target has not sent yet is counted as lost to it before it goes.

@@ -19,7 +19,8 @@ from actors.hub.store import Batch, Row
 from actors.node.config import PROFILES, ROLES
 from hal.errors import ReadingError
 from hal.names import NODE_NAME_RULE, is_node_name
-from hal.readings import NAME_RE, Reading, check_fields
+from hal.readings import NAME_RE, QUALITIES, QUANTITIES, Reading, check_fields
+from hal.timesync import CLOCK_SET_AFTER, date_text
 
 MAX_BATCHES_PER_CALL = 500
 MAX_READINGS_PER_BATCH = 1000
@@ -117,10 +118,9 @@ def validate_batch(batch: Any, now: float, declared: Callable[[str], dict[str, A
         raise BadRequest(f"batch 'readings' must be a list, got {type(readings).__name__}")
     if len(readings) > MAX_READINGS_PER_BATCH:
         raise BadRequest(f"a batch holds at most {MAX_READINGS_PER_BATCH} readings, got {len(readings)}")
-    where = f"batch {node}#{seq} reading"
     limit = now + MAX_FUTURE_S
     own = declared(node) if declared is not None else {}
-    rows = [_row(raw, node, f"{where} {i}", now, limit, own) for i, raw in enumerate(readings)]
+    rows = _rows(readings, node, seq, now, limit, own)
     events = batch.get("alerts", [])
     if not isinstance(events, list) or len(events) > MAX_ALERTS_PER_BATCH:
         raise BadRequest(f"batch {node}#{seq} 'alerts' must be a list of at most {MAX_ALERTS_PER_BATCH} events")
@@ -131,6 +131,43 @@ def validate_batch(batch: Any, now: float, declared: Callable[[str], dict[str, A
 # Row(...) runs a Python-level __new__ (about 0.2 us a reading); tuple.__new__ builds the same
 # Row at half that cost
 _new_row = tuple.__new__
+# (sensor, quantity, unit) of a built-in quantity that passed every check once -> its range. A
+# reading of a known triple with a plain number, a set clock and no reason needs only its range
+# and its stamp checked; anything else takes _row's full checks and its precise message.
+_KNOWN: dict[tuple[Any, Any, Any], tuple[float, float]] = {}
+_KNOWN_MAX = 100_000
+_VALUED = frozenset(q for q in QUALITIES if q != "unavailable")
+_NUMBER = (float, int)
+
+
+def _rows(readings: list[Any], node: str, seq: int, now: float, limit: float, declared: dict[str, Any]) -> list[Row]:
+    """The batch's readings as Rows: the common case checked inline (about half the cost of
+    _row's general path, the hub's largest cost per reading), the rest by _row."""
+    out: list[Row] = []
+    append, known, keys, valued, number = out.append, _KNOWN, READING_KEYS, _VALUED, _NUMBER
+    for i, raw in enumerate(readings):
+        if type(raw) is dict and keys.issuperset(raw):
+            try:
+                sensor, quantity, unit, value, ts = raw["sensor"], raw["quantity"], raw["unit"], raw["value"], raw["ts"]
+                bounds = known.get((sensor, quantity, unit))
+            except (KeyError, TypeError):  # a field missing, or a list where a name belongs: _row says so
+                bounds = None
+            if len(raw) == 5:  # node, quality and reason left to their defaults
+                quality, plain = "ok", True
+            else:
+                get = raw.get
+                quality = get("quality", "ok")
+                plain = get("reason") is None and quality in valued and get("node", node) == node
+            if bounds is not None and plain and type(value) in number and type(ts) in number \
+                    and bounds[0] <= value <= bounds[1] and CLOCK_SET_AFTER <= ts <= limit:
+                append(_new_row(Row, (sensor, quantity, value, unit, ts, quality, None)))
+                continue
+        row = _row(raw, node, f"batch {node}#{seq} reading {i}", now, limit, declared)
+        q = QUANTITIES.get(row.quantity)
+        if q is not None and len(known) < _KNOWN_MAX:
+            known[(row.sensor, row.quantity, row.unit)] = (q.low, q.high)
+        append(row)
+    return out
 
 
 def _row(raw: Any, node: str, where: str, now: float, limit: float, declared: dict[str, Any]) -> Row:
@@ -158,8 +195,8 @@ def _row(raw: Any, node: str, where: str, now: float, limit: float, declared: di
     if raw.get("node", node) != node:
         raise BadRequest(f"{where} names node {shown(raw['node'])}; expected the batch's node {node!r}")
     # bounds ts both ways (so an int ts fits SQLite); the value is bounded by its quantity's range
-    if ts < 0:
-        raise BadRequest(f"{where}: timestamp {shown(ts)} is before 1970; expected epoch seconds")
+    if ts < CLOCK_SET_AFTER:  # no clock that was ever set reads earlier
+        raise BadRequest(f"{where}: timestamp {shown(ts)} is {unset_clock_text(ts)}")
     if ts > limit:
         raise BadRequest(f"{where}: timestamp {shown(ts)} is more than {MAX_FUTURE_S:.0f} s in the future "
                          f"(the hub's clock reads {now:.0f})")
@@ -167,6 +204,14 @@ def _row(raw: Any, node: str, where: str, now: float, limit: float, declared: di
         raise BadRequest(f"{where}: reason {shown(reason)} is not valid Unicode (a lone surrogate); "
                          "expected text that encodes as UTF-8")
     return _new_row(Row, (sensor, quantity, value, unit, ts, quality, reason))
+
+
+def unset_clock_text(ts: float) -> str:
+    """Why a stamp before 2020 is refused: `1970-01-02, before 2020-01-01: the sender's clock ...`."""
+    when = date_text(ts)
+    when = when if when.startswith("before") else f"{when}, before 2020-01-01"
+    return (f"{when}: the sender's clock is not set (a board without a real-time clock before NTP syncs); "
+            "expected epoch seconds from a set clock")
 
 
 def validate_event(event: Any, sender: str, where: str) -> dict[str, Any]:

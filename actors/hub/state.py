@@ -23,7 +23,8 @@ from actors.hub.views import CLOCK_SKEW_LIMIT, NodeState, ViewCache
 from hal.readings import Reading
 
 # What the hub keeps of a spoke's outbox state from its probes (shown on the dashboard and in /metrics)
-OUTBOX_KEYS = ("pending_batches", "held_in_memory", "dropped_batches", "disk_full", "disk_error")
+OUTBOX_KEYS = ("pending_batches", "held_in_memory", "dropped_batches", "disk_full", "disk_error",
+               "held_unsynced", "rejected_batches")
 # A sender's clock (sent_at, X-Sent-At) is epoch seconds from 1970 to 2286: a board without a
 # real-time clock that booted in 1970 is still measured; 1e308 or -1e18 is not a clock.
 MAX_SENT_AT = 1e10
@@ -82,6 +83,10 @@ class Hub:
             # hello is also the spokes' heartbeat: write to disk only when something changed
             changed = st is None or (st.role, st.profile, st.push_interval, st.info) != \
                 (h.role, h.profile, h.push_interval, h.info)
+            # a new boot id is a restart, however quickly the node came back (its pushes never
+            # stopped long enough for it to go quiet)
+            old_boot = st.info.get("boot") if st is not None else None
+            restarted = old_boot is not None and h.info.get("boot") != old_boot
             if changed:
                 # written before the node changes in memory, under the lock a push's registration
                 # takes too: a write that fails (a full disk) leaves the hub as it was
@@ -89,6 +94,11 @@ class Hub:
             st = st or self._nodes.setdefault(h.node, NodeState(h.node))
             st.role, st.profile, st.push_interval, st.info = h.role, h.profile, h.push_interval, h.info
             self.quantities.set(h.node, quantities)
+            if restarted:
+                st.restarts += 1
+                st.restarted_at = now
+                st.reachable = None  # its agent is a new process, on a new port: probe it afresh
+                log.info("node %s restarted (boot %s -> %s)", h.node, old_boot, h.info.get("boot"))
             st.last_seen = now
             st.version += 1
             self._observe_clock(st, sent, now)
@@ -130,6 +140,9 @@ class Hub:
                     self._took(st, b)
             duplicates = len(checked) - len(new)
             self.duplicates += duplicates
+            warm = self._views.refresh(seen, self._nodes, self._latest, now) if self._views.watched(now) else []
+        for entry in warm:  # encoded outside the lock: a cached entry is replaced, never changed
+            entry.json()
         if any(b.alerts for b in checked if (b.node, b.seq) in new):
             self._alerts_changed()
         return {"acked": [b.seq for b in checked], "duplicates": duplicates, "hello": unknown}
@@ -338,6 +351,15 @@ class Hub:
         with self._lock:
             st = self._nodes.get(node)
             return None if st is None else st.reachable
+
+    def liveness(self) -> list[tuple[str, float, bool | None, Any]]:
+        """Each spoke for the prober: its name, how long since it was last heard from, in push
+        intervals, what its last probe found, and its boot id."""
+        now = self._clock()
+        with self._lock:
+            return [(n, (now - st.last_seen) / st.push_interval if st.last_seen is not None else float("inf"),
+                     st.reachable, st.info.get("boot"))
+                    for n, st in sorted(self._nodes.items()) if st.role != "hub"]
 
     def spokes(self) -> list[str]:
         """Nodes other than the hub, to probe."""

@@ -1,9 +1,19 @@
 """The hub's SQLite store: raw readings, per-node sequence state, the node registry,
-1-minute and 1-hour rollups, alert events. One writer connection, WAL, one commit per push."""
+1-minute and 1-hour rollups, alert events. One writer connection, WAL, one commit per push.
+
+A push commits each new batch as one row of `ingest_log` (its readings packed with msgpack,
+series already resolved), with the node's seq, in one `synchronous=FULL` transaction, and is
+acknowledged after it. Inserting every reading into `samples` and its (series, ts) index cost
+two thirds of a push's time in SQLite; an indexer thread now moves logged batches into
+`samples` behind the acknowledgement, many at a time, in transactions that move them and
+delete them from the log together. A crash leaves the log rows of the batches not yet moved,
+and the next start moves them. Every query that reads `samples` moves what is logged first,
+so the store answers as if each push had inserted its readings itself."""
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -11,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import msgpack
 
 from actors.errors import StoreFull
 from actors.hub.holdings import Interval, SeqSet
@@ -42,6 +54,10 @@ CREATE VIEW IF NOT EXISTS readings AS
     SELECT s.node, s.sensor, s.quantity, x.ts, x.value, s.unit, x.quality, x.reason, x.seq, x.received
     FROM samples x JOIN series s ON s.id = x.series;
 CREATE TABLE IF NOT EXISTS node_seq (node TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+-- Acknowledged batches not yet in samples: rows = msgpack [[series, ts, value, quality, reason], ...]
+CREATE TABLE IF NOT EXISTS ingest_log (
+    id INTEGER PRIMARY KEY, node TEXT NOT NULL, seq INTEGER NOT NULL, received REAL NOT NULL, rows BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS nodes (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, profile TEXT NOT NULL, push_interval REAL NOT NULL,
     last_seen REAL, clock_offset REAL, info TEXT NOT NULL DEFAULT '{}'
@@ -107,6 +123,28 @@ CREATE TABLE IF NOT EXISTS daily_summaries (
 );
 """
 INSERT_SAMPLE = "INSERT INTO samples (series, ts, value, quality, reason, seq, received) VALUES (?,?,?,?,?,?,?)"
+INSERT_LOG = "INSERT INTO ingest_log (node, seq, received, rows) VALUES (?,?,?,?)"
+SEEN_WRITE_S = 30.0  # how stale a node's last_seen on disk may get while it pushes
+# Batches moved from the log per indexing transaction: enough to amortise its commit, few enough
+# that a push waiting for the store lock waits a few milliseconds at most.
+INDEX_CHUNK = 200
+# The indexer waits this long for more batches (unless a chunk's worth is logged): a fleet of
+# small pushes is moved a few dozen batches per transaction, not one.
+INDEX_DELAY_S = 0.05
+log = logging.getLogger(__name__)
+
+
+def index_log(db: sqlite3.Connection, limit: int = INDEX_CHUNK) -> int:
+    """Move up to `limit` logged batches into samples, oldest first, in the caller's transaction;
+    returns how many. The rows leave the log in the same transaction: none is moved twice."""
+    logged = db.execute("SELECT id, seq, received, rows FROM ingest_log ORDER BY id LIMIT ?", (limit,)).fetchall()
+    if not logged:
+        return 0
+    db.executemany(INSERT_SAMPLE, [(sid, ts, value, quality, reason, seq, received)
+                                   for _, seq, received, packed in logged
+                                   for sid, ts, value, quality, reason in msgpack.unpackb(packed)])
+    db.execute("DELETE FROM ingest_log WHERE id <= ?", (logged[-1][0],))
+    return len(logged)
 
 
 class Row(NamedTuple):
@@ -130,6 +168,26 @@ class Batch(NamedTuple):
     alerts: list[dict[str, Any]]
 
 
+class _Commit:
+    """One push waiting for the group commit that takes it."""
+
+    __slots__ = ("batches", "received", "seen", "done", "new", "error")
+
+    def __init__(self, batches: list[Batch], received: float, seen: dict[str, float]) -> None:
+        self.batches, self.received, self.seen = batches, received, seen
+        self.done = False
+        self.new: list[tuple[str, int]] = []
+        self.error: BaseException | None = None
+
+    def finish(self, new: list[tuple[str, int]] | None = None, error: BaseException | None = None) -> None:
+        self.new, self.error, self.done = new or [], error, True
+
+    def result(self) -> list[tuple[str, int]]:
+        if self.error is not None:
+            raise self.error
+        return self.new
+
+
 class StoreSchemaError(RuntimeError):
     """The database file was written by an incompatible version."""
 
@@ -147,6 +205,14 @@ class Store(StoreHousekeeping, NotifyLog):
         self._floor: dict[str, int] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._logged = threading.Condition()  # guards the two below; wakes the indexer
+        self._pending = 0  # batches in ingest_log (this process's count)
+        self._seen_written: dict[str, float] = {}  # node -> the last_seen this store last wrote for it
+        self._group = threading.Condition()  # guards the two below: pushes waiting to commit together
+        self._queue: list[_Commit] = []
+        self._committing = False
+        self._indexer: threading.Thread | None = None
+        self._closed = False
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # The hub acknowledges a batch only after this commit; FULL makes the ack mean
@@ -170,6 +236,7 @@ class Store(StoreHousekeeping, NotifyLog):
             self._db.execute(f"PRAGMA max_page_count = {max(16, int(max_mb * 1024 * 1024 / page))}")
         self._series: dict[tuple[str, str, str], int] = {
             (n, s, q): i for i, n, s, q in self._db.execute("SELECT id, node, sensor, quantity FROM series")}
+        (self._pending,) = self._db.execute("SELECT COUNT(*) FROM ingest_log").fetchone()
         if keep_batches:
             self._floor = dict(self._db.execute("SELECT node, seq FROM batch_floor"))
             # runs of consecutive seqs per node ("gaps and islands"), one scan in SQLite
@@ -197,27 +264,99 @@ class Store(StoreHousekeeping, NotifyLog):
         return [(sid(node, r.sensor, r.quantity, r.unit), r.ts, r.value, r.quality, r.reason, seq, received)
                 for r in rows]
 
+    def _packed(self, node: str, rows: list[Row]) -> bytes:
+        """A batch's readings as its log row holds them (series resolved: the log names no strings)."""
+        sid = self._series_id
+        return msgpack.packb([(sid(node, r.sensor, r.quantity, r.unit), r.ts, r.value, r.quality, r.reason)
+                              for r in rows])
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """Every write: under the lock, BEGIN IMMEDIATE ... COMMIT, or roll back and re-raise.
+        """Every write: under the lock, BEGIN IMMEDIATE ... COMMIT, or roll back and re-raise."""
+        with self._lock, self._write() as db:
+            yield db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT (the caller holds the lock), or roll back and re-raise.
 
         SQLITE_FULL (a full disk, or the store.max_mb cap) becomes StoreFull, so every
         caller (a push, the hub's own readings, housekeeping) refuses the same clear way."""
-        with self._lock:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield self._db
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # "database or disk is full" and friends
+            self._rollback()
+            if "full" in str(exc).lower():
+                raise StoreFull(f"hub store {self.path} is full ({exc}): pushes are refused and the spokes "
+                                "keep their batches in their outboxes until it has room; free disk space, "
+                                "or raise store.max_mb if it caps the store") from None
+            raise
+        except BaseException:
+            self._rollback()
+            raise
+
+    # -- the ingest log's indexer ---------------------------------------------------------
+    def flush(self) -> int:
+        """Move every logged batch into samples now; returns how many. Readers call it first.
+
+        Its transactions commit with synchronous=NORMAL: what they write is already durable
+        in the log, and a move lost to a power cut is lost together with the log rows' deletion,
+        so the next start moves those batches again."""
+        moved = 0
+        while True:
+            with self._logged:
+                if not self._pending:
+                    return moved
+            with self._lock:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    with self._write() as db:
+                        n = index_log(db)
+                finally:
+                    self._db.execute("PRAGMA synchronous=FULL")
+            with self._logged:
+                self._pending = max(0, self._pending - n) if n else 0
+            moved += n
+
+    def settle(self) -> None:
+        """Readers' first step: what was acknowledged is in samples (a full disk leaves it logged:
+        the reader sees what was moved, and the indexer retries)."""
+        try:
+            self.flush()
+        except StoreFull as exc:
+            log.warning("%s", exc)
+
+    def _logged_batches(self, n: int) -> None:
+        """n batches were committed to the log: count them and wake the indexer (started on first use)."""
+        if not n:
+            return
+        with self._logged:
+            self._pending += n
+            if self._indexer is None and not self._closed:
+                self._indexer = threading.Thread(target=self._index_loop, name="store-indexer", daemon=True)
+                self._indexer.start()
+            if self._pending == n or self._pending >= INDEX_CHUNK:  # the first one waits; a full chunk goes now
+                self._logged.notify()
+
+    def _index_loop(self) -> None:
+        while True:
+            with self._logged:
+                while not self._pending and not self._closed:
+                    self._logged.wait()
+                if self._pending < INDEX_CHUNK and not self._closed:
+                    self._logged.wait(INDEX_DELAY_S)
+                if self._closed:
+                    return
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:  # "database or disk is full" and friends
-                self._rollback()
-                if "full" in str(exc).lower():
-                    raise StoreFull(f"hub store {self.path} is full ({exc}): pushes are refused and the spokes "
-                                    "keep their batches in their outboxes until it has room; free disk space, "
-                                    "or raise store.max_mb if it caps the store") from None
-                raise
-            except BaseException:
-                self._rollback()
-                raise
+                self.flush()
+            except Exception as exc:  # noqa: BLE001 (a full disk or a closing store: readers flush too)
+                if self._closed:
+                    return
+                log.warning("moving logged batches into samples failed, retrying in 1 s: %s", exc)
+                with self._logged:
+                    self._logged.wait(1.0)
 
     # -- writes ---------------------------------------------------------------------------
     def commit_batches(self, batches: list[Batch], received: float, seen: dict[str, float]) -> list[tuple[str, int]]:
@@ -225,13 +364,70 @@ class Store(StoreHousekeeping, NotifyLog):
 
         Returns the (node, seq) pairs that were new. A batch already held is skipped: that is
         the idempotence of push. A node without a registry row gets one in the same
-        transaction, so its batches and its row are stored together or not at all."""
+        transaction, so its batches and its row are stored together or not at all.
+
+        Pushes that arrive while another commits wait and go together in the next transaction
+        (group commit): one fsync for all of them instead of one each. With a thousand spokes,
+        fsyncs under the store lock otherwise held it for half of every second and queued the
+        pushes behind each other. Each still returns only after its own batches are durable."""
+        mine = _Commit(batches, received, seen)
+        with self._group:
+            self._queue.append(mine)
+            while self._committing and not mine.done:
+                self._group.wait()
+            if mine.done:
+                return mine.result()
+            self._committing = True
+            group, self._queue = self._queue, []
+        try:
+            self._commit_group(group)
+        finally:
+            for one in group:  # the leader interrupted mid-way: whoever waits must not wait forever
+                if not one.done:
+                    one.finish(error=StoreFull(f"hub store {self.path}: the commit was interrupted; push again"))
+            with self._group:
+                self._committing = False
+                self._group.notify_all()
+        return mine.result()
+
+    def _commit_group(self, group: list[_Commit]) -> None:
+        """One transaction for the group; if it fails and holds more than one push, each alone
+        (so that one push's failure is its own)."""
+        try:
+            new = self._write_group(group)
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].finish(error=exc)
+                return
+            for one in group:
+                try:
+                    one.finish(new=self._write_group([one])[0])
+                except Exception as own:  # noqa: BLE001 (handed to the push it belongs to)
+                    one.finish(error=own)
+            return
+        for one, its_new in zip(group, new, strict=True):
+            one.finish(new=its_new)
+
+    def _write_group(self, group: list[_Commit]) -> list[list[tuple[str, int]]]:
+        """A node's last_seen on disk only warms the view after a restart: it is written with the
+        node's first batch and then at most every SEEN_WRITE_S, not with every push."""
+        seen: dict[str, float] = {}
+        for one in group:
+            seen.update(one.seen)
         with self._transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO nodes VALUES (?, 'spoke', 'wasm', 5.0, ?, NULL, '{}')",
-                           list(seen.items()))
-            new = self._commit(db, batches, received)
-            db.executemany("UPDATE nodes SET last_seen = ? WHERE name = ?", [(ts, n) for n, ts in seen.items()])
-        self._hold(new)
+            unknown = [(n, ts) for n, ts in seen.items() if n not in self._seen_written]
+            stale = [(ts, n) for n, ts in seen.items()
+                     if n in self._seen_written and ts - self._seen_written[n] >= SEEN_WRITE_S]
+            if unknown:
+                db.executemany("INSERT OR IGNORE INTO nodes VALUES (?, 'spoke', 'wasm', 5.0, ?, NULL, '{}')", unknown)
+                stale += [(ts, n) for n, ts in unknown]
+            new = [self._commit(db, one.batches, one.received) for one in group]
+            if stale:
+                db.executemany("UPDATE nodes SET last_seen = ? WHERE name = ?", stale)
+        for ts, n in stale:  # after the commit: a rolled-back write is written again next time
+            self._seen_written[n] = ts
+        self._logged_batches(sum(len(n) for n in new))
+        self._hold([pair for n in new for pair in n])
         return new
 
     def commit_own(self, node: str, rows: list[Row], alerts: list[dict[str, Any]], received: float) -> int:
@@ -241,12 +437,13 @@ class Store(StoreHousekeeping, NotifyLog):
             held = self._held.get(node)
             seq = max(self._last_seqs([node]).get(node, 0), held.maximum() if held else 0) + 1
             new = self._commit(db, [Batch(node, seq, rows, alerts)], received)
+        self._logged_batches(len(new))
         self._hold(new)
         return seq
 
     def _commit(self, db: sqlite3.Connection, batches: list[Batch], received: float) -> list[tuple[str, int]]:
         last = self._last_seqs({b.node for b in batches})
-        rows: list[tuple[Any, ...]] = []
+        logged: list[tuple[Any, ...]] = []
         new: list[tuple[str, int]] = []
         alerts: list[tuple[int, dict[str, Any]]] = []
         for b in sorted(batches, key=lambda x: (x.node, x.seq)):
@@ -261,9 +458,9 @@ class Store(StoreHousekeeping, NotifyLog):
                     continue
                 last[b.node] = b.seq
             new.append((b.node, b.seq))
-            rows.extend(self._rows(b.node, b.rows, b.seq, received))
+            logged.append((b.node, b.seq, received, self._packed(b.node, b.rows)))
             alerts.extend((b.seq, e) for e in b.alerts)
-        db.executemany(INSERT_SAMPLE, rows)
+        db.executemany(INSERT_LOG, logged)
         db.executemany(
             "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
             list(last.items()))
@@ -482,6 +679,7 @@ class Store(StoreHousekeeping, NotifyLog):
 
     def latest(self) -> list[tuple[str, Row]]:
         """(node, row) of the newest reading of every series (to warm the in-memory view)."""
+        self.settle()
         with self._lock:
             rows = self._db.execute(
                 "SELECT s.node, s.sensor, s.quantity, x.value, s.unit, x.ts, x.quality, x.reason FROM series s "
@@ -490,16 +688,23 @@ class Store(StoreHousekeeping, NotifyLog):
         return [(r[0], Row._make(r[1:])) for r in rows]
 
     def count(self, node: str | None = None) -> int:
-        """Raw rows stored (for one node or all)."""
+        """Raw readings stored (for one node or all), in samples or still in the log (a full disk
+        can keep acknowledged batches there until it has room)."""
+        self.settle()
         with self._lock:
             if node is None:
-                return self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
-            return self._db.execute("SELECT COUNT(*) FROM samples x JOIN series s ON s.id = x.series "
-                                    "WHERE s.node = ?", (node,)).fetchone()[0]
+                (n,) = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()
+                logged = self._db.execute("SELECT rows FROM ingest_log")
+            else:
+                (n,) = self._db.execute("SELECT COUNT(*) FROM samples x JOIN series s ON s.id = x.series "
+                                        "WHERE s.node = ?", (node,)).fetchone()
+                logged = self._db.execute("SELECT rows FROM ingest_log WHERE node = ?", (node,))
+            return n + sum(len(msgpack.unpackb(packed)) for (packed,) in logged)
 
     def history(self, node: str, sensor: str, quantity: str, since: float, until: float,
                 step: str, limit: int = 10_000) -> list[list[float]]:
         """Points of one series: [ts, value] for raw, [bucket, min, mean, max] for rollups."""
+        self.settle()
         with self._lock:
             sid = self._series.get((node, sensor, quantity))
             if sid is None:
@@ -520,6 +725,16 @@ class Store(StoreHousekeeping, NotifyLog):
             return any(n == node and sensor in (None, s) and quantity in (None, q) for n, s, q in self._series)
 
     def close(self) -> None:
-        """Close the database."""
+        """Move what is logged into samples (a clean stop leaves no log), stop the indexer, close."""
+        try:
+            self.settle()
+        except sqlite3.Error as exc:  # closing anyway: the next start moves what is left
+            log.warning("closing the store with batches still logged: %s", exc)
+        with self._logged:
+            self._closed = True
+            self._logged.notify_all()
+        indexer = self._indexer
+        if indexer is not None and indexer is not threading.current_thread():
+            indexer.join(10)
         with self._lock:
             self._db.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,10 @@ CLOCK_SKEW_LIMIT = 30.0  # a node whose clock differs more than this is flagged
 # A cached view is dropped this long before a flag of it would turn: far more than the rounding
 # of `now - ts > limit` (about 1e-7 s at today's epoch), so a reused part never disagrees with a new one.
 FLIP_MARGIN = 1e-3
+# While someone reads the views (API clients, the dashboard), a push rebuilds and encodes its
+# node's view at once, so that a request only assembles: with a thousand spokes pushing every
+# second, the request that found a sixth of them changed spent 7 ms of CPU encoding them.
+WATCHED_S = 10.0
 # Latest rows of one node: sensor -> quantity -> row
 Latest = dict[str, dict[str, Row]]
 
@@ -36,6 +41,8 @@ class NodeState:
     reachable: bool | None = None  # from the hub's pings of the node's agent; None = not probed yet
     health: dict[str, Any] = field(default_factory=dict)  # actor -> {state, last_error}, from probes
     outbox: dict[str, Any] | None = None  # the spoke's outbox state, from probes
+    restarts: int = 0  # boot ids changed since this hub started
+    restarted_at: float | None = None
     version: int = 0  # bumped by every change (under the hub's lock): keys the JSON view's cache
 
 
@@ -83,6 +90,8 @@ def node_view(st: NodeState, latest: Latest, now: float) -> tuple[dict[str, Any]
              "last_seq": st.last_seq, "push_interval": st.push_interval,
              "clock_offset": st.clock_offset,
              "clock_ok": st.clock_offset is None or abs(st.clock_offset) <= CLOCK_SKEW_LIMIT,
+             "clock_synced": st.info.get("clock_synced"),  # the node's kernel, from its hello
+             "boot": st.info.get("boot"), "restarts": st.restarts, "restarted_at": st.restarted_at,
              "sensors": sensors}, until)
 
 
@@ -114,15 +123,28 @@ class ViewCache:
 
     def __init__(self) -> None:
         self.entries: dict[str, CachedView] = {}
+        self._order: list[str] = []  # node names sorted, rebuilt when a node is added
+        self.read_at = -math.inf  # when views() last ran (the hub's clock)
 
     def views(self, nodes: dict[str, NodeState], latest: dict[str, Latest], now: float) -> list[CachedView]:
         """Every node's current view, in name order (call under the hub's lock)."""
-        out = []
-        for name in sorted(nodes):
-            st = nodes[name]
-            e = self.entries.get(name)
-            if e is None or e.version != st.version or not e.built <= now <= e.until:
-                view, until = node_view(st, latest.get(name, {}), now)
-                e = self.entries[name] = CachedView(st.version, now, until, view)
-            out.append(e)
-        return out
+        self.read_at = now
+        if len(self._order) != len(nodes):
+            self._order = sorted(nodes)
+        return [self._current(name, nodes[name], latest, now) for name in self._order]
+
+    def _current(self, name: str, st: NodeState, latest: dict[str, Latest], now: float) -> CachedView:
+        e = self.entries.get(name)
+        if e is None or e.version != st.version or not e.built <= now <= e.until:
+            view, until = node_view(st, latest.get(name, {}), now)
+            e = self.entries[name] = CachedView(st.version, now, until, view)
+        return e
+
+    def watched(self, now: float) -> bool:
+        """Someone read the views within WATCHED_S."""
+        return now - self.read_at < WATCHED_S
+
+    def refresh(self, names: Iterable[str], nodes: dict[str, NodeState], latest: dict[str, Latest],
+                now: float) -> list[CachedView]:
+        """Rebuild these nodes' views now (call under the hub's lock; encode them after it)."""
+        return [self._current(n, nodes[n], latest, now) for n in names if n in nodes]

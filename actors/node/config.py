@@ -193,6 +193,8 @@ class NodeConfig:
     quantities: list[Quantity] = field(default_factory=list)  # [[quantities]]: beyond the built-in table
     mqtt: MqttConfig | None = None  # hub only: Home Assistant over MQTT
     notify: list[NotifyConfig] = field(default_factory=list)  # hub only: [[notify]] channels
+    # spoke: keep readings stamped by an unsynchronised clock in the outbox until it syncs
+    push_hold_unsynced: bool = True
 
     def __post_init__(self) -> None:
         if not self.hub_hosts:
@@ -257,7 +259,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "allow_insecure_lan": Field(bool, False),
         "register_interval": Field(NUMBER, 5.0, between(1, 3600)),
     },
-    "push": {"interval": Field(NUMBER, 5.0, between(0.1, 3600)), "batch_limit": Field(int, 50, between(1, 500))},
+    "push": {"interval": Field(NUMBER, 5.0, between(0.1, 3600)), "batch_limit": Field(int, 50, between(1, 500)),
+             "hold_unsynced": Field(bool, True)},
     "leds": {
         "count": Field(int, 11, between(1, 1024)),
         "gpio": Field(int, 18, _GPIO),
@@ -415,6 +418,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", base_dir: Path | 
         store=StoreConfig(float(t["store"]["raw_days"]), float(t["store"]["rollup_days"]),
                           float(t["store"]["max_mb"])),
         mock=mock, security=security, exports=exports, quantities=quantities, mqtt=mqtt, notify=notify,
+        push_hold_unsynced=t["push"]["hold_unsynced"],
     )
 
 

@@ -1,4 +1,4 @@
-"""Scheduled jobs: operator-configured APScheduler jobs that call actors or run built-ins,
+"""Scheduled jobs: operator-configured jobs on the node's scheduler that call actors or run built-ins,
 with their last run, result, error and duration kept for `harvester jobs ls`."""
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from apscheduler.schedulers.base import BaseScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 from Pyro5 import errors as pyro_errors
 
 from actors.base import Actor, Str, remote
 from actors.errors import BadRequest
-from actors.node.jobspec import JobSpec, quiet_cron
+from actors.node.jobspec import JobSpec, quiet_cron, zone
+
+if TYPE_CHECKING:
+    from actors.node.scheduler import NodeScheduler
 
 log = logging.getLogger(__name__)
 RESULT_CHARS = 200
@@ -52,9 +52,9 @@ class JobContext:
 
 
 class JobRunner:
-    """Adds each JobSpec to an APScheduler scheduler and records every run."""
+    """Adds each JobSpec to the node's scheduler (or any with APScheduler's add_job) and records every run."""
 
-    def __init__(self, specs: list[JobSpec], scheduler: BaseScheduler, ctx: JobContext,
+    def __init__(self, specs: list[JobSpec], scheduler: NodeScheduler, ctx: JobContext,
                  clock: Callable[[], float] = time.time) -> None:
         self.specs = {s.name: s for s in specs}
         self.scheduler = scheduler
@@ -78,14 +78,18 @@ class JobRunner:
                     self.scheduler.add_job(self.run, trigger, args=[spec.name, mute], id=f"job:{spec.name}:{edge}",
                                            **common)
                 continue
-            tz = ZoneInfo(spec.timezone)
-            # start_date from our clock, not the trigger's own datetime.now(): tests inject time
-            trigger = (spec.cron_trigger() if spec.cron else IntervalTrigger(
-                seconds=spec.interval, timezone=tz,
-                start_date=datetime.fromtimestamp(self.clock() + (spec.interval or 0), tz)))
-            if spec.jitter:
-                trigger.jitter = int(spec.jitter)
-            self.scheduler.add_job(self.run, trigger, args=[spec.name], id=f"job:{spec.name}", **common)
+            if spec.cron:
+                trigger = spec.cron_trigger()
+                if spec.jitter:
+                    trigger.jitter = int(spec.jitter)
+                self.scheduler.add_job(self.run, trigger, args=[spec.name], id=f"job:{spec.name}", **common)
+                continue
+            # An interval's runs are instants: its time zone changes nothing. start_date comes from
+            # our clock, not the trigger's own datetime.now(): tests inject time.
+            self.scheduler.add_job(self.run, "interval", args=[spec.name], id=f"job:{spec.name}",
+                                   seconds=spec.interval, jitter=int(spec.jitter) or None,
+                                   start_date=datetime.fromtimestamp(self.clock() + (spec.interval or 0), UTC),
+                                   **common)
         if getattr(self.ctx.hub, "cluster", None) is not None:
             self.scheduler.add_job(self.catch_up, "interval", seconds=CATCH_UP_EVERY_S, id="jobs:catch-up")
 
@@ -102,14 +106,14 @@ class JobRunner:
             fired = self._last_fire(spec, now)
             if fired is not None and group.ran(spec.name, self._previous_day(spec, fired)[2]) is None:
                 log.info("job %s: no hub ran its %s slot; running it now", spec.name,
-                         datetime.fromtimestamp(fired, ZoneInfo(spec.timezone)).isoformat())
+                         datetime.fromtimestamp(fired, zone(spec.timezone)).isoformat())
                 self.run(spec.name, fired)
                 ran.append(spec.name)
         return ran
 
     def _last_fire(self, spec: JobSpec, now: float) -> float | None:
         """The job's latest scheduled time in the last CATCH_UP_WINDOW_S, or None."""
-        tz = ZoneInfo(spec.timezone)
+        tz = zone(spec.timezone)
         trigger = spec.cron_trigger() if spec.cron else None
         if trigger is None:
             return None
@@ -128,7 +132,7 @@ class JobRunner:
     @staticmethod
     def in_window(spec: JobSpec, now: float) -> bool:
         """True when `now` lies in the quiet window (which may span midnight)."""
-        local = datetime.fromtimestamp(now, ZoneInfo(spec.timezone))
+        local = datetime.fromtimestamp(now, zone(spec.timezone))
         minutes = local.hour * 60 + local.minute
         start = int(spec.start[:2]) * 60 + int(spec.start[3:])  # type: ignore[index]
         end = int(spec.end[:2]) * 60 + int(spec.end[3:])  # type: ignore[index]
@@ -193,7 +197,7 @@ class JobRunner:
 
     def _previous_day(self, spec: JobSpec, at: float | None = None) -> tuple[float, float, str]:
         """Start and end (epoch) and label of the day before `at` (default: now) in the job's time zone."""
-        tz = ZoneInfo(spec.timezone)
+        tz = zone(spec.timezone)
         today = datetime.fromtimestamp(self.clock() if at is None else at, tz).replace(hour=0, minute=0, second=0, microsecond=0)
         yesterday = (today - timedelta(days=1)).replace(tzinfo=tz)
         return yesterday.timestamp(), today.timestamp(), yesterday.date().isoformat()

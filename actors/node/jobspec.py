@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from apscheduler.triggers.cron import CronTrigger
+from datetime import UTC, tzinfo
+from typing import TYPE_CHECKING, Any
 
 from hal.names import NODE_NAME_RULE, PREFIX
 from hal.schema import ANY, NUMBER, REQUIRED, Field, Problems, between, matches, one_of, rule
@@ -18,6 +16,25 @@ JOB_NAME_RE = re.compile(r"^[a-z0-9_-]{1,48}\Z")
 CALL_RE = re.compile(rf"^{PREFIX}\.{NODE_NAME_RULE}\.[a-z0-9_-]{{1,64}}\.[a-z_][a-z0-9_]{{0,63}}\Z")
 ACTOR_RE = re.compile(rf"^{PREFIX}\.{NODE_NAME_RULE}\.[a-z0-9_-]{{1,64}}\Z")
 HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)\Z")
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
+
+
+def zone(name: str) -> tzinfo:
+    """The time zone called `name`; zoneinfo and its database are loaded only for a zone other than UTC."""
+    if name == "UTC":
+        return UTC
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def cron_trigger(expr: str, tz: str) -> CronTrigger:
+    """APScheduler's cron trigger for a crontab line in time zone `tz` (imported only by nodes with cron jobs)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    return CronTrigger.from_crontab(expr, timezone=zone(tz))
 
 
 @dataclass(frozen=True)
@@ -50,7 +67,7 @@ class JobSpec:
 
     def cron_trigger(self, expr: str | None = None) -> CronTrigger:
         """The APScheduler cron trigger for `expr` (default: this job's cron)."""
-        return CronTrigger.from_crontab(expr or self.cron or "", timezone=ZoneInfo(self.timezone))
+        return cron_trigger(expr or self.cron or "", self.timezone)
 
 
 def quiet_cron(hhmm: str) -> str:
@@ -82,6 +99,8 @@ def parse_jobs(rows: Any, role: str, problems: list[tuple[str, str]]) -> list[Jo
 
 
 def _zone(tz: Any) -> str | None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
@@ -144,7 +163,7 @@ def _parse_one(p: Problems, i: int, row: Any, role: str) -> JobSpec | None:
         p.add(f"{where}.cron", "give exactly one of cron (crontab, 5 fields) or interval (seconds)")
     if v["cron"] is not None:
         try:
-            CronTrigger.from_crontab(cron, timezone=ZoneInfo(tz))
+            cron_trigger(cron, tz)
         except ValueError as exc:
             p.add(f"{where}.cron", f"bad cron expression {cron!r}: {exc}")
     if kind == "call":

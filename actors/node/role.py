@@ -4,22 +4,26 @@ asks which role it runs."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-
-from apscheduler.schedulers.base import BaseScheduler
 
 from actors.base import Actor
 from actors.node.config import NodeConfig
 from actors.node.jobspec import JobSpec
 from actors.node.version import package_version
 from hal.readings import Quantity, Reading
+from hal.timesync import ClockStatus, not_asked
 
 if TYPE_CHECKING:
     from actors.hub.state import Hub
+    from actors.node.scheduler import NodeScheduler
 
 Evaluate = Callable[[list[Reading]], None]
+# Names this process's run of the node: the hub tells a restart from a pause by it changing,
+# however quickly the node came back.
+BOOT_ID = os.urandom(8).hex()
 
 
 class NodeRole:
@@ -32,6 +36,8 @@ class NodeRole:
         self.config = config
         # What the node measures beyond the built-in table; the agent adds its plugins' declarations.
         self.declared_quantities: Callable[[], list[Quantity]] = lambda: list(config.quantities)
+        # Whether this board's wall clock is set; the agent gives its HAL's kernel clock.
+        self.clock_status: Callable[[], ClockStatus] = not_asked
 
     def build(self) -> list[Actor]:
         """Build the role's own state and return its actors (called once, before the daemon starts)."""
@@ -40,7 +46,7 @@ class NodeRole:
     def start(self) -> None:
         """Start what must listen before this node's daemon (the hub's name server)."""
 
-    def install(self, scheduler: BaseScheduler, first_run: datetime) -> None:
+    def install(self, scheduler: NodeScheduler, first_run: datetime) -> None:
         """Add the role's periodic jobs."""
 
     def store(self, readings: list[Reading]) -> None:
@@ -77,7 +83,8 @@ class NodeRole:
         return {"node": cfg.name, "role": cfg.role, "profile": cfg.profile,
                 "push_interval": self.liveness_interval(),
                 "stale_after": {s.name: s.stale_after + cfg.push_interval for s in cfg.sensors},
-                "quantities": [q.to_dict() for q in self.declared_quantities()], "version": package_version()}
+                "quantities": [q.to_dict() for q in self.declared_quantities()], "version": package_version(),
+                "boot": BOOT_ID}
 
     def stop(self) -> None:
         """Close what the role opened (after the daemon stopped serving)."""

@@ -1,6 +1,6 @@
 """systemd integration without a dependency: sd_notify (READY, STOPPING, WATCHDOG) over $NOTIFY_SOCKET.
 
-The watchdog beat is an APScheduler job that also pings the node's own agent actor through the
+The watchdog beat is a scheduler job that also pings the node's own agent actor through the
 Pyro5 daemon, so it only beats while the scheduler dispatches jobs *and* the daemon serves calls.
 A hung agent stops beating and systemd (WatchdogSec=) kills and restarts it.
 """

@@ -16,6 +16,7 @@ from typing import Any
 from Pyro5 import errors as pyro_errors
 from Pyro5.api import Proxy
 
+from actors.errors import BadRequest
 from actors.spoke.outbox import Outbox
 from nameserver.pyro import CALL_TIMEOUT
 from nameserver.registry import find_aggregator, home_tag, ns_uri
@@ -38,6 +39,14 @@ class HubLink:
         self.declared: Any = None  # the quantities this hub was last told about
         self.failing = False
         self.acked = 0  # every outbox batch up to this seq is committed on this hub (this process's view)
+        self.proxy: Proxy | None = None  # the connection kept between push runs
+
+    def drop(self) -> None:
+        """Close the kept connection (the next run opens a new one)."""
+        proxy, self.proxy = self.proxy, None
+        if proxy is not None:
+            proxy._pyroClaimOwnership()
+            proxy._pyroRelease()
 
 
 class Pusher:
@@ -53,19 +62,23 @@ class Pusher:
         self._hello_info = hello_info
         self._lock = threading.Lock()
 
-    def _aggregator(self, link: HubLink) -> Proxy:
-        """A new proxy to a hub's aggregator for one push run.
+    def _aggregator(self, link: HubLink) -> tuple[Proxy, bool]:
+        """The proxy to a hub's aggregator, and whether its connection was kept from an earlier run.
 
-        The name is resolved once and cached; the connection is not kept between runs, so
-        a hub with hundreds of spokes holds no idle connections (Pyro5's thread server
-        refuses connections beyond its pool)."""
+        The name is resolved once and cached, and the connection is kept between runs: a new
+        one costs the hub an accept and a Pyro5 handshake (under TLS, a TLS handshake too) for
+        every push of every spoke. The hub's transport holds an idle connection as a file
+        descriptor, not a thread, and closes one idle for a minute."""
+        if link.proxy is not None:
+            link.proxy._pyroClaimOwnership()  # each run may come on another scheduler thread
+            return link.proxy, True
         if link.agg_uri is None:
             with Proxy(link.ns_uri) as ns:
                 ns._pyroTimeout = CALL_TIMEOUT
                 link.agg_uri = find_aggregator(ns, link.hub_name, link.home)[1]
-        proxy = Proxy(link.agg_uri)
-        proxy._pyroTimeout = CALL_TIMEOUT
-        return proxy
+        link.proxy = Proxy(link.agg_uri)
+        link.proxy._pyroTimeout = CALL_TIMEOUT
+        return link.proxy, False
 
     def push_once(self) -> int:
         """Push to every hub in turn; returns the batches deleted from the outbox in this run."""
@@ -76,10 +89,22 @@ class Pusher:
         link = self.links[index]
         self.outbox.retry()  # batches held in memory while the disk was full go to disk first
         try:
-            with self._aggregator(link) as agg:
+            agg, kept = self._aggregator(link)
+            try:
+                deleted = self._drain(link, agg)
+            except pyro_errors.ConnectionClosedError:
+                if not kept:
+                    raise
+                # the hub closed the kept connection (idle too long, or it restarted): a push is
+                # idempotent, so the run starts again on a new connection. A timeout is not
+                # retried: a hub that hangs would hold the run for twice the call timeout.
+                link.drop()
+                link.hello_done = False
+                agg, _ = self._aggregator(link)
                 deleted = self._drain(link, agg)
         except Exception as exc:  # the hub down, unreachable, or refusing (disk full): keep the outbox
             link.hello_done = False
+            link.drop()
             if isinstance(exc, pyro_errors.CommunicationError | pyro_errors.NamingError | OSError):
                 link.agg_uri = None  # the hub may have restarted on another port
             if not link.failing:
@@ -108,7 +133,7 @@ class Pusher:
         for _ in range(PUSH_CALLS_PER_RUN):
             if not batches:
                 break
-            answer = agg.push(batches, time.time())
+            answer = self._push(agg, batches)
             acked = [int(s) for s in answer["acked"]]
             if len(self.links) == 1:
                 self.outbox.ack(acked)
@@ -122,6 +147,27 @@ class Pusher:
             batches = self.outbox.peek(self._batch_limit, after=link.acked)
         return deleted
 
+    def _push(self, agg: Proxy, batches: list[dict[str, Any]]) -> dict[str, Any]:
+        """agg.push(); when the hub refuses the call (all or nothing), push the batches one at a
+        time to find the one it refuses and set that one aside (Outbox.reject): retried as it is,
+        it would be refused again and hold back every batch behind it."""
+        try:
+            return agg.push(batches, time.time())
+        except BadRequest as exc:
+            if len(batches) == 1:
+                self.outbox.reject(batches[0]["seq"], str(exc))
+                return {"acked": [], "hello": []}
+        answer: dict[str, Any] = {"acked": [], "hello": []}
+        for batch in batches:
+            try:
+                one = agg.push([batch], time.time())
+            except BadRequest as exc:
+                self.outbox.reject(batch["seq"], str(exc))
+                break
+            answer["acked"] += one["acked"]
+            answer["hello"] += one.get("hello", [])
+        return answer
+
     def _settle(self, link: HubLink, acked_upto: int) -> int:
         """Record how far this hub acknowledged; delete what a majority of the hubs now holds."""
         with self._lock:
@@ -129,6 +175,11 @@ class Pusher:
             marks = sorted((lk.acked for lk in self.links), reverse=True)
             upto = marks[self.majority - 1]
         return self.outbox.ack_upto(upto) if upto else 0
+
+    def close(self) -> None:
+        """Close the kept connections."""
+        for link in self.links:
+            link.drop()
 
     def links_state(self) -> list[dict[str, Any]]:
         """Each hub link: its address, whether pushing to it works, and how far it acknowledged."""

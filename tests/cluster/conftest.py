@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for, write_node_config
+from tests.helpers import hub_db, wait_for, write_node_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,7 +70,7 @@ class ProcCluster:
         return self.tmp / f"state-{name}"
 
     def hub_db(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.state('hub') / 'hub.sqlite3'}?mode=ro", uri=True, timeout=10)
+        return hub_db(self.state('hub') / 'hub.sqlite3')
 
     def outbox_pending(self, name: str) -> int:
         with sqlite3.connect(f"file:{self.state(name) / 'outbox.sqlite3'}?mode=ro", uri=True, timeout=10) as db:

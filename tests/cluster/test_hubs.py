@@ -25,7 +25,7 @@ from Pyro5.api import Proxy
 
 from tests.cluster.conftest import ProcNode, have_root_netns
 from tests.cluster.netns import lab
-from tests.helpers import HOST, free_port, wait_for, write_node_config
+from tests.helpers import HOST, free_port, hub_db, wait_for, write_node_config
 from tests.tsdb import Relay, Victoria, check_engine_holds, exported_upto, have_victoria
 
 SECRET = "a-test-cluster-secret-0123456789"
@@ -116,7 +116,10 @@ class HubFleet:
         return json.loads((self.tmp / f"state-{hub}" / "tokens.json").read_text())["operator"]
 
     def db(self, name: str, file: str = "hub.sqlite3") -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.tmp / f'state-{name}' / file}?mode=ro", uri=True, timeout=10)
+        path = self.tmp / f"state-{name}" / file
+        if file == "hub.sqlite3":
+            return hub_db(path)
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
 
     def held(self, hub: str, node: str) -> set[int]:
         try:

@@ -11,7 +11,7 @@ from actors.client import connect
 from actors.errors import BadRequest
 from tests.helpers import HOST
 
-READING = {"sensor": "probe", "quantity": "temperature", "value": 20.5, "unit": "°C", "ts": 1000.0}
+READING = {"sensor": "probe", "quantity": "temperature", "value": 20.5, "unit": "°C", "ts": 1_700_000_000.0}
 
 
 @pytest.fixture

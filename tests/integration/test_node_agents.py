@@ -76,7 +76,7 @@ def test_remote_actuator_error_arrives_typed(cluster, pi4):
 
 def test_push_is_idempotent_and_rejects_bad_batches(cluster):
     agg = connect(HOST, cluster.ns_port)["hub"]["aggregator"]
-    reading = {"sensor": "probe", "quantity": "temperature", "value": 20.5, "unit": "°C", "ts": 1000.0}
+    reading = {"sensor": "probe", "quantity": "temperature", "value": 20.5, "unit": "°C", "ts": 1_700_000_000.0}
     batch = {"node": "rover", "seq": 1, "readings": [reading]}
     first = agg.push([batch])
     stored = cluster.hub.role.hub.readings_stored
@@ -131,7 +131,7 @@ def test_probes_back_off_a_sender_with_no_agent_but_never_a_node_seen_before(clu
 
     monkeypatch.setattr(agent_mod, "Proxy", CountingProxy)
     agg = connect(HOST, cluster.ns_port)["hub"]["aggregator"]
-    reading = {"sensor": "probe", "quantity": "temperature", "value": 20.5, "unit": "°C", "ts": 1000.0}
+    reading = {"sensor": "probe", "quantity": "temperature", "value": 20.5, "unit": "°C", "ts": 1_700_000_000.0}
     for node in ("rover", "lander"):
         agg.push([{"node": node, "seq": 1, "readings": [reading]}])
     cluster.hub.role.hub.set_reachable("lander", False)  # lander answered once and was then refused

@@ -108,6 +108,7 @@ def drain(e: Exporter, clock: Clock | None = None, rounds: int = 50) -> None:
 
 
 def expected_lines(store: Store) -> list[str]:
+    store.settle()
     with store._lock:
         rows = store._db.execute(
             "SELECT x.id, s.node, s.sensor, s.quantity, s.unit, x.ts, x.value, x.quality, x.reason, x.seq "

@@ -1,7 +1,7 @@
-"""What keeps a Pi Zero node small: the modules a spoke imports and its malloc arena cap.
+"""What keeps a Pi Zero node small: the modules a spoke imports, its malloc arena cap and trim.
 
 RSS itself is measured by bench/bench_nodes.py (tests never assert on memory figures);
-these tests guard the two cuts that bench found, so a later import cannot undo them."""
+these tests guard the cuts that bench found, so a later import cannot undo them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HUB_ONLY = ("actors.hub", "actors.hub.state", "actors.hub.store", "actors.hub.tokens", "web", "hmac", "secrets",
             "paho", "pysyncobj")
+# What APScheduler's package and the standard library's conveniences would load, and a node
+# never uses (about 7 MB of a Pi Zero's 30): the scheduler is actors.node.scheduler, the package
+# version is read without importlib.metadata, files are written without tempfile, and argparse
+# is not let ask shutil for the terminal's width. Time zones and cron come with a job needing them.
+NEVER_ON_A_NODE = ("apscheduler", "asyncio", "multiprocessing", "concurrent.futures.process", "importlib.metadata",
+                   "email", "tzlocal", "shutil", "tempfile", "bz2", "lzma")
+ONLY_WITH_ZONED_JOBS = ("zoneinfo", "apscheduler.triggers.cron")
+# The plugin host and what it loads; plugins.lazy stands in while the plugin folder holds no plugin.
+PLUGIN_HOST = ("plugins.host", "plugins.slot", "plugins.backends", "plugins.backends.native", "plugins.hostapi",
+               "plugins.manifest", "plugins.sdk", "plugins.state", "harvester_plugin")
+PIZERO = ROOT / "actors" / "cli" / "demo_configs" / "pizero.toml"
 
 
 def run_python(code: str) -> str:
@@ -67,3 +78,126 @@ def test_malloc_arenas_are_capped_where_glibc_allows():
     """)
     glibc = run_python("import platform; print(platform.libc_ver()[0])") == "glibc"
     assert result == ("True" if glibc else "False")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_running_native_spoke_loads_no_scheduler_package_nor_what_it_never_uses(tmp_path):
+    """The demo's Pi Zero node as `harvester node` runs it: CLI, start, every sensor polled,
+    the bundled plugins loaded, a push tried (its hub is absent), then stopped."""
+    listed = run_python(f"""
+        import sys, time
+        from actors.cli.main import build_parser
+        from actors.cli.compose import build_node
+        from actors.node.config import load_config
+        args = build_parser().parse_args(["node", "--config", {str(PIZERO)!r}])
+        agent = build_node(load_config(args.config, ["node.state_dir={tmp_path}", "hub.host=127.0.0.1",
+                                                    "hub.nameserver_port={free_port()}", "agent.host=127.0.0.1"]))
+        agent.start()
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and not (
+                len(agent.plugins.names()) == 3 and agent.role.outbox.stats()["pending_batches"] >= 3):
+            time.sleep(0.1)
+        running = sorted(agent.plugins.names()), agent.role.outbox.stats()["pending_batches"] >= 3
+        agent.stop()
+        print(running, sorted(m for m in {NEVER_ON_A_NODE + ONLY_WITH_ZONED_JOBS!r} if m in sys.modules))
+    """)
+    assert listed == "(['air_quality', 'cpu_temperature', 'room_temperature'], True) []"
+
+
+def test_a_cron_job_with_a_time_zone_brings_what_it_needs(tmp_path):
+    """The same probe sees zoneinfo and the cron trigger when a job needs them, so the test above can fail.
+
+    (APScheduler's cron trigger brings its package's imports with it: a node with a cron job
+    pays them, see README, Performance and limits.)"""
+    config = tmp_path / "pizero.toml"
+    config.write_text(PIZERO.read_text(encoding="utf-8") + """
+[[jobs]]
+name = "noon"
+cron = "0 12 * * *"
+timezone = "Europe/Berlin"
+call = "harvester.pizero.monitor.read"
+""", encoding="utf-8")
+    listed = run_python(f"""
+        import sys
+        from actors.node.agent import NodeAgent
+        from actors.node.config import load_config
+        agent = NodeAgent(load_config({str(config)!r}, ["node.state_dir={tmp_path / 'state'}"]))
+        agent._build_actors()
+        agent.jobs.install()
+        [job] = agent.jobs.list()
+        print(job["trigger"], job["next_run"] is not None,
+              " ".join(sorted(m for m in {ONLY_WITH_ZONED_JOBS!r} if m in sys.modules)))
+    """)
+    assert listed == "cron '0 12 * * *' Europe/Berlin True apscheduler.triggers.cron zoneinfo"
+
+
+def test_an_empty_plugin_folder_loads_no_plugin_host_until_a_plugin_appears(tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    config = tmp_path / "pizero.toml"
+    config.write_text(PIZERO.read_text(encoding="utf-8") + f'\n[plugins]\ndir = "{plugins}"\n', encoding="utf-8")
+    listed = run_python(f"""
+        import sys
+        from actors.node.agent import NodeAgent
+        from actors.node.config import load_config
+        from pathlib import Path
+        from plugins.folder import BUNDLED_DIR, _copy
+        agent = NodeAgent(load_config({str(config)!r}, ["node.state_dir={tmp_path / 'state'}"]))
+        agent._build_actors()
+        actor = next(a for a in agent.actors if a.name == "plugins")
+        for sensor in agent.sensors:
+            agent._poll(sensor)  # readings evaluated (by no plugin) and kept as samples
+        agent.plugins.scan()
+        loaded = lambda: " ".join(m for m in {PLUGIN_HOST!r} if m in sys.modules) or "-"
+        before = loaded(), actor.list(), actor.alerts(), agent.plugins.loaded
+        for name in ("cpu_temperature.py", "cpu_temperature.toml"):
+            _copy(BUNDLED_DIR / name, Path({str(plugins)!r}) / name)
+        report = agent.plugins.scan()
+        after = report["loaded"], [p["name"] for p in actor.list()], len(agent.plugins.evaluate_latest()) > 0
+        print(before, after, loaded() == " ".join({PLUGIN_HOST!r}))
+        agent.stop()
+    """)
+    assert listed == ("('-', [], {'active': [], 'history': []}, False) "
+                      "(['cpu_temperature'], ['cpu_temperature'], True) True")
+
+
+def test_every_node_trims_its_heap_where_glibc_allows(tmp_path):
+    result = run_python(f"""
+        from actors.node.agent import NodeAgent, malloc_trimmer
+        from actors.node.config import load_config
+        agent = NodeAgent(load_config({str(PIZERO)!r}, ["node.state_dir={tmp_path}"]))
+        agent._build_actors()
+        agent._install_jobs(registered=True)
+        print(malloc_trimmer() is not None, agent.scheduler.get_job("memory:trim") is not None)
+    """)
+    glibc = run_python("import platform; print(platform.libc_ver()[0])") == "glibc"
+    assert result == ("True True" if glibc else "False False")
+
+
+def test_the_package_version_is_found_as_importlib_metadata_finds_it(tmp_path, monkeypatch):
+    """actors.node.version reads it without importing importlib.metadata (2 MB on a node)."""
+    from importlib import metadata
+
+    from actors.node.version import UNKNOWN, package_version
+
+    lookup = package_version.__wrapped__  # not the cached answer
+    assert lookup() == metadata.version("wasi-harvester")
+    dist = tmp_path / "site" / "Wasi_Harvester-9.9.9.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wasi-harvester\nVersion: 9.9.9\n\nVersion: 1\n")
+    egg = tmp_path / "tree" / "wasi_harvester.egg-info"
+    egg.mkdir(parents=True)
+    (egg / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: wasi-harvester\nVersion: 8.8.8\n")
+    for path, expected in (([str(tmp_path / "site"), str(tmp_path / "tree")], "9.9.9"),
+                           ([str(tmp_path / "tree"), str(tmp_path / "site")], "8.8.8")):
+        monkeypatch.setattr(sys, "path", path)
+        assert lookup() == metadata.version("wasi-harvester") == expected
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "nowhere")])
+    assert lookup() == UNKNOWN

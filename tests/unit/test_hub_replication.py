@@ -359,24 +359,22 @@ def test_summary_rows_put_on_another_hub_equal_daily_summary(tmp_path, kept):
 
 # -- the spoke's pusher, majority deletion ----------------------------------------------------
 class FakeHub:
-    """An aggregator that commits everything, or is down (CommunicationError on connect)."""
+    """An aggregator that commits everything, or is down (CommunicationError on every call)."""
 
     def __init__(self, ack=lambda seqs: seqs) -> None:
         self.down, self.pushed, self.hellos, self._ack = False, [], 0, ack
 
-    def __enter__(self):
+    def _reach(self) -> None:
         if self.down:
             raise CommunicationError("connection refused")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
 
     def hello(self, info, sent_at):
+        self._reach()
         self.hellos += 1
         return {"last_seq": 0}
 
     def push(self, batches, sent_at):
+        self._reach()
         seqs = [b["seq"] for b in batches]
         self.pushed.extend(seqs)
         return {"acked": self._ack(seqs), "duplicates": 0, "hello": []}
@@ -393,7 +391,7 @@ def make_pusher(outbox, monkeypatch, n_hubs: int, n_batches: int = 3, limit: int
     for i in range(n_batches):
         outbox.append([Reading.measured("sp1", "dht22", "temperature", 21.0 + i, T0 + i)])
     fakes = {f"127.0.0.1:{port}": FakeHub(**fake) for port in range(1, n_hubs + 1)}
-    monkeypatch.setattr(Pusher, "_aggregator", lambda self, link: fakes[link.address])
+    monkeypatch.setattr(Pusher, "_aggregator", lambda self, link: (fakes[link.address], False))
     pusher = Pusher("sp1", outbox, [("127.0.0.1", p) for p in range(1, n_hubs + 1)], None, limit,
                     lambda: {"node": "sp1"})
     return pusher, list(fakes.values())

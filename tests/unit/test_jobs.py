@@ -12,6 +12,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from actors.node.config import ConfigError, parse_config
 from actors.node.jobs import JobContext, JobRunner
 from actors.node.jobspec import JobSpec
+from actors.node.scheduler import NodeScheduler
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -21,6 +22,7 @@ class Clock:
 
     def __init__(self, when: datetime) -> None:
         self.t = when.timestamp()
+        self.scheduler = "node"
 
     def __call__(self) -> float:
         return self.t
@@ -42,9 +44,11 @@ class ManualScheduler(BaseScheduler):
         self._process_jobs()
 
 
-@pytest.fixture
-def clock(monkeypatch):
+@pytest.fixture(params=["node", "apscheduler"])
+def clock(monkeypatch, request):
+    """The clock, and which scheduler runner_for() builds: the node's own, or APScheduler's (the rules it keeps)."""
     c = Clock(datetime(2026, 6, 1, 11, 0, tzinfo=BERLIN))
+    c.scheduler = request.param
 
     class FakeDatetime(datetime):
         @classmethod
@@ -73,8 +77,11 @@ class Calls:
         return {"ok": True}
 
 
-def runner_for(specs: list[JobSpec], clock: Clock, calls: Calls) -> tuple[JobRunner, ManualScheduler]:
-    sched = ManualScheduler(timezone="UTC", executors={"default": DebugExecutor()})
+def runner_for(specs: list[JobSpec], clock: Clock, calls: Calls) -> tuple[JobRunner, ManualScheduler | NodeScheduler]:
+    if clock.scheduler == "node":
+        sched = NodeScheduler(clock=clock, inline=True, misfire_grace_time=None)
+    else:
+        sched = ManualScheduler(timezone="UTC", executors={"default": DebugExecutor()})
     runner = JobRunner(specs, sched, JobContext("pi4", calls, local_buzzer="harvester.pi4.buzzer"), clock)
     runner.install()
     sched.start()

@@ -18,7 +18,7 @@ def test_outbox_fifo_and_ack(tmp_path):
     box.ack([1, 2])
     assert [b["seq"] for b in box.peek(10)] == [3]
     assert box.stats() == {"pending_batches": 1, "held_in_memory": 0, "dropped_batches": 0, "disk_full": False,
-                           "disk_error": None}
+                           "disk_error": None, "held_unsynced": 0, "rejected_batches": 0}
 
 
 def test_outbox_survives_reopen_and_keeps_counting(tmp_path):
@@ -37,7 +37,7 @@ def test_outbox_overflow_drops_oldest_and_counts(tmp_path):
         box.append(readings(v))
     assert [b["seq"] for b in box.peek(10)] == [3, 4, 5]
     assert box.stats() == {"pending_batches": 3, "held_in_memory": 0, "dropped_batches": 2, "disk_full": False,
-                           "disk_error": None}
+                           "disk_error": None, "held_unsynced": 0, "rejected_batches": 0}
 
 
 def test_outbox_ensure_after_jumps_past_the_hubs_seq(tmp_path):

@@ -7,6 +7,7 @@ from actors.hub.state import Hub
 from actors.hub.store import Store
 from hal.readings import Reading
 from tests.clocks import ManualClock
+from tests.helpers import hub_db, wait_for
 
 
 def batch(node: str, seq: int, ts: float, value: float = 21.0, sensor: str = "dht22") -> dict:
@@ -17,7 +18,7 @@ def batch(node: str, seq: int, ts: float, value: float = 21.0, sensor: str = "dh
 
 @pytest.fixture
 def hub(tmp_path):
-    clock = ManualClock(1_000_000.0)
+    clock = ManualClock(1_729_000_000.0)
     h = Hub(Store(tmp_path / "hub.sqlite3"), clock)
     h.clock = clock
     yield h
@@ -25,32 +26,32 @@ def hub(tmp_path):
 
 
 def test_store_push_is_idempotent_on_node_and_seq(hub):
-    first = hub.push([batch("pi4", 1, 999_990.0), batch("pi4", 2, 999_995.0)])
-    again = hub.push([batch("pi4", 2, 999_995.0), batch("pi4", 1, 999_990.0)])
+    first = hub.push([batch("pi4", 1, 1_728_999_990.0), batch("pi4", 2, 1_728_999_995.0)])
+    again = hub.push([batch("pi4", 2, 1_728_999_995.0), batch("pi4", 1, 1_728_999_990.0)])
     assert first == {"acked": [1, 2], "duplicates": 0, "hello": ["pi4"]}
     assert again["acked"] == [2, 1] and again["duplicates"] == 2 and again["hello"] == []
     assert hub.store.count("pi4") == 4
 
 
 def test_store_rejected_call_stores_nothing(hub):
-    bad = batch("pi4", 2, 999_990.0)
+    bad = batch("pi4", 2, 1_728_999_990.0)
     bad["readings"][1]["unit"] = "K"
     with pytest.raises(BadRequest, match="humidity is measured in '%'"):
-        hub.push([batch("pi4", 1, 999_990.0), bad])
+        hub.push([batch("pi4", 1, 1_728_999_990.0), bad])
     assert hub.store.count() == 0 and hub.rejected == 1
     with pytest.raises(BadRequest, match="in the future"):
-        hub.push([batch("pi4", 1, 1_000_000.0 + 2 * 86400)])
+        hub.push([batch("pi4", 1, 1_729_000_000.0 + 2 * 86400)])
 
 
 def test_store_survives_restart_with_seq_and_latest(tmp_path):
-    clock = ManualClock(1_000_000.0)
+    clock = ManualClock(1_729_000_000.0)
     hub = Hub(Store(tmp_path / "h.sqlite3"), clock)
     hub.hello({"node": "pi4", "role": "spoke", "profile": "native", "push_interval": 2.0})
-    hub.push([batch("pi4", 1, 999_990.0, 20.0), batch("pi4", 2, 999_999.0, 22.5)])
+    hub.push([batch("pi4", 1, 1_728_999_990.0, 20.0), batch("pi4", 2, 1_728_999_999.0, 22.5)])
     hub.store.close()
     again = Hub(Store(tmp_path / "h.sqlite3"), clock)
     assert again.hello({"node": "pi4", "role": "spoke", "profile": "native"}) == {"last_seq": 2}
-    assert again.push([batch("pi4", 2, 999_999.0)])["duplicates"] == 1
+    assert again.push([batch("pi4", 2, 1_728_999_999.0)])["duplicates"] == 1
     [node] = again.snapshot()["nodes"]
     assert node["profile"] == "native" and node["sensors"]["dht22"]["temperature"]["value"] == 22.5
 
@@ -68,9 +69,9 @@ def test_store_liveness_and_staleness_follow_the_clock(hub):
 
 
 def test_store_backfill_does_not_hide_a_newer_value(hub):
-    hub.push([batch("pi4", 2, 999_999.0, 25.0)])
+    hub.push([batch("pi4", 2, 1_728_999_999.0, 25.0)])
     hub.push([{"node": "pi4", "seq": 3, "readings": [
-        {"sensor": "dht22", "quantity": "temperature", "value": 19.0, "unit": "°C", "ts": 999_900.0}]}])
+        {"sensor": "dht22", "quantity": "temperature", "value": 19.0, "unit": "°C", "ts": 1_728_999_900.0}]}])
     assert hub.snapshot()["nodes"][0]["sensors"]["dht22"]["temperature"]["value"] == 25.0
 
 
@@ -83,7 +84,7 @@ def test_store_flags_a_skewed_clock(hub):
 
 
 def test_store_rollups_include_late_readings(hub):
-    t0 = 1_000_020.0  # inside the minute starting at 1_000_020 - 20 = 999_960 + 60
+    t0 = 1_729_000_020.0  # inside the minute starting at 1_729_000_020 - 20 = 1_728_999_960 + 60
     bucket = (t0 // 60) * 60
     hub.push([batch("pi4", 1, t0, 20.0), batch("pi4", 2, t0 + 10, 24.0)])
     hub.clock.t = t0 + 100
@@ -267,10 +268,10 @@ def test_store_every_write_runs_in_one_transaction(hub, monkeypatch):
 
 
 def test_store_a_real_size_cap_refuses_with_store_full(tmp_path):
-    hub = Hub(Store(tmp_path / "hub.sqlite3", max_mb=0.1), ManualClock(1_000_000.0))
+    hub = Hub(Store(tmp_path / "hub.sqlite3", max_mb=0.1), ManualClock(1_729_000_000.0))
     refused = None
     for seq in range(1, 1000):
-        readings = [{"sensor": f"x{i}", "quantity": "temperature", "value": 20.0, "unit": "°C", "ts": 999_999.0}
+        readings = [{"sensor": f"x{i}", "quantity": "temperature", "value": 20.0, "unit": "°C", "ts": 1_728_999_999.0}
                     for i in range(50)]
         try:
             hub.push([{"node": "s1", "seq": seq, "readings": readings}])
@@ -300,10 +301,128 @@ def test_checked_batches_and_rows_are_named_tuples():
     from actors.hub.ingest import to_row, validate_batch
     from actors.hub.store import Batch, Row
 
-    b = validate_batch(batch("pi4", 3, 999_990.0, 20.5), 1_000_000.0)
+    b = validate_batch(batch("pi4", 3, 1_728_999_990.0, 20.5), 1_729_000_000.0)
     assert isinstance(b, Batch) and (b.node, b.seq, b.alerts) == ("pi4", 3, [])
     row = b.rows[0]
-    assert type(row) is Row and row == ("dht22", "temperature", 20.5, "°C", 999_990.0, "ok", None)
+    assert type(row) is Row and row == ("dht22", "temperature", 20.5, "°C", 1_728_999_990.0, "ok", None)
     assert (row.sensor, row.quantity, row.value, row.unit, row.ts, row.quality, row.reason) == tuple(row)
     reading = Reading("pi4", *row)  # a Row is still the tuple Reading's fields follow
     assert type(to_row(reading)) is Row and to_row(reading) == row
+
+
+# -- the ingest log: acknowledged as one row per batch, moved into samples behind the acknowledgement
+def samples_and_log(path) -> tuple[int, int]:
+    with sqlite3.connect(path) as db:
+        return (db.execute("SELECT COUNT(*) FROM samples").fetchone()[0],
+                db.execute("SELECT COUNT(*) FROM ingest_log").fetchone()[0])
+
+
+@pytest.fixture
+def no_indexer(monkeypatch):
+    """Batches stay in the log until a reader moves them (the indexer thread does nothing)."""
+    monkeypatch.setattr(Store, "_index_loop", lambda self: None)
+
+
+def test_a_push_is_acknowledged_once_its_batches_are_logged_and_queries_see_them_at_once(tmp_path, no_indexer):
+    path = tmp_path / "hub.sqlite3"
+    hub = Hub(Store(path), ManualClock(1_729_000_000.0))
+    assert hub.push([batch("pi4", 1, 1_728_999_990.0, 20.0), batch("pi4", 2, 1_728_999_995.0, 21.0)])["acked"] == [1, 2]
+    assert samples_and_log(path) == (0, 2)  # durable as two log rows, not yet indexed
+    assert hub.snapshot()["nodes"][0]["sensors"]["dht22"]["temperature"]["value"] == 21.0  # latest: in memory
+    # a query moves what is logged first: it answers as if the push had inserted every reading
+    assert hub.history("pi4", "dht22", "temperature", 1_728_999_900.0, 1_729_000_000.0, "raw") == \
+        [[1_728_999_990.0, 20.0], [1_728_999_995.0, 21.0]]
+    assert samples_and_log(path) == (4, 0)
+    hub.store.close()
+
+
+def test_batches_logged_before_a_crash_are_moved_at_the_next_start(tmp_path, no_indexer):
+    path = tmp_path / "hub.sqlite3"
+    crashed = Hub(Store(path), ManualClock(1_729_000_000.0))
+    crashed.push([batch("pi4", 1, 1_728_999_990.0, 20.0), batch("pi4", 2, 1_728_999_995.0, 21.0)])
+    assert samples_and_log(path) == (0, 2)  # the process dies here: never closed, never indexed
+    hub = Hub(Store(path), ManualClock(1_729_000_000.0))
+    assert samples_and_log(path) == (4, 0)  # the restart moved them while warming its view
+    assert hub.store.count("pi4") == 4 and hub.snapshot()["nodes"][0]["last_seq"] == 2
+    assert hub.push([batch("pi4", 2, 1_728_999_995.0, 21.0)])["duplicates"] == 1  # still idempotent
+    assert hub.history("pi4", "dht22", "temperature", 1_728_999_900.0, 1_729_000_000.0, "raw") == \
+        [[1_728_999_990.0, 20.0], [1_728_999_995.0, 21.0]]
+    hub.store.close()
+
+
+def test_the_indexer_moves_logged_batches_without_any_reader(tmp_path):
+    path = tmp_path / "hub.sqlite3"
+    hub = Hub(Store(path), ManualClock(1_729_000_000.0))
+    for seq in range(1, 21):
+        hub.push([batch("pi4", seq, 1_728_999_000.0 + seq)])
+    wait_for(lambda: samples_and_log(path) == (40, 0), timeout=10, what="the indexer to empty the log")
+    hub.store.close()
+
+
+def test_a_reader_from_outside_sees_logged_and_indexed_readings_once(tmp_path, no_indexer):
+    path = tmp_path / "hub.sqlite3"
+    hub = Hub(Store(path), ManualClock(1_729_000_000.0))
+    hub.push([batch("pi4", 1, 1_728_999_990.0)])
+    hub.store.flush()
+    hub.push([batch("pi4", 2, 1_728_999_995.0)])
+    assert samples_and_log(path) == (2, 1)
+    db = hub_db(path)
+    assert db.execute("SELECT seq, COUNT(*) FROM readings WHERE node='pi4' GROUP BY seq").fetchall() == [(1, 2), (2, 2)]
+    db.close()
+    hub.store.close()
+    assert samples_and_log(path) == (4, 0)  # a clean stop leaves no log
+
+
+def test_pushes_arriving_during_a_commit_go_together_and_each_gets_its_own_answer(tmp_path, monkeypatch):
+    import threading
+
+    store = Store(tmp_path / "hub.sqlite3")
+    hub = Hub(store, ManualClock(1_729_000_000.0))
+    commits, release, first_in = [], threading.Event(), threading.Event()
+    write = Store._write_group
+
+    def slow_write(self, group):
+        commits.append(len(group))
+        first_in.set()
+        release.wait(10)  # the first group's fsync, taking its time
+        return write(self, group)
+
+    monkeypatch.setattr(Store, "_write_group", slow_write)
+    answers: dict[str, dict] = {}
+    first = threading.Thread(target=lambda: answers.update(a=hub.push([batch("a", 1, 1_728_999_990.0)])))
+    first.start()
+    assert first_in.wait(10)
+    others = [threading.Thread(target=lambda n=n: answers.update({n: hub.push([batch(n, 1, 1_728_999_990.0)])}))
+              for n in ("b", "c", "d")]
+    for t in others:
+        t.start()
+    wait_for(lambda: len(store._queue) == 3, timeout=10, what="three pushes waiting for the commit")
+    release.set()
+    for t in (first, *others):
+        t.join(10)
+    assert commits == [1, 3]  # one transaction for the three that waited
+    assert all(answers[n]["acked"] == [1] and answers[n]["duplicates"] == 0 for n in "abcd")
+    assert store.count() == 8
+    store.close()
+
+
+def test_a_group_that_fails_is_retried_push_by_push_so_a_failure_stays_with_its_push(tmp_path, monkeypatch):
+    store = Store(tmp_path / "hub.sqlite3")
+    from actors.hub import store as store_mod
+
+    write = Store._write_group
+
+    def picky(self, group):
+        if any(one.batches[0].node == "bad" for one in group):
+            raise StoreFull("no room for this one")
+        return write(self, group)
+
+    monkeypatch.setattr(Store, "_write_group", picky)
+    good, bad = store_mod._Commit([], 1.0, {}), store_mod._Commit([], 1.0, {})
+    good.batches = [store_mod.Batch("ok", 1, [], [])]
+    bad.batches = [store_mod.Batch("bad", 1, [], [])]
+    store._commit_group([good, bad])
+    assert good.result() == [("ok", 1)]
+    with pytest.raises(StoreFull, match="no room"):
+        bad.result()
+    store.close()

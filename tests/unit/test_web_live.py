@@ -139,3 +139,29 @@ def test_a_rebuild_under_way_does_not_hold_requests_while_the_last_body_is_recen
     t.join(10)
     slow.join(10)
     assert waiter == ['{"build": 2}']
+
+
+def test_an_expensive_build_is_repeated_less_often_so_watching_stays_within_its_cpu_share():
+    clock, cpu, build = ManualClock(100.0), ManualClock(0.0), Builder()
+
+    def costly() -> str:
+        cpu.advance(0.5)  # a thousand-node fleet: half a second of CPU per build
+        return build()
+
+    live = LiveView(costly, max_age=1.0, clock=clock, refresh=False, cpu_clock=cpu)
+    assert live.get() == '{"build": 1}'
+    assert live.interval == pytest.approx(5.0)  # 0.5 s of CPU at most a tenth of a core
+    clock.t += 4.9
+    assert live.get() == '{"build": 1}'
+    clock.t += 0.2
+    assert live.get() == '{"build": 2}'
+    cpu.t = 0.0
+
+    def cheap() -> str:
+        cpu.advance(0.01)
+        return build()
+
+    live._build = cheap
+    clock.t += 5.1
+    assert live.get() == '{"build": 3}'
+    assert live.interval == 1.0  # a cheap build again: back to max_age
