@@ -11,7 +11,7 @@ import bottle
 
 from actors.hub.ingest import shown
 from web.context import WebContext
-from web.http import ApiError, Csv, RawJson, api, float_param, query_param
+from web.http import ApiError, Csv, RawJsonBytes, api, float_param, query_param
 
 MAX_POINTS = 10_000
 MAX_ALERTS = 1000
@@ -44,9 +44,9 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
 
     @app.get("/api/readings")
     @api
-    def readings() -> RawJson:
+    def readings() -> RawJsonBytes:
         auth.require_reader()
-        return RawJson(hub.snapshot_json())
+        return RawJsonBytes(hub.snapshot_bytes())
 
     @app.get("/api/cluster")
     @api

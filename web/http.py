@@ -39,6 +39,10 @@ class RawJson(str):
     """A body an `api` route already serialised (by as_json's rules): sent as it is."""
 
 
+class RawJsonBytes(bytes):
+    """The same, already encoded as UTF-8: a megabyte body is not encoded again per request."""
+
+
 class Csv(str):
     """A CSV body an `api` route returns (a download rather than JSON)."""
 
@@ -59,6 +63,10 @@ def api(fn: Callable[..., Any]) -> Callable[..., str]:
     def wrapper(*args: Any, **kwargs: Any) -> str:
         try:
             body = fn(*args, **kwargs)
+            if isinstance(body, RawJsonBytes):
+                bottle.response.content_type = "application/json"
+                bottle.response.set_header("Cache-Control", "no-store")
+                return bytes(body)  # type: ignore[return-value]  (Bottle sends bytes as they are)
             if isinstance(body, RawJson):
                 bottle.response.content_type = "application/json"
                 bottle.response.set_header("Cache-Control", "no-store")

@@ -41,6 +41,7 @@ class LiveView:
         self.interval = max_age  # max_age, or longer when a build costs more than CPU_SHARE of it
         self._cond = threading.Condition()
         self._text: str | None = None
+        self._bytes: tuple[str, bytes] | None = None  # the text last asked for as bytes, and them
         self._built_at = float("-inf")
         self._generation = 0  # bumped by changed(): a build started before it is already stale
         self._building = False
@@ -65,6 +66,14 @@ class LiveView:
                     return self._text  # a rebuild is under way: the last body, at most twice max_age old
                 self._cond.wait(5.0)  # nothing recent enough: share the result of the build under way
         return self._rebuild(raise_errors=True)
+
+    def get_bytes(self) -> bytes:
+        """get(), encoded as UTF-8 once per build however many pages ask."""
+        text = self.get()
+        cached = self._bytes
+        if cached is None or cached[0] is not text:
+            cached = self._bytes = (text, text.encode())
+        return cached[1]
 
     def changed(self) -> None:
         """Something the page shows changed at the operator's hand: the next request rebuilds."""

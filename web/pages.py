@@ -11,7 +11,7 @@ from typing import Any
 import bottle
 
 from web.context import WebContext
-from web.http import ApiError, RawJson, api, error_response
+from web.http import ApiError, RawJsonBytes, api, error_response
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -72,9 +72,9 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
 
     @app.get("/api/dashboard")
     @api
-    def dashboard() -> RawJson:
+    def dashboard() -> RawJsonBytes:
         ctx.auth.require_reader()
-        return RawJson(ctx.dashboard.live.get())
+        return RawJsonBytes(ctx.dashboard.live.get_bytes())
 
     @app.get("/static/<path:path>")
     def static(path: str) -> Any:

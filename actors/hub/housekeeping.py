@@ -36,27 +36,38 @@ class StoreHousekeeping:
     def rollup(self) -> int:
         """Recompute every 1-minute and 1-hour bucket touched by rows inserted since the last
         run (tracked by id, not by clock), so late, backfilled readings land in the right
-        bucket. Returns the buckets written."""
+        bucket. Returns the buckets written.
+
+        A minute is recomputed from its raw readings, an hour from its minutes: recomputing
+        an hour from raw readings scanned every reading of the hour so far at each run, which
+        at a thousand spokes grows to 35 million rows a minute before the hour turns."""
         self.settle()
-        written = 0
+        minute, hour = STEPS["1m"], STEPS["1h"]
         with self._transaction() as db:
             row = db.execute("SELECT value FROM meta WHERE key='rollup_id'").fetchone()
             since = int(row[0]) if row else 0
             (upto,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()
             if upto <= since:
                 return 0
-            for step in STEPS.values():
-                cur = db.execute(
-                    f"""INSERT OR REPLACE INTO rollups
-                    SELECT {step}, x.series, CAST(x.ts / {step} AS INTEGER) * {step} AS b,
-                           MIN(x.value), AVG(x.value), MAX(x.value), COUNT(x.value)
-                    FROM samples x
-                    JOIN (SELECT DISTINCT series, CAST(ts / {step} AS INTEGER) * {step} AS b
-                          FROM samples WHERE id > ? AND id <= ? AND value IS NOT NULL) t
-                      ON x.series = t.series AND x.ts >= t.b AND x.ts < t.b + {step}
-                    WHERE x.value IS NOT NULL
-                    GROUP BY x.series, b""", (since, upto))
-                written += max(cur.rowcount, 0)
+            written = max(db.execute(
+                f"""INSERT OR REPLACE INTO rollups
+                SELECT {minute}, x.series, CAST(x.ts / {minute} AS INTEGER) * {minute} AS b,
+                       MIN(x.value), AVG(x.value), MAX(x.value), COUNT(x.value)
+                FROM samples x
+                JOIN (SELECT DISTINCT series, CAST(ts / {minute} AS INTEGER) * {minute} AS b
+                      FROM samples WHERE id > ? AND id <= ? AND value IS NOT NULL) t
+                  ON x.series = t.series AND x.ts >= t.b AND x.ts < t.b + {minute}
+                WHERE x.value IS NOT NULL
+                GROUP BY x.series, b""", (since, upto)).rowcount, 0)
+            written += max(db.execute(
+                f"""INSERT OR REPLACE INTO rollups
+                SELECT {hour}, m.series, CAST(m.bucket / {hour} AS INTEGER) * {hour} AS b,
+                       MIN(m.min), SUM(m.mean * m.n) / SUM(m.n), MAX(m.max), SUM(m.n)
+                FROM rollups m
+                JOIN (SELECT DISTINCT series, CAST(ts / {hour} AS INTEGER) * {hour} AS b
+                      FROM samples WHERE id > ? AND id <= ? AND value IS NOT NULL) t
+                  ON m.step = {minute} AND m.series = t.series AND m.bucket >= t.b AND m.bucket < t.b + {hour}
+                GROUP BY m.series, b""", (since, upto)).rowcount, 0)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_id', ?)", (upto,))
         return written
 

@@ -142,7 +142,7 @@ class Hub:
             self.duplicates += duplicates
             warm = self._views.refresh(seen, self._nodes, self._latest, now) if self._views.watched(now) else []
         for entry in warm:  # encoded outside the lock: a cached entry is replaced, never changed
-            entry.json()
+            entry.json_bytes()
         if any(b.alerts for b in checked if (b.node, b.seq) in new):
             self._alerts_changed()
         return {"acked": [b.seq for b in checked], "duplicates": duplicates, "hello": unknown}
@@ -381,6 +381,14 @@ class Hub:
         with self._lock:
             entries = self._views.views(self._nodes, self._latest, now)
         return f'{{"ts": {json.dumps(now)}, "nodes": [{", ".join(e.json() for e in entries)}]}}'
+
+    def snapshot_bytes(self) -> bytes:
+        """snapshot_json() as UTF-8, joined from each node's encoded view (GET /api/readings)."""
+        now = self._clock()
+        with self._lock:
+            entries = self._views.views(self._nodes, self._latest, now)
+        return b'{"ts": ' + json.dumps(now).encode() + b', "nodes": [' + b", ".join(
+            e.json_bytes() for e in entries) + b"]}"
 
     def node_names(self) -> list[str]:
         """Known nodes."""

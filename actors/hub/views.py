@@ -104,12 +104,19 @@ class CachedView:
     until: float
     view: dict[str, Any]
     text: str | None = None
+    data: bytes | None = None
 
     def json(self) -> str:
         """The view as JSON, encoded once (a cached entry is replaced, never changed: no lock needed)."""
         if self.text is None:
             self.text = json.dumps(self.view, allow_nan=False, ensure_ascii=False)
         return self.text
+
+    def json_bytes(self) -> bytes:
+        """json() as UTF-8, encoded once."""
+        if self.data is None:
+            self.data = self.json().encode()
+        return self.data
 
 
 class ViewCache:

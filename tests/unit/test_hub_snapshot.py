@@ -26,6 +26,7 @@ def expected(hub: Hub) -> str:
 def check(hub: Hub, what: str) -> None:
     want = expected(hub)
     assert hub.snapshot_json() == want, what
+    assert hub.snapshot_bytes() == want.encode(), what
     assert json.dumps(hub.snapshot(), allow_nan=False, ensure_ascii=False) == want, what
 
 

@@ -426,3 +426,24 @@ def test_a_group_that_fails_is_retried_push_by_push_so_a_failure_stays_with_its_
     with pytest.raises(StoreFull, match="no room"):
         bad.result()
     store.close()
+
+
+def test_an_hour_is_rolled_up_from_its_minutes_so_it_keeps_readings_raw_retention_dropped(hub):
+    hour = 1_728_997_200.0  # an hour boundary (1_728_997_200 = 480_277 h)
+    values = {0: [10.0, 20.0], 1: [30.0], 2: [5.0, 6.0, 7.0]}  # minute -> readings
+    seq = 0
+    for minute, vs in values.items():
+        for i, v in enumerate(vs):
+            seq += 1
+            hub.push([batch("pi4", seq, hour + 60 * minute + i, v)])
+    hub.store.rollup()
+    every = [v for vs in values.values() for v in vs]
+    (h,) = hub.history("pi4", "dht22", "temperature", hour, hour + 3600, "1h")
+    assert h[0] == hour and h[1] == 5.0 and h[3] == 30.0 and h[2] == pytest.approx(sum(every) / len(every))
+    with hub.store._lock:  # raw retention took minute 0's readings; its minute rollup stays
+        hub.store._db.execute("DELETE FROM samples WHERE ts < ?", (hour + 60,))
+    hub.push([batch("pi4", seq + 1, hour + 600, 40.0)])  # a late reading in the same hour
+    hub.store.rollup()
+    (h,) = hub.history("pi4", "dht22", "temperature", hour, hour + 3600, "1h")
+    every.append(40.0)
+    assert h[1] == 5.0 and h[3] == 40.0 and h[2] == pytest.approx(sum(every) / len(every))

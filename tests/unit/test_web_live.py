@@ -165,3 +165,12 @@ def test_an_expensive_build_is_repeated_less_often_so_watching_stays_within_its_
     clock.t += 5.1
     assert live.get() == '{"build": 3}'
     assert live.interval == 1.0  # a cheap build again: back to max_age
+
+
+def test_the_body_is_encoded_once_per_build_however_many_ask():
+    clock, build = ManualClock(100.0), Builder()
+    live = LiveView(lambda: build() + " é", max_age=1.0, clock=clock, refresh=False)
+    first = live.get_bytes()
+    assert first == '{"build": 1} é'.encode() and live.get_bytes() is first
+    clock.t += 1.5
+    assert live.get_bytes() == '{"build": 2} é'.encode()
