@@ -45,7 +45,9 @@ def run_all(quick: bool) -> dict[str, Any]:
         ("mqtt", bench_mqtt.main, ["--quick"] if quick else []),
         ("notify", bench_notify.main, ["--quick"] if quick else ["--alerts", "50"]),
         ("nodes", bench_nodes.main, ["--seconds", "60" if quick else "600", "--warmup", "20" if quick else "60"]),
-        ("load", loadgen.main, ["--seconds", "10" if quick else "30", "--max-spokes", "800" if quick else "1600"]),
+        # 250, 500, 1000 (the fleet-size target), 2000 spokes, until the hub falls behind
+        ("load", loadgen.main, ["--seconds", "10" if quick else "30", "--spokes", "250",
+                                "--max-spokes", "1000" if quick else "2000"]),
     ]
     results: dict[str, Any] = {"machine": platform.platform(), "python": platform.python_version(),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -59,6 +61,23 @@ def run_all(quick: bool) -> dict[str, Any]:
             print(f"{name} failed: {exc}")
         print(f"({name}: {time.monotonic() - t0:.0f} s)", flush=True)
     return results
+
+
+# The same figures before the scale round (commit 78d488f, this 2-core x86-64 machine), printed
+# beside today's: (start of the row's label, figure then).
+BEFORE = [
+    ("ingest, Pyro5 batched", "52,000-133,000 ; 0.21-0.27"),
+    ("pizero: RSS", "36.6 (30) after 30 min, +1.8, 0.30"),
+    ("fleet of 400 spokes", "48-87, 19-22, 53-54"),
+    ("fleet of 800 spokes", "98, -, 94 (falls behind)"),
+    ("fleet of 1000 spokes", "70, 126, 94 (falls behind)"),
+    ("largest fleet sustained", "400"),
+]
+
+
+def before(what: str) -> str:
+    """The figure of a row before the scale round, or '' for rows it did not change."""
+    return next((then for start, then in BEFORE if what.startswith(start)), "")
 
 
 def table(r: dict[str, Any]) -> list[tuple[str, str]]:
@@ -160,9 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
     rows = table(results)
     width = max(len(w) for w, _ in rows)
-    print("\n" + "=" * (width + 30))
+    now_width = max(len(v) for _, v in rows)
+    print("\n" + "=" * (width + now_width + 30))
+    print(f"{'':<{width}}  {'now':<{now_width}}  before the scale round")
     for what, value in rows:
-        print(f"{what:<{width}}  {value}")
+        print(f"{what:<{width}}  {value:<{now_width}}  {before(what)}")
     print(f"\nall figures: {ROOT / 'bench' / 'results.json'}")
 
 

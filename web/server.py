@@ -74,9 +74,13 @@ class WebServer:
         # A thousand nodes make a 1.6 MB /api/readings body; waitress spills a body over
         # outbuf_overflow to a temporary file and sends it back from disk, a write and a read
         # of every response. Bodies up to OUTBUF_IN_MEMORY stay in memory.
+        # poll(), not select(): every spoke keeps a connection to the hub, so with a thousand of
+        # them a browser's connection gets a descriptor above 1023, which select() cannot watch
+        # (waitress's loop died with "filedescriptor out of range in select()").
         self._server = create_server(self.app, host=host, port=port, threads=threads,
                                      ident="harvester", clear_untrusted_proxy_headers=True,
-                                     max_request_body_size=BODY_CAP, outbuf_overflow=OUTBUF_IN_MEMORY)
+                                     max_request_body_size=BODY_CAP, outbuf_overflow=OUTBUF_IN_MEMORY,
+                                     asyncore_use_poll=True)
         # the server of every listening address makes its connections' channels (several
         # addresses come as a MultiSocketServer whose map holds one server each)
         for server in [self._server, *getattr(self._server, "map", {}).values()]:
