@@ -25,10 +25,12 @@ hold. A malformed payload is logged once per topic and minute and ignored."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import re
+import selectors
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +52,8 @@ LED_REFRESH_S = 30.0  # a strip's pixels are asked for this often (a plugin may 
 OUT_QUEUE = 20_000  # messages waiting for the broker (about 200 spokes' worth of a second or two)
 COMMAND_QUEUE = 100  # commands waiting for the worker; beyond it they are dropped with a log line
 COMMAND_TIMEOUT_S = 5.0
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 60.0  # the broker retried with backoff
+NETWORK_POLL_S = 1.0  # the network loop's wait: keepalive is looked at this often
 MANUFACTURER = "Harvester"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 Caller = Callable[[str, str, str, tuple[Any, ...]], Any]  # (node, actor, method, args) -> result
@@ -89,7 +93,9 @@ class MqttBridge:
         # one bridge for the fleet: with several hubs only the leader connects (below), under one will
         self.status_topic = f"{self.base}/bridge/status"
         self.leads = leads
-        self._linked = False  # connect_async/loop_start done (while this hub leads)
+        self._linked = False  # connect_async done and the network loop running (while this hub leads)
+        self._net_stop = threading.Event()
+        self._net: threading.Thread | None = None
         self.client = client or self._client()
         self._pending: queue.SimpleQueue[tuple[str, list[Row]]] = queue.SimpleQueue()
         self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(COMMAND_QUEUE)
@@ -122,7 +128,6 @@ class MqttBridge:
         if cfg.tls:
             client.tls_set(ca_certs=str(cfg.ca) if cfg.ca else None)
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=60)
         # A slow broker must not grow the hub: beyond this many waiting messages paho drops new
         # ones. Each is a latest value or a config, published again on the next change or reconnect.
         client.max_queued_messages_set(OUT_QUEUE)
@@ -156,7 +161,10 @@ class MqttBridge:
         if not self._linked and self.leads():
             self._linked = True
             self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
-            self.client.loop_start()
+            self._net_stop = threading.Event()
+            self._net = threading.Thread(target=self._network_loop, args=(self._net_stop,), name="mqtt-network",
+                                         daemon=True)
+            self._net.start()
         elif self._linked and not self.leads():
             log.info("MQTT: this hub no longer leads; the leader publishes the fleet now")
             self._unlink(say_offline=False)  # the new leader says online; an offline here would race it
@@ -168,9 +176,57 @@ class MqttBridge:
         self.connected = False  # a disconnect of our own asking: nothing to warn about
         if was and say_offline:
             self.client.publish(self.status_topic, "offline", qos=1, retain=True).wait_for_publish(2.0)
+        self._net_stop.set()
         self.client.disconnect()
-        self.client.loop_stop()
+        if self._net is not None and self._net is not threading.current_thread():
+            self._net.join(5.0)
         self._linked = False
+
+    def _network_loop(self, stop: threading.Event) -> None:
+        """paho's network loop, on an epoll selector: paho's own (loop_start) waits in select(),
+        which cannot watch a descriptor above 1023, and a hub holding a connection per spoke
+        gives a broker reconnect such a descriptor. Reconnects back off from 1 s to 60 s.
+        Publishes from other threads write at once (paho does when no loop thread of its own runs)."""
+        sel = selectors.DefaultSelector()
+        delay = RECONNECT_MIN_S
+        try:
+            while not stop.is_set():
+                sock = self.client.socket()
+                if sock is None:
+                    try:
+                        self.client.reconnect()
+                        delay = RECONNECT_MIN_S
+                    except (OSError, ValueError) as exc:
+                        self._complain("connect", f"cannot reach the broker at {self.cfg.host}:{self.cfg.port}: "
+                                                  f"{type(exc).__name__}: {exc}; retrying in {delay:.0f} s")
+                        stop.wait(delay)
+                        delay = min(RECONNECT_MAX_S, delay * 2)
+                    continue
+                rc = mqtt.MQTT_ERR_SUCCESS
+                if getattr(sock, "pending", lambda: 0)():  # TLS bytes already decrypted: no event will come
+                    rc = self.client.loop_read()
+                else:
+                    events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.client.want_write() else 0)
+                    try:
+                        sel.register(sock, events)
+                        ready = sel.select(NETWORK_POLL_S)
+                    except (OSError, ValueError):  # closed under us: the next round reconnects
+                        ready = []
+                    finally:
+                        with contextlib.suppress(KeyError, ValueError, OSError):
+                            sel.unregister(sock)
+                    for _, mask in ready:
+                        if mask & selectors.EVENT_READ:
+                            rc = self.client.loop_read()
+                        if rc == mqtt.MQTT_ERR_SUCCESS and mask & selectors.EVENT_WRITE:
+                            rc = self.client.loop_write()
+                if rc == mqtt.MQTT_ERR_SUCCESS:
+                    self.client.loop_misc()  # keepalive pings, and a broker that stopped answering
+                elif self.client.socket() is None:
+                    stop.wait(delay)  # lost: wait before reconnecting, as paho's own loop does
+                    delay = min(RECONNECT_MAX_S, delay * 2)
+        finally:
+            sel.close()
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:

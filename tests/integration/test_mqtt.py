@@ -14,6 +14,7 @@ import math
 import random
 import re
 import threading
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -551,7 +552,7 @@ def test_500_fuzzed_commands_never_reach_an_actor_with_a_bad_argument(fleet: Fle
     light(fleet, 7, {"state": "OFF"}, [0, 0, 0], {"state": "OFF"})
     assert bridge.connected
     assert all(t.is_alive() for t in bridge._threads)
-    assert bridge.client._thread is not None and bridge.client._thread.is_alive()
+    assert bridge._net is not None and bridge._net.is_alive()
     with urllib.request.urlopen(fleet.cluster.url("/api/readings"), timeout=10) as res:
         assert {n["name"] for n in json.loads(res.read())["nodes"]} >= set(NODES)
     print(f"fuzz: {len(sent)} sent, {delivered} to the bridge's topics, {refused} refused, "
@@ -594,3 +595,41 @@ def test_a_node_offline_at_the_hub_shows_unavailable(fleet: Fleet) -> None:
     finally:
         fleet.start_pizero()
     wait_for(lambda: fleet.sub.text(topic) == "online", timeout=30, what=f"{topic} online again")
+
+
+# -- h. a hub holding more than a thousand descriptors --------------------------------------------
+def test_the_bridge_works_on_a_descriptor_above_1023(broker: Mosquitto, tmp_path) -> None:
+    """A hub keeps a connection per spoke, so a broker (re)connect can get a descriptor select()
+    cannot watch; paho's own loop waits in select(), the bridge's network loop does not."""
+    import os
+    import resource
+
+    from actors.hub.state import Hub
+    from actors.hub.store import Store
+    from actors.node.config import MqttConfig
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the open-files limit ({hard}) leaves no descriptor above 1023")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    sub = Subscriber(HOST, broker.port, ("lowfd/#",)).start()  # paho's own loop: its socket must stay low
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # as a thousand spokes' connections
+    hub = Hub(Store(tmp_path / "hub.sqlite3"))
+    bridge = MqttBridge(MqttConfig(HOST, broker.port, base_topic="lowfd", client_id="harvester-highfd"), hub, "hub",
+                        lambda *a, **k: None)
+    try:
+        bridge.start()
+        wait_for(lambda: bridge.connected, timeout=20, what="the bridge connected")
+        assert bridge.client.socket().fileno() > 1023
+        wait_for(lambda: sub.text("lowfd/bridge/status") == "online", timeout=20, what="the bridge's status")
+        hub.hello({"node": "sp1", "push_interval": 1.0})
+        hub.push([{"node": "sp1", "seq": 1, "readings": [
+            {"sensor": "dht22", "quantity": "temperature", "value": 21.5, "unit": "°C", "ts": time.time()}]}])
+        wait_for(lambda: sub.text("lowfd/sp1/dht22/temperature") == "21.5", timeout=20,
+                 what="a reading published over the high descriptor")
+    finally:
+        bridge.stop()
+        sub.close()
+        hub.store.close()
+        for fd in held:
+            os.close(fd)
