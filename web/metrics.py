@@ -130,6 +130,14 @@ def _nodes(out: Exposition, nodes: list[dict[str, Any]]) -> None:
         if node.get("clock_offset") is not None:
             out.add("harvester_node_clock_offset_seconds", "gauge", "The node's clock minus the hub's.",
                     node["clock_offset"], node=name)
+        if isinstance(node.get("clock_synced"), bool):
+            out.add("harvester_node_clock_synced", "gauge",
+                    "1 when the node's kernel reports its clock synchronised (adjtimex).", int(node["clock_synced"]),
+                    node=name)
+        if isinstance(node.get("restarts"), int):
+            out.add("harvester_node_restarts_total", "counter",
+                    "Restarts of the node seen by this hub since it started (a new boot id in its hello).",
+                    node["restarts"], node=name)
         for actor, health in sorted((node.get("actors") or {}).items()):
             out.add("harvester_actor_up", "gauge", "1 when the actor's device is available (from the hub's probe).",
                     health.get("state") == "ok", node=name, actor=actor)
@@ -145,6 +153,13 @@ def _nodes(out: Exposition, nodes: list[dict[str, Any]]) -> None:
             if isinstance(outbox.get("disk_full"), bool):
                 out.add("harvester_outbox_disk_full", "gauge",
                         "1 while the spoke's disk refuses writes to its outbox.", int(outbox["disk_full"]), node=name)
+            for key, metric, text in (
+                    ("held_unsynced", "harvester_outbox_unsynced_batches",
+                     "Batches the spoke holds until its clock is synchronised."),
+                    ("rejected_batches", "harvester_outbox_rejected_batches",
+                     "Batches the hub refused for good, kept aside in the spoke's outbox.")):
+                if isinstance(outbox.get(key), int):
+                    out.add(metric, "gauge", text, outbox[key], node=name)
             if isinstance(outbox.get("dropped_batches"), int):
                 out.add("harvester_outbox_dropped_batches_total", "counter",
                         "Batches the spoke's full outbox dropped (oldest first).", outbox["dropped_batches"], node=name)

@@ -70,6 +70,10 @@ def test_metrics_fleet_in_base_units(cluster, pi4):
     assert value(samples, "harvester_reading_stale", node="pi4", sensor="dht22", quantity="temperature") == 0
     assert value(samples, "harvester_outbox_pending_batches", node="pi4") >= 0
     assert value(samples, "harvester_outbox_dropped_batches_total", node="pi4") == 0
+    assert value(samples, "harvester_outbox_unsynced_batches", node="pi4") == 0
+    assert value(samples, "harvester_outbox_rejected_batches", node="pi4") == 0
+    assert value(samples, "harvester_node_clock_synced", node="pi4") == 1  # mock mode: the emulated clock is set
+    assert value(samples, "harvester_node_restarts_total", node="pi4") == 0
     assert value(samples, "harvester_hub_readings_stored_total") > 0
     assert value(samples, "harvester_hub_rejected_pushes_total") == 0
     assert value(samples, "harvester_plugin_traps_total", node="pi4", plugin="room_temperature") == 0
