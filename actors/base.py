@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, overload
 
-from Pyro5.api import expose
+from Pyro5.server import expose
 
 from actors.errors import BadRequest, Busy
 from hal.errors import ActuatorArgumentError

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from Pyro5 import errors as pyro_errors
-from Pyro5.api import Proxy
+from Pyro5.client import Proxy
 
 from actors.errors import UnknownActor  # importing it also registers typed remote errors
 from hal.names import PREFIX, object_name

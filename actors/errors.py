@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from Pyro5.api import register_class_to_dict, register_dict_to_class
+# Pyro5.serializers, not Pyro5.api: the api module also imports the name server (0.5 MB a spoke never uses)
+from Pyro5.serializers import SerializerBase
 
 from hal import errors as hal_errors
 
@@ -60,8 +61,8 @@ def _exc_to_dict(exc: BaseException) -> dict[str, Any]:
 
 def _register(cls: type[BaseException]) -> None:
     name = f"{cls.__module__}.{cls.__qualname__}"
-    register_class_to_dict(cls, _exc_to_dict)
-    register_dict_to_class(name, lambda _name, data, cls=cls: cls(*data.get("args", [])))
+    SerializerBase.register_class_to_dict(cls, _exc_to_dict)
+    SerializerBase.register_dict_to_class(name, lambda _name, data, cls=cls: cls(*data.get("args", [])))
 
 
 def register_remote_errors() -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from Pyro5 import errors
-from Pyro5.api import Proxy
+from Pyro5.client import Proxy
 
 from hal.names import PREFIX, object_name
 

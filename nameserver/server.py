@@ -9,8 +9,8 @@ from pathlib import Path
 from Pyro5 import config
 from Pyro5.nameserver import AutoCleaner
 
+from nameserver.guarded import HarvesterNameServerDaemon
 from nameserver.pyro import check_bind, configure
-from nameserver.security import HarvesterNameServerDaemon
 
 log = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ class HealthProbe:
     def _hub(self) -> Any:
         """The hub's aggregator, found by its tags (or the hub's name) in the name server."""
         if self._aggregator is None:
-            from Pyro5.api import Proxy
+            from Pyro5.client import Proxy
 
             from actors.client import ActorHandle
             from nameserver.registry import find_aggregator, ns_uri

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from Pyro5.api import Daemon, expose
+from Pyro5.server import Daemon, expose
 
 from actors.base import Actor
 from actors.devices.sensor import SensorActor

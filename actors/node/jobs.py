@@ -255,7 +255,7 @@ class JobsActor(Actor):
 
 def actor_caller(ns_host: str, ns_port: int) -> Callable[[str, str, tuple, dict, float], Any]:
     """Call `method` on actor `name` with a timeout and no retries (jobs may command actuators)."""
-    from Pyro5.api import Proxy
+    from Pyro5.client import Proxy
 
     def call(name: str, method: str, args: tuple, kwargs: dict, timeout: float) -> Any:
         with Proxy(f"PYRONAME:{name}@{ns_host}:{ns_port}") as proxy:

@@ -104,7 +104,7 @@ class Heartbeat:
 
 def agent_probe(agent: Any, timeout: float = 3.0) -> Callable[[], bool]:
     """A probe that calls ping() on the node's own agent actor through its Pyro5 daemon."""
-    from Pyro5.api import Proxy
+    from Pyro5.client import Proxy
 
     from hal.names import object_name
 

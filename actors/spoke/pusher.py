@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from Pyro5 import errors as pyro_errors
-from Pyro5.api import Proxy
+from Pyro5.client import Proxy
 
 from actors.errors import BadRequest
 from actors.spoke.outbox import Outbox

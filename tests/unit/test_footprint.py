@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HUB_ONLY = ("actors.hub", "actors.hub.state", "actors.hub.store", "actors.hub.tokens", "web", "hmac", "secrets",
-            "paho", "pysyncobj")
+            "paho", "pysyncobj", "Pyro5.nameserver", "nameserver.guarded")
 # What APScheduler's package and the standard library's conveniences would load, and a node
 # never uses (about 7 MB of a Pi Zero's 30): the scheduler is actors.node.scheduler, the package
 # version is read without importlib.metadata, files are written without tempfile, and argparse
@@ -51,8 +51,8 @@ def test_a_spoke_agent_never_imports_hub_modules(tmp_path):
 
 def test_a_hub_agent_does_import_them(tmp_path):
     """The same probe sees the hub's modules on a hub, so the spoke test above can fail."""
-    assert build_and_list("actors/cli/demo_configs/hub.toml", tmp_path, HUB_ONLY[:4]) == \
-        "actors.hub actors.hub.state actors.hub.store actors.hub.tokens"
+    assert build_and_list("actors/cli/demo_configs/hub.toml", tmp_path, (*HUB_ONLY[:4], "Pyro5.nameserver")) == \
+        "Pyro5.nameserver actors.hub actors.hub.state actors.hub.store actors.hub.tokens"
 
 
 def test_a_hub_imports_paho_only_with_an_mqtt_table(tmp_path):

@@ -19,8 +19,9 @@ from actors.cli import certs
 from actors.node.agent import NodeAgent
 from actors.node.config import ConfigError, load_config, parse_config
 from nameserver import security
+from nameserver.guarded import GuardedNameServer
 from nameserver.pyro import InsecureBindError, check_bind
-from nameserver.security import GuardedNameServer, Identity, TlsConfigError, TlsFiles, identity_from_cert
+from nameserver.security import Identity, TlsConfigError, TlsFiles, identity_from_cert
 
 MINIMAL = {"node": {"name": "pi4", "role": "spoke", "state_dir": "/tmp/x"}, "hub": {"host": "127.0.0.1"}}
 
