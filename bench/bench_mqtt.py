@@ -2,8 +2,9 @@
 
 The machinery is loadgen's: a real hub process (bench.loadgen.start_hub, here with an [mqtt]
 table pointing at a mosquitto the bench starts on a loopback port) pinned to its own CPU
-(loadgen.separate_cpus), simulated spokes pushing over Pyro5 on a fresh connection per push as
-the agent does, hub RSS and CPU from /proc (loadgen.hub_usage). The broker and a subscriber on
+(loadgen.separate_cpus), simulated spokes pushing over Pyro5 on a fresh connection per push (the
+agent now keeps its connection, so its figures are conservative: the off/on difference is the
+bridge's), hub RSS and CPU from /proc (loadgen.hub_usage). The broker and a subscriber on
 `#` (a child process, so the broker delivers everything, as to Home Assistant) run on the load
 generator's CPU: the figures are the hub process's own.
 
