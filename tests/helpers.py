@@ -121,13 +121,11 @@ def hub_db(path: Path | str) -> sqlite3.Connection:
 
     The hub moves logged batches into samples behind its acknowledgement (and before its own
     queries); a test reading the file from outside sees both, as of one moment."""
-    import msgpack
+    from actors.hub.store import logged_samples
 
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     db.execute("BEGIN")  # a read snapshot: a batch being moved meanwhile is counted once
-    logged = [(sid, ts, value, quality, reason, seq, received)
-              for seq, received, packed in db.execute("SELECT seq, received, rows FROM ingest_log")
-              for sid, ts, value, quality, reason in msgpack.unpackb(packed)]
+    logged = logged_samples(db.execute("SELECT id, seq, received, rows FROM ingest_log"))
     db.execute("CREATE TEMP TABLE logged (series, ts, value, quality, reason, seq, received)")
     db.executemany("INSERT INTO temp.logged VALUES (?,?,?,?,?,?,?)", logged)
     db.execute("CREATE TEMP VIEW readings AS SELECT s.node, s.sensor, s.quantity, x.ts, x.value, s.unit, x.quality, "

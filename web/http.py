@@ -35,12 +35,9 @@ def as_json(body: Any, status: int = 200) -> str:
     return json.dumps(body, allow_nan=False, ensure_ascii=False)
 
 
-class RawJson(str):
-    """A body an `api` route already serialised (by as_json's rules): sent as it is."""
-
-
 class RawJsonBytes(bytes):
-    """The same, already encoded as UTF-8: a megabyte body is not encoded again per request."""
+    """A body an `api` route already serialised (by as_json's rules) and encoded as UTF-8: sent as
+    it is, so a megabyte body is not encoded again per request."""
 
 
 class Csv(str):
@@ -67,10 +64,6 @@ def api(fn: Callable[..., Any]) -> Callable[..., str]:
                 bottle.response.content_type = "application/json"
                 bottle.response.set_header("Cache-Control", "no-store")
                 return bytes(body)  # type: ignore[return-value]  (Bottle sends bytes as they are)
-            if isinstance(body, RawJson):
-                bottle.response.content_type = "application/json"
-                bottle.response.set_header("Cache-Control", "no-store")
-                return str(body)
             if isinstance(body, Csv):
                 bottle.response.content_type = "text/csv; charset=utf-8"
                 bottle.response.set_header("Cache-Control", "no-store")

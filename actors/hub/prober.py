@@ -51,7 +51,6 @@ class SpokeProber:
         self._asked: dict[str, float] = {}  # spoke -> when its agent last answered (monotonic)
         self._nameless: dict[str, tuple[float, Any]] = {}  # spoke -> when its agent was found missing, boot
         self._pool: futures.ThreadPoolExecutor | None = None
-        self.probes = 0  # calls made, for tests and the bench
 
     def due(self) -> list[tuple[str, Any]]:
         """The spokes to probe now, with their boot ids."""
@@ -90,7 +89,6 @@ class SpokeProber:
             proxy._pyroTimeout = PROBE_TIMEOUT
             self._probes[node], self._boots[node] = proxy, boot
         proxy._pyroClaimOwnership()  # each run may probe this node from another pool thread
-        self.probes += 1
         try:
             health = proxy.fleet_health()
         except pyro_errors.NamingError:

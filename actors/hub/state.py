@@ -361,11 +361,6 @@ class Hub:
                      st.reachable, st.info.get("boot"))
                     for n, st in sorted(self._nodes.items()) if st.role != "hub"]
 
-    def spokes(self) -> list[str]:
-        """Nodes other than the hub, to probe."""
-        with self._lock:
-            return sorted(n for n, st in self._nodes.items() if st.role != "hub")
-
     def snapshot(self) -> dict[str, Any]:
         """Every node with liveness and each sensor's latest quantities (the /api/readings body).
 
@@ -376,14 +371,11 @@ class Hub:
         return {"ts": now, "nodes": [e.view for e in entries]}
 
     def snapshot_json(self) -> str:
-        """json.dumps(snapshot()), character for character, encoding only the nodes that changed."""
-        now = self._clock()
-        with self._lock:
-            entries = self._views.views(self._nodes, self._latest, now)
-        return f'{{"ts": {json.dumps(now)}, "nodes": [{", ".join(e.json() for e in entries)}]}}'
+        """json.dumps(snapshot()), character for character (snapshot_bytes, decoded)."""
+        return self.snapshot_bytes().decode()
 
     def snapshot_bytes(self) -> bytes:
-        """snapshot_json() as UTF-8, joined from each node's encoded view (GET /api/readings)."""
+        """The snapshot as UTF-8 JSON, joined from each node's view encoded once per change (GET /api/readings)."""
         now = self._clock()
         with self._lock:
             entries = self._views.views(self._nodes, self._latest, now)

@@ -134,15 +134,20 @@ INDEX_DELAY_S = 0.05
 log = logging.getLogger(__name__)
 
 
+def logged_samples(logged: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """ingest_log rows (id, seq, received, rows) as samples rows (series, ts, value, quality, reason, seq, received)."""
+    return [(sid, ts, value, quality, reason, seq, received)
+            for _, seq, received, packed in logged
+            for sid, ts, value, quality, reason in msgpack.unpackb(packed)]
+
+
 def index_log(db: sqlite3.Connection, limit: int = INDEX_CHUNK) -> int:
     """Move up to `limit` logged batches into samples, oldest first, in the caller's transaction;
     returns how many. The rows leave the log in the same transaction: none is moved twice."""
     logged = db.execute("SELECT id, seq, received, rows FROM ingest_log ORDER BY id LIMIT ?", (limit,)).fetchall()
     if not logged:
         return 0
-    db.executemany(INSERT_SAMPLE, [(sid, ts, value, quality, reason, seq, received)
-                                   for _, seq, received, packed in logged
-                                   for sid, ts, value, quality, reason in msgpack.unpackb(packed)])
+    db.executemany(INSERT_SAMPLE, logged_samples(logged))
     db.execute("DELETE FROM ingest_log WHERE id <= ?", (logged[-1][0],))
     return len(logged)
 
