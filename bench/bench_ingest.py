@@ -48,8 +48,13 @@ def _serve(kind: str, state: str, ready: Any) -> None:
             def push(self, batches: list[dict[str, Any]], sent_at: float | None = None) -> dict[str, Any]:
                 return {"acked": [b["seq"] for b in batches], "duplicates": 0, "hello": []}
 
+        from actors.hub.role import tune_gc
+
         daemon = Daemon(host="127.0.0.1", port=0)
         obj = AggregatorActor("hub", Hub(Store(Path(state) / "hub.sqlite3"))) if kind == "pyro" else BareActor()
+        # the collector as a running hub sets it (HubRole does), for both servers: the ratio
+        # measures the hub's work, not a difference in collector settings
+        tune_gc()
         uri = daemon.register(obj, objectId="agg")
         ready.put(str(uri))
         daemon.requestLoop()

@@ -228,12 +228,29 @@ def _viewers(web: int, viewers: int, seconds: float, out: Any) -> None:
     out.put((dash_ms, errors_seen))
 
 
+def children(pid: int) -> list[int]:
+    """The processes a process started, and theirs (the hub's store indexer is one)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out += [int(entry), *children(int(entry))]
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+    return out
+
+
 def hub_usage(pid: int) -> tuple[float, float]:
-    """RSS (MB) and total CPU seconds of a process."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = int([ln for ln in status.splitlines() if ln.startswith("VmRSS")][0].split()[1]) / 1024
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """RSS (MB) and total CPU seconds of a process and the processes it started."""
+    rss = cpu = 0.0
+    for one in [pid, *children(pid)]:
+        try:
+            status = Path(f"/proc/{one}/status").read_text()
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a child that ended meanwhile
+            continue
+        rss += int([ln for ln in status.splitlines() if ln.startswith("VmRSS")][0].split()[1]) / 1024
+        cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return rss, cpu
 
 
@@ -247,8 +264,9 @@ def separate_cpus(hub_pid: int) -> str:
     if len(cpus) < 2:
         return f"sharing the only CPU ({cpus}) with the load generator"
     hub_cpus, fleet_cpus = {cpus[-1]}, set(cpus[:-1])
-    for task in os.listdir(f"/proc/{hub_pid}/task"):  # threads already running keep their own mask
-        os.sched_setaffinity(int(task), hub_cpus)
+    for pid in [hub_pid, *children(hub_pid)]:  # (a process the hub starts later inherits the mask)
+        for task in os.listdir(f"/proc/{pid}/task"):  # threads already running keep their own mask
+            os.sched_setaffinity(int(task), hub_cpus)
     os.sched_setaffinity(0, fleet_cpus)
     return f"hub on CPU {cpus[-1]}, load generator on CPU {','.join(map(str, sorted(fleet_cpus)))}"
 

@@ -115,20 +115,37 @@ def write_node_config(path: Path, name: str, role: str, ns_port: int, *, profile
     return path
 
 
+def store_ro(path: Path | str) -> sqlite3.Connection:
+    """A read-only connection to a hub's store with its samples file attached (as the hub has it)."""
+    from actors.hub.indexer import data_path
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    db.execute("ATTACH ? AS data", (f"file:{data_path(path)}?mode=ro",))
+    return db
+
+
 def hub_db(path: Path | str) -> sqlite3.Connection:
     """A read-only connection to a (running) hub's store whose `readings` holds every acknowledged
     reading: the ones already in samples and the ones still in the ingest log, read in one snapshot.
 
-    The hub moves logged batches into samples behind its acknowledgement (and before its own
-    queries); a test reading the file from outside sees both, as of one moment."""
-    from actors.hub.store import logged_samples
+    The hub's indexer moves logged batches into samples (in the file beside the store's)
+    behind the acknowledgement; a test reading the files from outside sees both, counted once:
+    the log is read first, then samples with the indexer's mark, and a log row at or below the
+    mark is already in samples."""
+    import msgpack
 
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    db.execute("BEGIN")  # a read snapshot: a batch being moved meanwhile is counted once
-    logged = logged_samples(db.execute("SELECT id, seq, received, rows FROM ingest_log"))
-    db.execute("CREATE TEMP TABLE logged (series, ts, value, quality, reason, seq, received)")
-    db.executemany("INSERT INTO temp.logged VALUES (?,?,?,?,?,?,?)", logged)
+    db = store_ro(path)
+    db.execute("BEGIN")
+    logged = db.execute("SELECT id, received, batches FROM main.ingest_log").fetchall()
+    (moved,) = db.execute("SELECT log_id FROM data.moved").fetchone()
+    units = {(n, s, q): u for n, s, q, u in db.execute("SELECT node, sensor, quantity, unit FROM series")}
+    rows = [(node, sensor, quantity, ts, value, units[node, sensor, quantity], quality, reason, seq, received)
+            for i, received, packed in logged if i > moved
+            for node, seq, batch in msgpack.unpackb(packed)
+            for sensor, quantity, value, _, ts, quality, reason in batch]
+    db.execute("CREATE TEMP TABLE logged (node, sensor, quantity, ts, value, unit, quality, reason, seq, received)")
+    db.executemany("INSERT INTO temp.logged VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
     db.execute("CREATE TEMP VIEW readings AS SELECT s.node, s.sensor, s.quantity, x.ts, x.value, s.unit, x.quality, "
-               "x.reason, x.seq, x.received FROM (SELECT series, ts, value, quality, reason, seq, received "
-               "FROM main.samples UNION ALL SELECT * FROM temp.logged) x JOIN main.series s ON s.id = x.series")
+               "x.reason, x.seq, x.received FROM data.samples x JOIN main.series s ON s.id = x.series "
+               "UNION ALL SELECT * FROM temp.logged")
     return db

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import HOST, free_port, wait_for
+from tests.helpers import HOST, free_port, store_ro, wait_for
 
 BINARY = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
 
@@ -100,9 +100,7 @@ class Victoria:
 
 def expected_samples(db_path: Path, upto: int | None = None) -> list[tuple[tuple[tuple[str, str], ...], int, float]]:
     """What a hub's store should have put in the engine: one sample per reading (up to samples.id `upto`)."""
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)) as db:
+    with contextlib.closing(store_ro(db_path)) as db:
         rows = db.execute("SELECT s.node, s.sensor, s.quantity, s.unit, x.quality, x.ts, x.value FROM samples x "
                           "JOIN series s ON s.id = x.series WHERE x.id <= ?", (upto or 2**62,)).fetchall()
     out = []
@@ -116,9 +114,7 @@ def expected_samples(db_path: Path, upto: int | None = None) -> list[tuple[tuple
 
 def exported_upto(db_path: Path, target: str) -> tuple[int, int]:
     """(the target's cursor, the highest samples.id) in a hub's store."""
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)) as db:
+    with contextlib.closing(store_ro(db_path)) as db:
         row = db.execute("SELECT cursor FROM export_state WHERE name = ?", (target,)).fetchone()
         (top,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()
     return (row[0] if row else 0), top

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from actors.hub.indexer import data_path
 from actors.node.config import ExportTarget
 
 log = logging.getLogger(__name__)
@@ -362,6 +363,7 @@ class Exporter:
         if self._db is None:
             self._db = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute("ATTACH ? AS data", (f"file:{data_path(self._db_path)}?mode=ro",))
         return self._db
 
     def _read(self, after: int, limit: int) -> list[Sample]:

@@ -25,7 +25,7 @@ class StoreHousekeeping:
     _floor: dict[str, int]
 
     if TYPE_CHECKING:
-        def _transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _transaction(self, samples: bool = False) -> AbstractContextManager[sqlite3.Connection]: ...
         def settle(self) -> None: ...
 
     def _lower_holdings(self, floors: dict[str, int]) -> None:
@@ -126,7 +126,7 @@ class StoreHousekeeping:
         """Delete raw readings and rollups older than their retention."""
         self.settle()
         now = time.time() if now is None else now
-        with self._transaction() as db:
+        with self._transaction(samples=True) as db:
             # What an export target has not sent yet is counted as lost to it before it goes.
             db.execute("UPDATE export_state SET lost = lost + (SELECT COUNT(*) FROM samples WHERE ts < ? "
                        "AND id > export_state.cursor AND id < (SELECT MAX(id) FROM samples)), updated = ?",

@@ -1,14 +1,16 @@
 """The hub's SQLite store: raw readings, per-node sequence state, the node registry,
 1-minute and 1-hour rollups, alert events. One writer connection, WAL, one commit per push.
 
-A push commits each new batch as one row of `ingest_log` (its readings packed with msgpack,
-series already resolved), with the node's seq, in one `synchronous=FULL` transaction, and is
-acknowledged after it. Inserting every reading into `samples` and its (series, ts) index cost
-two thirds of a push's time in SQLite; an indexer thread now moves logged batches into
-`samples` behind the acknowledgement, many at a time, in transactions that move them and
-delete them from the log together. A crash leaves the log rows of the batches not yet moved,
-and the next start moves them. Every query that reads `samples` moves what is logged first,
-so the store answers as if each push had inserted its readings itself."""
+A push commits each new batch as one row of `ingest_log` (its checked readings packed with
+msgpack), with the node's seq, in one `synchronous=FULL` transaction, and is acknowledged
+after it. The readings themselves, with their (series, ts) index, live in a second file
+beside the store's (`hub.samples.sqlite3` beside `hub.sqlite3`), which the indexer process
+(actors.hub.indexer) fills from the log behind the acknowledgement. This connection attaches
+that file as `data`, so every query names `samples` as before. A crash leaves the log rows not
+yet durably moved, and the indexer moves them at the next start. Every query that reads
+`samples` first waits until what was logged is moved, so the store answers as if each push
+had inserted its readings itself.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,9 +30,13 @@ import msgpack
 from actors.errors import StoreFull
 from actors.hub.holdings import Interval, SeqSet
 from actors.hub.housekeeping import STEPS, StoreHousekeeping
+from actors.hub.indexer import DATA_SCHEMA, IndexerProcess, data_path
 from actors.hub.notify_log import NotifyLog
 
-SCHEMA_VERSION = 2
+# 3: samples moved to the file beside the store's (a version-2 store is migrated at open; the
+# previous release refuses a version-3 store instead of showing it without its readings)
+SCHEMA_VERSION = 3
+MIGRATES_FROM = 2
 # Columns added since the schema version last changed, added in place where missing. An
 # added column keeps the version, so the previous release still opens the file when a
 # deploy rolls back to it (its statements name their columns; the new one is left NULL).
@@ -37,27 +44,17 @@ ADDED_COLUMNS = {
     # events that came in a batch keep its seq, so an alert-only batch is accounted for
     ("alert_events", "seq"): "INTEGER",
 }
+INGEST_LOG = "CREATE TABLE IF NOT EXISTS ingest_log (id INTEGER PRIMARY KEY, received REAL NOT NULL, batches BLOB NOT NULL)"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY, node TEXT NOT NULL, sensor TEXT NOT NULL, quantity TEXT NOT NULL,
     unit TEXT NOT NULL, UNIQUE (node, sensor, quantity)
 );
-CREATE TABLE IF NOT EXISTS samples (
-    -- rollups track what is new by id; ids are never reused because retention never
-    -- deletes the newest row (AUTOINCREMENT would guarantee it at ~2 us per insert)
-    id INTEGER PRIMARY KEY,
-    series INTEGER NOT NULL REFERENCES series (id), ts REAL NOT NULL, value REAL,
-    quality TEXT NOT NULL, reason TEXT, seq INTEGER NOT NULL, received REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS samples_series_ts ON samples (series, ts);
-CREATE VIEW IF NOT EXISTS readings AS
-    SELECT s.node, s.sensor, s.quantity, x.ts, x.value, s.unit, x.quality, x.reason, x.seq, x.received
-    FROM samples x JOIN series s ON s.id = x.series;
 CREATE TABLE IF NOT EXISTS node_seq (node TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
--- Acknowledged batches not yet in samples: rows = msgpack [[series, ts, value, quality, reason], ...]
-CREATE TABLE IF NOT EXISTS ingest_log (
-    id INTEGER PRIMARY KEY, node TEXT NOT NULL, seq INTEGER NOT NULL, received REAL NOT NULL, rows BLOB NOT NULL
-);
+-- What each push logged, until the indexer has durably moved it into samples (the newest row
+-- stays, so that ids are never reused): batches = msgpack [[node, seq, [[sensor, quantity,
+-- value, unit, ts, quality, reason], ...]], ...], one row per push
+@INGEST_LOG@;
 CREATE TABLE IF NOT EXISTS nodes (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, profile TEXT NOT NULL, push_interval REAL NOT NULL,
     last_seen REAL, clock_offset REAL, info TEXT NOT NULL DEFAULT '{}'
@@ -121,35 +118,14 @@ CREATE TABLE IF NOT EXISTS daily_summaries (
     min REAL NOT NULL, mean REAL NOT NULL, max REAL NOT NULL, n INTEGER NOT NULL, alerts INTEGER NOT NULL,
     PRIMARY KEY (day, node, sensor, quantity)
 );
-"""
-INSERT_SAMPLE = "INSERT INTO samples (series, ts, value, quality, reason, seq, received) VALUES (?,?,?,?,?,?,?)"
-INSERT_LOG = "INSERT INTO ingest_log (node, seq, received, rows) VALUES (?,?,?,?)"
+""".replace("@INGEST_LOG@", INGEST_LOG)
+INSERT_LOG = "INSERT INTO ingest_log (received, batches) VALUES (?,?)"
 SEEN_WRITE_S = 30.0  # how stale a node's last_seen on disk may get while it pushes
-# Batches moved from the log per indexing transaction: enough to amortise its commit, few enough
-# that a push waiting for the store lock waits a few milliseconds at most.
-INDEX_CHUNK = 200
-# The indexer waits this long for more batches (unless a chunk's worth is logged): a fleet of
-# small pushes is moved a few dozen batches per transaction, not one.
-INDEX_DELAY_S = 0.05
+# How long a reader waits for the indexer to move what was logged before it answers with what
+# was moved (a hub restarted behind a long outage moves about 40,000 batches a second here).
+SETTLE_TIMEOUT_S = 30.0
+_SERIES_OF = itemgetter(0, 1, 3)  # a Row's (sensor, quantity, unit)
 log = logging.getLogger(__name__)
-
-
-def logged_samples(logged: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """ingest_log rows (id, seq, received, rows) as samples rows (series, ts, value, quality, reason, seq, received)."""
-    return [(sid, ts, value, quality, reason, seq, received)
-            for _, seq, received, packed in logged
-            for sid, ts, value, quality, reason in msgpack.unpackb(packed)]
-
-
-def index_log(db: sqlite3.Connection, limit: int = INDEX_CHUNK) -> int:
-    """Move up to `limit` logged batches into samples, oldest first, in the caller's transaction;
-    returns how many. The rows leave the log in the same transaction: none is moved twice."""
-    logged = db.execute("SELECT id, seq, received, rows FROM ingest_log ORDER BY id LIMIT ?", (limit,)).fetchall()
-    if not logged:
-        return 0
-    db.executemany(INSERT_SAMPLE, logged_samples(logged))
-    db.execute("DELETE FROM ingest_log WHERE id <= ?", (logged[-1][0],))
-    return len(logged)
 
 
 class Row(NamedTuple):
@@ -210,14 +186,13 @@ class Store(StoreHousekeeping, NotifyLog):
         self._floor: dict[str, int] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._logged = threading.Condition()  # guards the two below; wakes the indexer
-        self._pending = 0  # batches in ingest_log (this process's count)
+        self._last_logged = 0  # the newest ingest_log id committed
         self._seen_written: dict[str, float] = {}  # node -> the last_seen this store last wrote for it
         self._group = threading.Condition()  # guards the two below: pushes waiting to commit together
         self._queue: list[_Commit] = []
         self._committing = False
-        self._indexer: threading.Thread | None = None
         self._closed = False
+        self.max_pages = 0
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # The hub acknowledges a batch only after this commit; FULL makes the ack mean
@@ -226,11 +201,17 @@ class Store(StoreHousekeeping, NotifyLog):
         self._db.execute("PRAGMA busy_timeout=5000")
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if version not in (0, SCHEMA_VERSION) or (version == 0 and tables):
+        if version not in (0, MIGRATES_FROM, SCHEMA_VERSION) or (version == 0 and tables):
             self._db.close()
             raise StoreSchemaError(f"{self.path} has store schema {version}, this hub needs {SCHEMA_VERSION}; "
                                    "move the file away to start a new store")
+        self._db.execute("ATTACH ? AS data", (str(data_path(self.path)),))
+        self._db.execute("PRAGMA data.journal_mode=WAL")
+        self._db.execute("PRAGMA data.synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._db.executescript(DATA_SCHEMA)
+        if version == MIGRATES_FROM:
+            self._migrate()
         for (table, column), decl in ADDED_COLUMNS.items():
             if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
@@ -238,10 +219,19 @@ class Store(StoreHousekeeping, NotifyLog):
         if max_mb:
             # a size cap behaves exactly like a full disk (SQLITE_FULL), by the operator's choice
             (page,) = self._db.execute("PRAGMA page_size").fetchone()
-            self._db.execute(f"PRAGMA max_page_count = {max(16, int(max_mb * 1024 * 1024 / page))}")
+            self.max_pages = max(16, int(max_mb * 1024 * 1024 / page))
+            self._db.execute(f"PRAGMA max_page_count = {self.max_pages}")
+            self._db.execute(f"PRAGMA data.max_page_count = {self.max_pages}")
         self._series: dict[tuple[str, str, str], int] = {
             (n, s, q): i for i, n, s, q in self._db.execute("SELECT id, node, sensor, quantity FROM series")}
-        (self._pending,) = self._db.execute("SELECT COUNT(*) FROM ingest_log").fetchone()
+        (self._last_logged,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM ingest_log").fetchone()
+        if not self._last_logged:  # a clean stop emptied the log: its ids start again at 1
+            self._db.execute("UPDATE data.moved SET log_id = 0")
+        (moved,) = self._db.execute("SELECT log_id FROM data.moved").fetchone()
+        self._prune_to = self._pruned = 0  # log ids: moved durably, and deleted
+        self._indexer = IndexerProcess(self.path, moved, self._durable, self.max_pages)
+        if self._last_logged > moved:  # a crash left batches logged: move them now
+            self._indexer.wake()
         if keep_batches:
             self._floor = dict(self._db.execute("SELECT node, seq FROM batch_floor"))
             # runs of consecutive seqs per node ("gaps and islands"), one scan in SQLite
@@ -269,26 +259,44 @@ class Store(StoreHousekeeping, NotifyLog):
         return [(sid(node, r.sensor, r.quantity, r.unit), r.ts, r.value, r.quality, r.reason, seq, received)
                 for r in rows]
 
-    def _packed(self, node: str, rows: list[Row]) -> bytes:
-        """A batch's readings as its log row holds them (series resolved: the log names no strings)."""
-        sid = self._series_id
-        return msgpack.packb([(sid(node, r.sensor, r.quantity, r.unit), r.ts, r.value, r.quality, r.reason)
-                              for r in rows])
+    def _ensure_series(self, logged: list[tuple[str, int, list[Row]]]) -> None:
+        """Every series of the logged batches has its row first (the indexer looks them up).
+
+        The log row holds the checked rows as they are, packed in one call; resolving each
+        reading's series id here cost a Python step per reading on the push's path."""
+        per_node: dict[str, set[tuple[str, str, str]]] = {}
+        for node, _, rows in logged:
+            keys = per_node.get(node)
+            if keys is None:
+                keys = per_node[node] = set()
+            keys.update(map(_SERIES_OF, rows))
+        known = self._series
+        for node, keys in per_node.items():
+            for sensor, quantity, unit in keys:
+                if (node, sensor, quantity) not in known:
+                    self._series_id(node, sensor, quantity, unit)
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """Every write: under the lock, BEGIN IMMEDIATE ... COMMIT, or roll back and re-raise."""
-        with self._lock, self._write() as db:
+    def _transaction(self, samples: bool = False) -> Iterator[sqlite3.Connection]:
+        """Every write: under the lock, BEGIN ... COMMIT, or roll back and re-raise (see _write)."""
+        with self._lock, self._write(samples) as db:
             yield db
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT (the caller holds the lock), or roll back and re-raise.
+    def _write(self, samples: bool = False) -> Iterator[sqlite3.Connection]:
+        """BEGIN ... COMMIT (the caller holds the lock), or roll back and re-raise.
+
+        This connection is the only writer of the store's file, so a deferred BEGIN never meets
+        another writer there. A transaction that writes samples (`samples=True`) shares that
+        file with the indexer, and begins IMMEDIATE to wait for the indexer's lock up front: a
+        deferred one that read samples first would fail outright if the indexer committed
+        meanwhile. IMMEDIATE takes the write lock of every attached file, so the pushes'
+        transactions must not: each would wait for the indexer's current move.
 
         SQLITE_FULL (a full disk, or the store.max_mb cap) becomes StoreFull, so every
         caller (a push, the hub's own readings, housekeeping) refuses the same clear way."""
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE" if samples else "BEGIN")
             yield self._db
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as exc:  # "database or disk is full" and friends
@@ -302,66 +310,77 @@ class Store(StoreHousekeeping, NotifyLog):
             self._rollback()
             raise
 
-    # -- the ingest log's indexer ---------------------------------------------------------
-    def flush(self) -> int:
-        """Move every logged batch into samples now; returns how many. Readers call it first.
+    def _migrate(self) -> None:
+        """A version-2 store: its samples move to the file beside it, and batches still in its
+        ingest log (one row per batch, series resolved) into samples, before the log takes
+        this version's rows (one per push, series by name).
 
-        Its transactions commit with synchronous=NORMAL: what they write is already durable
-        in the log, and a move lost to a power cut is lost together with the log rows' deletion,
-        so the next start moves those batches again."""
-        moved = 0
-        while True:
-            with self._logged:
-                if not self._pending:
-                    return moved
-            with self._lock:
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                try:
-                    with self._write() as db:
-                        n = index_log(db)
-                finally:
-                    self._db.execute("PRAGMA synchronous=FULL")
-            with self._logged:
-                self._pending = max(0, self._pending - n) if n else 0
-            moved += n
+        Copying is idempotent (ids are kept), so a migration cut short runs again at the next start."""
+        (n,) = self._db.execute("SELECT COUNT(*) FROM main.samples").fetchone()
+        log.warning("moving %d stored readings from %s into %s (once, for this release's store layout)",
+                    n, self.path, data_path(self.path))
+        with self._lock, self._write(samples=True) as db:
+            db.execute("INSERT OR IGNORE INTO data.samples SELECT id, series, ts, value, quality, reason, seq, "
+                       "received FROM main.samples")
+            db.executemany("INSERT INTO data.samples (series, ts, value, quality, reason, seq, received) "
+                           "VALUES (?,?,?,?,?,?,?)",
+                           [(sid, ts, value, quality, reason, seq, received)
+                            for seq, received, packed in db.execute("SELECT seq, received, rows FROM ingest_log")
+                            for sid, ts, value, quality, reason in msgpack.unpackb(packed)])
+            db.execute("DROP TABLE ingest_log")
+            db.execute(INGEST_LOG)
+            db.execute("UPDATE data.moved SET log_id = 0")
+            db.execute("DROP VIEW IF EXISTS main.readings")
+            db.execute("DROP TABLE main.samples")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        log.warning("moved %d readings into %s", n, data_path(self.path))
+
+    # -- the ingest log and its indexer ---------------------------------------------------
+    def flush(self, timeout: float = SETTLE_TIMEOUT_S) -> bool:
+        """Wait until every logged batch is in samples: True, or False when the indexer reported a
+        failure (a full disk) or the timeout passed first. Readers call it first."""
+        target = self._last_logged
+        if self._indexer.moved >= target:
+            return True
+        self._indexer.wake(now=True)
+        return self._indexer.wait(target, timeout)
 
     def settle(self) -> None:
         """Readers' first step: what was acknowledged is in samples (a full disk leaves it logged:
         the reader sees what was moved, and the indexer retries)."""
-        try:
-            self.flush()
-        except StoreFull as exc:
-            log.warning("%s", exc)
+        if not self.flush():
+            log.warning("hub store %s: answering with the readings moved so far (%s)", self.path,
+                        self._indexer.error or "the indexer is behind")
 
-    def _logged_batches(self, n: int) -> None:
-        """n batches were committed to the log: count them and wake the indexer (started on first use)."""
-        if not n:
+    def _logged_up_to(self, last: int) -> None:
+        """Log rows up to id `last` were committed: wake the indexer."""
+        if last > self._last_logged:
+            self._last_logged = last
+            self._indexer.wake()
+
+    def _durable(self, durable: int) -> None:
+        """The indexer moved the log durably up to `durable`: those rows may go. The next push
+        deletes them in its own transaction; an idle store deletes them now, unless it is busy."""
+        self._prune_to = durable
+        if not self._lock.acquire(blocking=False):
             return
-        with self._logged:
-            self._pending += n
-            if self._indexer is None and not self._closed:
-                self._indexer = threading.Thread(target=self._index_loop, name="store-indexer", daemon=True)
-                self._indexer.start()
-            if self._pending == n or self._pending >= INDEX_CHUNK:  # the first one waits; a full chunk goes now
-                self._logged.notify()
+        try:
+            if self._closed or self._pruned >= durable:
+                return
+            with self._write() as db:
+                pruned = self._prune(db)
+            self._pruned = pruned
+        except sqlite3.Error as exc:  # noqa: BLE001 (a full disk: the rows wait for the next prune)
+            log.warning("pruning the ingest log failed: %s", exc)
+        finally:
+            self._lock.release()
 
-    def _index_loop(self) -> None:
-        while True:
-            with self._logged:
-                while not self._pending and not self._closed:
-                    self._logged.wait()
-                if self._pending < INDEX_CHUNK and not self._closed:
-                    self._logged.wait(INDEX_DELAY_S)
-                if self._closed:
-                    return
-            try:
-                self.flush()
-            except Exception as exc:  # noqa: BLE001 (a full disk or a closing store: readers flush too)
-                if self._closed:
-                    return
-                log.warning("moving logged batches into samples failed, retrying in 1 s: %s", exc)
-                with self._logged:
-                    self._logged.wait(1.0)
+    def _prune(self, db: sqlite3.Connection) -> int:
+        """(in a transaction) Delete log rows moved durably, but never the newest: its id must
+        not be reused. Returns how far the log is pruned once this commits."""
+        upto = self._prune_to
+        db.execute("DELETE FROM ingest_log WHERE id <= ? AND id < (SELECT MAX(id) FROM ingest_log)", (upto,))
+        return upto
 
     # -- writes ---------------------------------------------------------------------------
     def commit_batches(self, batches: list[Batch], received: float, seen: dict[str, float]) -> list[tuple[str, int]]:
@@ -429,9 +448,12 @@ class Store(StoreHousekeeping, NotifyLog):
             new = [self._commit(db, one.batches, one.received) for one in group]
             if stale:
                 db.executemany("UPDATE nodes SET last_seen = ? WHERE name = ?", stale)
+            tail = self._log_tail(db) if any(new) else 0
+            pruned = self._prune(db) if self._prune_to > self._pruned else self._pruned
+        self._pruned = pruned
         for ts, n in stale:  # after the commit: a rolled-back write is written again next time
             self._seen_written[n] = ts
-        self._logged_batches(sum(len(n) for n in new))
+        self._logged_up_to(tail)
         self._hold([pair for n in new for pair in n])
         return new
 
@@ -442,9 +464,15 @@ class Store(StoreHousekeeping, NotifyLog):
             held = self._held.get(node)
             seq = max(self._last_seqs([node]).get(node, 0), held.maximum() if held else 0) + 1
             new = self._commit(db, [Batch(node, seq, rows, alerts)], received)
-        self._logged_batches(len(new))
+            tail = self._log_tail(db) if new else 0
+        self._logged_up_to(tail)
         self._hold(new)
         return seq
+
+    @staticmethod
+    def _log_tail(db: sqlite3.Connection) -> int:
+        (tail,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM ingest_log").fetchone()
+        return int(tail)
 
     def _commit(self, db: sqlite3.Connection, batches: list[Batch], received: float) -> list[tuple[str, int]]:
         last = self._last_seqs({b.node for b in batches})
@@ -463,9 +491,12 @@ class Store(StoreHousekeeping, NotifyLog):
                     continue
                 last[b.node] = b.seq
             new.append((b.node, b.seq))
-            logged.append((b.node, b.seq, received, self._packed(b.node, b.rows)))
-            alerts.extend((b.seq, e) for e in b.alerts)
-        db.executemany(INSERT_LOG, logged)
+            logged.append((b.node, b.seq, b.rows))
+            if b.alerts:
+                alerts.extend((b.seq, e) for e in b.alerts)
+        if logged:
+            self._ensure_series(logged)
+            db.execute(INSERT_LOG, (received, msgpack.packb(logged)))
         db.executemany(
             "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
             list(last.items()))
@@ -652,8 +683,9 @@ class Store(StoreHousekeeping, NotifyLog):
 
     def insert_local(self, node: str, rows: list[Row], received: float) -> None:
         """The hub's own readings (seq 0: they never travel)."""
-        with self._transaction() as db:
-            db.executemany(INSERT_SAMPLE, self._rows(node, rows, 0, received))
+        with self._transaction(samples=True) as db:
+            db.executemany("INSERT INTO data.samples (series, ts, value, quality, reason, seq, received) "
+                           "VALUES (?,?,?,?,?,?,?)", self._rows(node, rows, 0, received))
 
     def upsert_node(self, name: str, role: str, profile: str, push_interval: float, last_seen: float | None,
                     clock_offset: float | None, info: dict[str, Any]) -> None:
@@ -697,14 +729,21 @@ class Store(StoreHousekeeping, NotifyLog):
         can keep acknowledged batches there until it has room)."""
         self.settle()
         with self._lock:
-            if node is None:
-                (n,) = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()
-                logged = self._db.execute("SELECT rows FROM ingest_log")
-            else:
-                (n,) = self._db.execute("SELECT COUNT(*) FROM samples x JOIN series s ON s.id = x.series "
-                                        "WHERE s.node = ?", (node,)).fetchone()
-                logged = self._db.execute("SELECT rows FROM ingest_log WHERE node = ?", (node,))
-            return n + sum(len(msgpack.unpackb(packed)) for (packed,) in logged)
+            # one read transaction: the log as of its first read, then samples and the indexer's mark
+            # as of theirs (a later moment): a log row at or below that mark is counted in samples
+            self._db.execute("BEGIN")
+            try:
+                logged = self._db.execute("SELECT id, batches FROM ingest_log").fetchall()
+                (moved,) = self._db.execute("SELECT log_id FROM data.moved").fetchone()
+                if node is None:
+                    (n,) = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()
+                else:
+                    (n,) = self._db.execute("SELECT COUNT(*) FROM samples x JOIN series s ON s.id = x.series "
+                                            "WHERE s.node = ?", (node,)).fetchone()
+            finally:
+                self._db.execute("COMMIT")
+            return n + sum(len(rows) for i, packed in logged if i > moved
+                           for who, _, rows in msgpack.unpackb(packed) if node in (None, who))
 
     def history(self, node: str, sensor: str, quantity: str, since: float, until: float,
                 step: str, limit: int = 10_000) -> list[list[float]]:
@@ -730,16 +769,17 @@ class Store(StoreHousekeeping, NotifyLog):
             return any(n == node and sensor in (None, s) and quantity in (None, q) for n, s, q in self._series)
 
     def close(self) -> None:
-        """Move what is logged into samples (a clean stop leaves no log), stop the indexer, close."""
-        try:
-            self.settle()
-        except sqlite3.Error as exc:  # closing anyway: the next start moves what is left
-            log.warning("closing the store with batches still logged: %s", exc)
-        with self._logged:
-            self._closed = True
-            self._logged.notify_all()
-        indexer = self._indexer
-        if indexer is not None and indexer is not threading.current_thread():
-            indexer.join(10)
+        """Move what is logged into samples and stop the indexer (a clean stop leaves no log), close."""
+        self.settle()
+        self._indexer.close()  # after its last commit, which syncs
         with self._lock:
+            self._closed = True
+            try:
+                with self._write(samples=True) as db:
+                    (moved,) = db.execute("SELECT log_id FROM data.moved").fetchone()
+                    db.execute("DELETE FROM ingest_log WHERE id <= ?", (moved,))
+                    if not self._log_tail(db):  # empty: the next start numbers the log from 1
+                        db.execute("UPDATE data.moved SET log_id = 0")
+            except sqlite3.Error as exc:  # closing anyway: the next start moves what is left
+                log.warning("closing the store with batches still logged: %s", exc)
             self._db.close()

@@ -244,13 +244,13 @@ def test_store_every_write_turns_a_full_disk_into_one_clear_store_full(hub):
 
 
 def test_store_every_write_runs_in_one_transaction(hub, monkeypatch):
-    """Retention and housekeeping too: each write is one BEGIN IMMEDIATE ... COMMIT."""
+    """Retention and housekeeping too: each write is one BEGIN ... COMMIT."""
     opened: list[str] = []
     real = hub.store._transaction
 
-    def spy():
+    def spy(**kwargs):
         opened.append("tx")
-        return real()
+        return real(**kwargs)
 
     monkeypatch.setattr(hub.store, "_transaction", spy)
     t = hub.clock.t
@@ -310,37 +310,49 @@ def test_checked_batches_and_rows_are_named_tuples():
     assert type(to_row(reading)) is Row and to_row(reading) == row
 
 
-# -- the ingest log: acknowledged as one row per batch, moved into samples behind the acknowledgement
+# -- the ingest log: acknowledged as one row per push, moved into samples (the file beside the
+# store's) by the indexer process behind the acknowledgement
 def samples_and_log(path) -> tuple[int, int]:
+    """(readings in samples, log rows the indexer has not moved)."""
+    from actors.hub.indexer import data_path
+
     with sqlite3.connect(path) as db:
-        return (db.execute("SELECT COUNT(*) FROM samples").fetchone()[0],
-                db.execute("SELECT COUNT(*) FROM ingest_log").fetchone()[0])
+        db.execute("ATTACH ? AS data", (str(data_path(path)),))
+        (moved,) = db.execute("SELECT log_id FROM data.moved").fetchone()
+        return (db.execute("SELECT COUNT(*) FROM data.samples").fetchone()[0],
+                db.execute("SELECT COUNT(*) FROM ingest_log WHERE id > ?", (moved,)).fetchone()[0])
 
 
 @pytest.fixture
-def no_indexer(monkeypatch):
-    """Batches stay in the log until a reader moves them (the indexer thread does nothing)."""
-    monkeypatch.setattr(Store, "_index_loop", lambda self: None)
+def reader_driven(monkeypatch):
+    """The indexer process starts and moves only when a reader waits (not on each push)."""
+    from actors.hub.indexer import IndexerProcess
+
+    real = IndexerProcess.wake
+    monkeypatch.setattr(IndexerProcess, "wake", lambda self, now=False: real(self, now) if now else None)
 
 
-def test_a_push_is_acknowledged_once_its_batches_are_logged_and_queries_see_them_at_once(tmp_path, no_indexer):
+def test_a_push_is_acknowledged_once_its_batches_are_logged_and_queries_see_them_at_once(tmp_path, reader_driven):
     path = tmp_path / "hub.sqlite3"
     hub = Hub(Store(path), ManualClock(1_729_000_000.0))
     assert hub.push([batch("pi4", 1, 1_728_999_990.0, 20.0), batch("pi4", 2, 1_728_999_995.0, 21.0)])["acked"] == [1, 2]
-    assert samples_and_log(path) == (0, 2)  # durable as two log rows, not yet indexed
+    assert samples_and_log(path) == (0, 1)  # durable as one log row for the push, not yet indexed
     assert hub.snapshot()["nodes"][0]["sensors"]["dht22"]["temperature"]["value"] == 21.0  # latest: in memory
-    # a query moves what is logged first: it answers as if the push had inserted every reading
+    # a query waits for the indexer first: it answers as if the push had inserted every reading
     assert hub.history("pi4", "dht22", "temperature", 1_728_999_900.0, 1_729_000_000.0, "raw") == \
         [[1_728_999_990.0, 20.0], [1_728_999_995.0, 21.0]]
     assert samples_and_log(path) == (4, 0)
+    assert hub.store.count("pi4") == 4
     hub.store.close()
 
 
-def test_batches_logged_before_a_crash_are_moved_at_the_next_start(tmp_path, no_indexer):
+def test_batches_logged_before_a_crash_are_moved_at_the_next_start(tmp_path, reader_driven):
     path = tmp_path / "hub.sqlite3"
     crashed = Hub(Store(path), ManualClock(1_729_000_000.0))
-    crashed.push([batch("pi4", 1, 1_728_999_990.0, 20.0), batch("pi4", 2, 1_728_999_995.0, 21.0)])
-    assert samples_and_log(path) == (0, 2)  # the process dies here: never closed, never indexed
+    crashed.push([batch("pi4", 1, 1_728_999_990.0, 20.0)])
+    crashed.push([batch("pi4", 2, 1_728_999_995.0, 21.0)])
+    assert samples_and_log(path) == (0, 2)
+    crashed.store._indexer.close()  # the hub dies here (and its indexer with it): never closed, never indexed
     hub = Hub(Store(path), ManualClock(1_729_000_000.0))
     assert samples_and_log(path) == (4, 0)  # the restart moved them while warming its view
     assert hub.store.count("pi4") == 4 and hub.snapshot()["nodes"][0]["last_seq"] == 2
@@ -348,6 +360,7 @@ def test_batches_logged_before_a_crash_are_moved_at_the_next_start(tmp_path, no_
     assert hub.history("pi4", "dht22", "temperature", 1_728_999_900.0, 1_729_000_000.0, "raw") == \
         [[1_728_999_990.0, 20.0], [1_728_999_995.0, 21.0]]
     hub.store.close()
+    crashed.store._db.close()
 
 
 def test_the_indexer_moves_logged_batches_without_any_reader(tmp_path):
@@ -355,22 +368,82 @@ def test_the_indexer_moves_logged_batches_without_any_reader(tmp_path):
     hub = Hub(Store(path), ManualClock(1_729_000_000.0))
     for seq in range(1, 21):
         hub.push([batch("pi4", seq, 1_728_999_000.0 + seq)])
-    wait_for(lambda: samples_and_log(path) == (40, 0), timeout=10, what="the indexer to empty the log")
+    wait_for(lambda: samples_and_log(path) == (40, 0), timeout=10, what="the indexer to move the log")
+    hub.store.close()
+    with sqlite3.connect(path) as db:  # a clean stop leaves no log, and the next start numbers it from 1
+        assert db.execute("SELECT COUNT(*) FROM ingest_log").fetchone() == (0,)
+
+
+def test_a_killed_indexer_is_started_again_and_moves_the_rest(tmp_path):
+    path = tmp_path / "hub.sqlite3"
+    hub = Hub(Store(path), ManualClock(1_729_000_000.0))
+    hub.push([batch("pi4", 1, 1_728_999_001.0)])
+    assert hub.store.count("pi4") == 2
+    first = hub.store._indexer._proc
+    first.kill()
+    first.wait()
+    hub.push([batch("pi4", 2, 1_728_999_002.0)])
+    assert hub.store.count("pi4") == 4  # waits for the new process, started a second after the death
+    assert hub.store._indexer._proc.pid != first.pid
     hub.store.close()
 
 
-def test_a_reader_from_outside_sees_logged_and_indexed_readings_once(tmp_path, no_indexer):
+def test_a_reader_from_outside_sees_logged_and_indexed_readings_once(tmp_path, reader_driven):
     path = tmp_path / "hub.sqlite3"
     hub = Hub(Store(path), ManualClock(1_729_000_000.0))
     hub.push([batch("pi4", 1, 1_728_999_990.0)])
-    hub.store.flush()
+    assert hub.store.flush()
+    hub.store._indexer.close()  # from here on, pushes stay in the log
     hub.push([batch("pi4", 2, 1_728_999_995.0)])
     assert samples_and_log(path) == (2, 1)
     db = hub_db(path)
     assert db.execute("SELECT seq, COUNT(*) FROM readings WHERE node='pi4' GROUP BY seq").fetchall() == [(1, 2), (2, 2)]
     db.close()
     hub.store.close()
-    assert samples_and_log(path) == (4, 0)  # a clean stop leaves no log
+    Store(path).close()  # the next start moves what was left, and a clean stop leaves no log
+    assert samples_and_log(path) == (4, 0)
+
+
+def test_a_version_2_store_is_migrated_with_its_readings_and_its_logged_batches(tmp_path):
+    """Before the samples file: samples in the store's own file, a log row per batch with series ids."""
+    import msgpack
+
+    from actors.hub.indexer import data_path
+
+    path = tmp_path / "hub.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE series (id INTEGER PRIMARY KEY, node TEXT NOT NULL, sensor TEXT NOT NULL,
+            quantity TEXT NOT NULL, unit TEXT NOT NULL, UNIQUE (node, sensor, quantity));
+        CREATE TABLE samples (id INTEGER PRIMARY KEY, series INTEGER NOT NULL REFERENCES series (id),
+            ts REAL NOT NULL, value REAL, quality TEXT NOT NULL, reason TEXT, seq INTEGER NOT NULL,
+            received REAL NOT NULL);
+        CREATE INDEX samples_series_ts ON samples (series, ts);
+        CREATE VIEW readings AS SELECT s.node, x.ts FROM samples x JOIN series s ON s.id = x.series;
+        CREATE TABLE node_seq (node TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+        CREATE TABLE ingest_log (id INTEGER PRIMARY KEY, node TEXT NOT NULL, seq INTEGER NOT NULL,
+            received REAL NOT NULL, rows BLOB NOT NULL);
+        INSERT INTO series VALUES (1, 'pi4', 'dht22', 'temperature', '°C');
+        INSERT INTO samples VALUES (7, 1, 1728999990.0, 20.0, 'ok', NULL, 1, 1729000000.0);
+        INSERT INTO node_seq VALUES ('pi4', 2);
+        PRAGMA user_version = 2;
+    """)
+    db.execute("INSERT INTO ingest_log VALUES (1, 'pi4', 2, 1729000000.0, ?)",
+               (msgpack.packb([[1, 1_728_999_995.0, 21.0, "ok", None]]),))
+    db.commit()
+    db.close()
+    hub = Hub(Store(path), ManualClock(1_729_000_000.0))
+    assert hub.history("pi4", "dht22", "temperature", 1_728_999_900.0, 1_729_000_000.0, "raw") == \
+        [[1_728_999_990.0, 20.0], [1_728_999_995.0, 21.0]]
+    assert hub.push([batch("pi4", 2, 1_728_999_995.0)])["duplicates"] == 1
+    hub.push([batch("pi4", 3, 1_728_999_998.0, 22.0)])
+    assert hub.store.count("pi4") == 4
+    hub.store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("SELECT name FROM sqlite_master WHERE name IN ('samples', 'readings')").fetchall() == []
+    with sqlite3.connect(data_path(path)) as db:
+        assert db.execute("SELECT id, value FROM samples ORDER BY id LIMIT 1").fetchone() == (7, 20.0)
 
 
 def test_pushes_arriving_during_a_commit_go_together_and_each_gets_its_own_answer(tmp_path, monkeypatch):
