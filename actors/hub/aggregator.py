@@ -9,13 +9,21 @@ from actors.hub.state import Hub
 from nameserver.security import caller_identity
 
 
-def _check_sender(node: Any) -> None:
+def _check_sender(*nodes: Any) -> None:
     """Under TLS, only a node certificate may push, and only as itself."""
     who = caller_identity()
     if who is None:  # plaintext: loopback-only by check_bind, no identities to compare
         return
-    if not who.is_node or who.name != node:
-        raise PermissionError(f"{who} may not push or introduce itself as node {node!r}")
+    for node in nodes:
+        if not who.is_node or who.name != node:
+            raise PermissionError(f"{who} may not push or introduce itself as node {node!r}")
+
+
+def _check_pusher(batches: Any) -> None:
+    """_check_sender for each batch's node (the identity is looked up once per call)."""
+    if caller_identity() is not None:
+        _check_sender(*(batch.get("node") if isinstance(batch, dict) else None
+                        for batch in (batches if isinstance(batches, list) else [batches])))
 
 
 class AggregatorActor(Actor):
@@ -35,8 +43,7 @@ class AggregatorActor(Actor):
         """Store batches of readings; idempotent on (node, seq). Returns the acknowledged seqs.
 
         `sent_at` is the sender's clock, used to flag nodes whose clock is off."""
-        for batch in batches if isinstance(batches, list) else [batches]:
-            _check_sender(batch.get("node") if isinstance(batch, dict) else None)
+        _check_pusher(batches)
         return self.hub.push(batches, sent_at)
 
     @remote

@@ -131,13 +131,14 @@ class Hub:
             unknown = sorted(n for n in seen if n not in self._nodes)
             for n in unknown:  # its registry row was written with its batches
                 self._nodes[n] = NodeState(n)
-            for b in checked:
-                st = self._nodes[b.node]
+            for n in seen:
+                st = self._nodes[n]
                 st.last_seen = now
                 st.version += 1
                 self._observe_clock(st, sent, now)
+            for b in checked:
                 if (b.node, b.seq) in new:
-                    self._took(st, b)
+                    self._took(self._nodes[b.node], b)
             duplicates = len(checked) - len(new)
             self.duplicates += duplicates
             warm = self._views.refresh(seen, self._nodes, self._latest, now) if self._views.watched(now) else []
