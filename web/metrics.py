@@ -172,6 +172,10 @@ def _hub(out: Exposition, ctx: WebContext) -> None:
     out.add("harvester_hub_duplicate_batches_total", "counter", "Pushed batches the hub already had (retries).",
             hub.duplicates)
     out.add("harvester_hub_rejected_pushes_total", "counter", "Pushes refused as malformed.", hub.rejected)
+    out.add("harvester_hub_unindexed_pushes", "gauge", "Acknowledged pushes not yet moved into the samples file "
+            "(grows while the disk is full or the store's indexer is down).", hub.store.unmoved())
+    out.add("harvester_hub_indexer_errors_total", "counter", "Failed moves into the samples file and indexer "
+            "processes that died, since the hub started.", hub.store.indexer_errors())
     counts: dict[tuple[str, bool], int] = {}
     for a in hub.alerts(active_only=True):
         key = (a["severity"], a["acknowledged"])

@@ -352,6 +352,14 @@ class Store(StoreHousekeeping, NotifyLog):
             log.warning("hub store %s: answering with the readings moved so far (%s)", self.path,
                         self._indexer.error or "the indexer is behind")
 
+    def unmoved(self) -> int:
+        """Acknowledged pushes whose readings the indexer has not moved into samples yet (log rows)."""
+        return max(0, self._last_logged - self._indexer.moved)
+
+    def indexer_errors(self) -> int:
+        """Moves that failed (a full disk) and indexer processes that died, since the store opened."""
+        return self._indexer.errors
+
     def _logged_up_to(self, last: int) -> None:
         """Log rows up to id `last` were committed: wake the indexer."""
         if last > self._last_logged:

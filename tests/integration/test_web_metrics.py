@@ -76,6 +76,7 @@ def test_metrics_fleet_in_base_units(cluster, pi4):
     assert value(samples, "harvester_node_restarts_total", node="pi4") == 0
     assert value(samples, "harvester_hub_readings_stored_total") > 0
     assert value(samples, "harvester_hub_rejected_pushes_total") == 0
+    assert value(samples, "harvester_hub_unindexed_pushes") >= 0 and value(samples, "harvester_hub_indexer_errors_total") == 0
     assert value(samples, "harvester_plugin_traps_total", node="pi4", plugin="room_temperature") == 0
     assert value(samples, "harvester_plugin_up", node="pi4", plugin="room_temperature") == 1
     assert value(samples, "harvester_actor_up", node="pi4", actor="buzzer") == 1

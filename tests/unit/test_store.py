@@ -337,12 +337,13 @@ def test_a_push_is_acknowledged_once_its_batches_are_logged_and_queries_see_them
     hub = Hub(Store(path), ManualClock(1_729_000_000.0))
     assert hub.push([batch("pi4", 1, 1_728_999_990.0, 20.0), batch("pi4", 2, 1_728_999_995.0, 21.0)])["acked"] == [1, 2]
     assert samples_and_log(path) == (0, 1)  # durable as one log row for the push, not yet indexed
+    assert hub.store.unmoved() == 1  # (/metrics: harvester_hub_unindexed_pushes)
     assert hub.snapshot()["nodes"][0]["sensors"]["dht22"]["temperature"]["value"] == 21.0  # latest: in memory
     # a query waits for the indexer first: it answers as if the push had inserted every reading
     assert hub.history("pi4", "dht22", "temperature", 1_728_999_900.0, 1_729_000_000.0, "raw") == \
         [[1_728_999_990.0, 20.0], [1_728_999_995.0, 21.0]]
     assert samples_and_log(path) == (4, 0)
-    assert hub.store.count("pi4") == 4
+    assert hub.store.count("pi4") == 4 and hub.store.unmoved() == 0
     hub.store.close()
 
 
@@ -385,6 +386,7 @@ def test_a_killed_indexer_is_started_again_and_moves_the_rest(tmp_path):
     hub.push([batch("pi4", 2, 1_728_999_002.0)])
     assert hub.store.count("pi4") == 4  # waits for the new process, started a second after the death
     assert hub.store._indexer._proc.pid != first.pid
+    wait_for(lambda: hub.store.indexer_errors() == 1, timeout=10, what="the death counted (harvester_hub_indexer_errors_total)")
     hub.store.close()
 
 
