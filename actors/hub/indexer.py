@@ -81,8 +81,7 @@ class Indexer:
         self.db = sqlite3.connect(str(data_path(store)), isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        if max_pages:  # the store's size cap (store.max_mb) holds for this connection's writes too
-            self.db.execute(f"PRAGMA max_page_count = {int(max_pages)}")
+        self.max_pages = max_pages
         # The log is read on a connection of its own: a transaction here then locks only the
         # samples file (BEGIN IMMEDIATE on a connection with the store attached would take the
         # store's write lock too, and every push would wait for the move under way).
@@ -107,6 +106,9 @@ class Indexer:
         The mark is read under the samples file's write lock, so that a second indexer on the
         same files (a hub started twice by mistake) never moves a row twice."""
         sync = time.monotonic() - self.synced_at >= DURABLE_EVERY_S
+        if self.max_pages:  # the store's size cap (store.max_mb) holds for both files together
+            (hub_pages,) = self.log.execute("PRAGMA page_count").fetchone()
+            self.db.execute(f"PRAGMA max_page_count = {max(16, self.max_pages - hub_pages)}")
         if sync:
             self.db.execute("PRAGMA synchronous=FULL")
         try:

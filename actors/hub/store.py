@@ -220,8 +220,7 @@ class Store(StoreHousekeeping, NotifyLog):
             # a size cap behaves exactly like a full disk (SQLITE_FULL), by the operator's choice
             (page,) = self._db.execute("PRAGMA page_size").fetchone()
             self.max_pages = max(16, int(max_mb * 1024 * 1024 / page))
-            self._db.execute(f"PRAGMA max_page_count = {self.max_pages}")
-            self._db.execute(f"PRAGMA data.max_page_count = {self.max_pages}")
+            self._cap()
         self._series: dict[tuple[str, str, str], int] = {
             (n, s, q): i for i, n, s, q in self._db.execute("SELECT id, node, sensor, quantity FROM series")}
         (self._last_logged,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM ingest_log").fetchone()
@@ -366,6 +365,15 @@ class Store(StoreHousekeeping, NotifyLog):
             self._last_logged = last
             self._indexer.wake()
 
+    def _cap(self) -> None:
+        """(under the lock, or while opening) The size cap holds for the two files together: each
+        may grow by what the other leaves of it (re-read by each push and each move)."""
+        if self.max_pages:
+            (main,) = self._db.execute("PRAGMA main.page_count").fetchone()
+            (data,) = self._db.execute("PRAGMA data.page_count").fetchone()
+            self._db.execute(f"PRAGMA main.max_page_count = {max(16, self.max_pages - data)}")
+            self._db.execute(f"PRAGMA data.max_page_count = {max(16, self.max_pages - main)}")
+
     def _durable(self, durable: int) -> None:
         """The indexer moved the log durably up to `durable`: those rows may go. The next push
         deletes them in its own transaction; an idle store deletes them now, unless it is busy."""
@@ -373,7 +381,10 @@ class Store(StoreHousekeeping, NotifyLog):
         if not self._lock.acquire(blocking=False):
             return
         try:
-            if self._closed or self._pruned >= durable:
+            if self._closed:
+                return
+            self._cap()
+            if self._pruned >= durable:
                 return
             with self._write() as db:
                 pruned = self._prune(db)
@@ -447,6 +458,7 @@ class Store(StoreHousekeeping, NotifyLog):
         for one in group:
             seen.update(one.seen)
         with self._transaction() as db:
+            self._cap()
             unknown = [(n, ts) for n, ts in seen.items() if n not in self._seen_written]
             stale = [(ts, n) for n, ts in seen.items()
                      if n in self._seen_written and ts - self._seen_written[n] >= SEEN_WRITE_S]

@@ -284,6 +284,34 @@ def test_store_a_real_size_cap_refuses_with_store_full(tmp_path):
     hub.store.close()
 
 
+def test_the_size_cap_holds_for_the_store_and_its_samples_file_together(tmp_path):
+    from actors.hub.indexer import data_path
+
+    path = tmp_path / "hub.sqlite3"
+    hub = Hub(Store(path, max_mb=1.0), ManualClock(1_729_000_000.0))
+    pushed = 0
+    for seq in range(1, 1000):
+        readings = [{"sensor": f"x{i % 50}", "quantity": "temperature", "value": 20.0 + i / 1000, "unit": "°C",
+                     "ts": 1_728_990_000.0 + seq + i / 1000} for i in range(500)]
+        try:
+            hub.push([{"node": "s1", "seq": seq, "readings": readings}])
+        except StoreFull:
+            break
+        pushed += 500
+        hub.store.flush()  # the readings go on into the samples file, which holds most of them
+    hub.store.close()
+    with sqlite3.connect(path) as db:
+        (main,) = db.execute("PRAGMA page_count").fetchone()
+        (page,) = db.execute("PRAGMA page_size").fetchone()
+    with sqlite3.connect(data_path(path)) as db:
+        (data,) = db.execute("PRAGMA page_count").fetchone()
+    assert pushed > 5000 and data > 50  # it filled, samples too
+    assert (main + data) * page <= 1.0 * 1024 * 1024 + 16 * page  # (a push's or a move's pages at most)
+    again = Store(path)
+    assert again.count("s1") == pushed  # nothing acknowledged was lost
+    again.close()
+
+
 def test_hub_reads_history_alerts_and_summaries_for_the_web_layer(hub):
     t = hub.clock.t
     hub.push([{**batch("pi4", 1, t - 10, 20.0), "alerts": [alert_event("raised", t - 10)]},
