@@ -45,9 +45,20 @@ lint: setup
 bench: setup
 	$(PY) -m bench.run
 
+# A Pi Zero's release install, as the deploy scripts make it: the package and its requirements,
+# no extra. The development venv's test extra brings playwright's greenlet, which Pyro5's client
+# imports when present (about 1 MB per node); no board has it. The memory soak runs the demo's
+# native node with this one (its WASM nodes keep the development venv and its plugin sandbox).
+NATIVE_VENV := .venv-native
+$(NATIVE_VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(NATIVE_VENV)
+	$(NATIVE_VENV)/bin/python -m pip install --quiet -e .
+	touch $@
+
 # The 30-minute memory soak: the demo's three nodes after 10 minutes, sampled every 30 s (about 41 min).
-soak: setup
-	$(PY) -m bench.bench_nodes --warmup 600 --seconds 1800 --interval 30 --output bench/results-soak.json
+soak: setup $(NATIVE_VENV)/.installed
+	$(PY) -m bench.bench_nodes --native-python $(NATIVE_VENV)/bin/python --warmup 600 --seconds 1800 --interval 30 \
+		--output bench/results-soak.json
 
 clean:
-	rm -rf $(VENV) .state build dist *.egg-info plugins/sandbox/build
+	rm -rf $(VENV) $(NATIVE_VENV) .state build dist *.egg-info plugins/sandbox/build

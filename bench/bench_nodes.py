@@ -1,7 +1,15 @@
 """RSS and CPU of each node profile: run the three-node demo for a while and sample /proc.
 
 Prints RSS at the end, the RSS slope over the run (MB per hour; a leak shows as a steady
-positive slope) and CPU as a share of one core. Loopback only; bounded by --seconds."""
+positive slope) and CPU as a share of one core. Loopback only; bounded by --seconds.
+
+The demo runs under this interpreter, its native node (pizero) under --native-python
+(default: this one too). `make soak` passes a virtual environment made as a Pi Zero's
+release install is (the package and its requirements, no extra): the development venv's
+test extra installs greenlet (through playwright), which Pyro5's client then imports, and
+no board has. The WASM nodes stay on this interpreter: their plugin sandbox is the one
+built here (a board's comes precompiled with its release). Both interpreters, and whether
+they have greenlet, are printed and kept in the output."""
 
 from __future__ import annotations
 
@@ -80,6 +88,15 @@ def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float:
     return 3600 * sum((t - mx) * (m - my) for t, m in samples) / den if den else 0.0
 
 
+def describe_python(python: str) -> dict[str, Any]:
+    """An interpreter's environment, and whether Pyro5's client will find greenlet in it (1.1 MB per node)."""
+    out = subprocess.run([python, "-c", "import importlib.util, sys; "
+                          "print(sys.prefix); print(importlib.util.find_spec('greenlet') is not None)"],
+                         cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    prefix, greenlet = out.stdout.split()
+    return {"prefix": prefix, "greenlet": greenlet == "True"}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the demo for --seconds after a --warmup, sampling every node."""
     p = argparse.ArgumentParser(description=__doc__)
@@ -87,10 +104,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--warmup", type=float, default=30.0)
     p.add_argument("--interval", type=float, default=5.0, help="sampling period")
     p.add_argument("--output", type=Path, default=ROOT / "bench" / "results-nodes.json")
+    p.add_argument("--native-python", default=sys.executable,
+                   help="the interpreter of the native node (make soak: a Pi Zero's release install, see above)")
     args = p.parse_args(argv)
+    environment = {"python": describe_python(sys.executable), "native_python": describe_python(args.native_python)}
     web, ns = free_port(), free_port()
     state = Path(tempfile.mkdtemp(prefix="harvester-nodes-"))
-    demo = subprocess.Popen([sys.executable, "-m", "actors.cli", "demo", "--port", str(web), "--ns-port", str(ns),
+    demo = subprocess.Popen([sys.executable, "-m", "actors.cli", "demo", "--native-python", args.native_python,
+                             "--port", str(web), "--ns-port", str(ns),
                              "--state-dir", str(state)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -121,6 +142,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         demo.wait(60)
     result = {}
     print(f"node profiles after {args.warmup:.0f}s warm-up + {elapsed:.0f}s (demo, mock hardware, x86-64)")
+    for role, env in (("hub, pi4", environment["python"]), ("pizero", environment["native_python"])):
+        print(f"{role}: {env['prefix']} (greenlet {'installed' if env['greenlet'] else 'absent'})")
     print(f"{'node':<8} {'RSS MB':>8} {'budget':>8} {'slope MB/h':>11} {'CPU %':>7} {'threads':>8}")
     for n in pids:
         cpu = 100 * (end[n][1] - start[n][1]) / elapsed
@@ -135,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{'part':<22}" + "".join(f"{n:>18}" for n in pids))
     for part in PARTS:
         print(f"{part:<22}" + "".join(f"{parts_start[n][part]:>8.1f} -> {parts_end[n][part]:<6.1f}" for n in pids))
-    args.output.write_text(json.dumps(result, indent=2))
+    args.output.write_text(json.dumps({**result, "environment": environment}, indent=2))
     return result
 
 

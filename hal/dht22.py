@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import statistics
 import threading
 import time
 from collections import deque
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from hal.availability import FailureLog
 from hal.errors import DeviceUnavailable, HalConfigError, ImplausibleValue
-from hal.readings import Reading
+from hal.readings import Reading, median
 
 if TYPE_CHECKING:
     from hal.context import HalContext
@@ -175,7 +174,7 @@ class Dht22Sensor:
             self._samples.popleft()
         temps = [s[1] for s in self._samples]
         hums = [s[2] for s in self._samples]
-        return statistics.median(temps), statistics.median(hums)
+        return median(temps), median(hums)
 
     def _find_device(self) -> str:
         """The IIO directory whose `name` is device_name; re-checked each read as N may change."""

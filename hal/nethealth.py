@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import socket
-import statistics
 import struct
 import threading
 import time
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from hal.availability import FailureLog
 from hal.errors import HalConfigError
-from hal.readings import Reading
+from hal.readings import Reading, median
 
 if TYPE_CHECKING:
     from hal.context import HalContext
@@ -139,9 +138,14 @@ class NetworkHealth:
                         for t in self.targets for q in self.quantities]
             if not self.targets:
                 return []
-            with ThreadPoolExecutor(max_workers=min(8, len(self.targets)),
-                                    thread_name_prefix=f"{self.name}-probe") as pool:
-                results = list(pool.map(self._probe_target, self.targets))
+            if len(self.targets) == 1:
+                # A spoke's usual single target (its hub) is probed in the caller's thread: a pool
+                # and its thread, started and ended every read, buy nothing for one target.
+                results = [self._probe_target(self.targets[0])]
+            else:
+                with ThreadPoolExecutor(max_workers=min(8, len(self.targets)),
+                                        thread_name_prefix=f"{self.name}-probe") as pool:
+                    results = list(pool.map(self._probe_target, self.targets))
             ts = self._ctx.clock()
             out: list[Reading] = []
             for target, result in zip(self.targets, results, strict=True):
@@ -170,7 +174,7 @@ class NetworkHealth:
             return [Reading.failed(node, sensor, "rtt", ts, reason),
                     Reading.measured(node, sensor, "packet_loss", loss, ts)]
         self._note(target.label, None)
-        rtt = round(statistics.median(result.rtts_ms), 3)
+        rtt = round(median(result.rtts_ms), 3)
         return [Reading.measured(node, sensor, "rtt", rtt, ts),
                 Reading.measured(node, sensor, "packet_loss", round(loss, 2), ts)]
 
@@ -201,7 +205,18 @@ class NetworkHealth:
         return ProbeResult(self.probes, tuple(rtts), error)
 
     def _resolve(self, target: Target) -> tuple[int, tuple[Any, ...]]:
-        """The first address of the host; numeric hosts skip the resolver."""
+        """The first address of the host; numeric hosts skip the resolver.
+
+        They skip getaddrinfo() too: Python encodes any str host with its IDNA codec there,
+        which loads unicodedata and stringprep (0.3 MB) into a node that never sees a name."""
+        try:
+            ip = ipaddress.ip_address(target.host)
+        except ValueError:
+            pass
+        else:
+            if ip.version == 4:
+                return socket.AF_INET, (str(ip), target.port)
+            return socket.AF_INET6, (str(ip), target.port, 0, 0)
         infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
         if not infos:
             raise OSError(errno.EADDRNOTAVAIL, "no address")

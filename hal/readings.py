@@ -301,3 +301,12 @@ class Reading:
             return cls(**data)
         except TypeError as exc:
             raise ReadingError(f"bad reading: {exc}") from None
+
+
+def median(values: list[float]) -> float:
+    """statistics.median, which drivers use alone: that module brings fractions with it."""
+    if not values:
+        raise ValueError("median of no values")
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

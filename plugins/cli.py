@@ -297,24 +297,3 @@ def cmd_build(args: argparse.Namespace) -> int:
     from plugins.sandbox.build import main
 
     return main([])
-
-
-def add_parser(sub: Any) -> None:
-    """Register `harvester plugins ...` on the top-level subparsers."""
-    s = sub.add_parser("plugins", help="plugin tools: test in the sandbox, scaffold, build the sandbox")
-    psub = s.add_subparsers(dest="plugins_command", required=True)
-    t = psub.add_parser("test", help="run a plugin on readings in the sandbox; print results and actions as JSON")
-    t.add_argument("plugin", help="PLUGIN.py (or .wasm)")
-    t.add_argument("--manifest", help="manifest TOML (default: PLUGIN.toml beside it)")
-    t.add_argument("--readings", required=True, help="JSON: a list of readings, or a list of batches")
-    t.add_argument("--native", action="store_true", help="run natively instead of in the sandbox (trusted code)")
-    t.set_defaults(func=cmd_test)
-    n = psub.add_parser("new", help="scaffold NAME.py and NAME.toml")
-    n.add_argument("name")
-    n.add_argument("--dir", default=".", help="folder to write into (default: current)")
-    n.add_argument("--sensor", action="store_true",
-                   help="a sensor plugin instead: a soil probe's voltage from an ADS1115 over its I2C grant, "
-                        "declaring its own quantity")
-    n.set_defaults(func=cmd_new)
-    b = psub.add_parser("build", help="build the sandbox component if its sources changed")
-    b.set_defaults(func=cmd_build)

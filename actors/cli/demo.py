@@ -19,6 +19,7 @@ from hal.files import write_atomic
 CONFIG_DIR = Path(__file__).resolve().parent / "demo_configs"
 NODES = ("hub", "pi4", "pizero")
 SPOKES = ("pi4", "pizero")
+NATIVE = ("pizero",)  # the spoke whose config has profile = "native"
 HUB_NS_STEP = 10  # with several hubs, hub i's name server is on ns_port + 10 i (its Raft on the port after)
 MAX_BACKOFF = 30.0
 DEMO_USER = "repl"
@@ -84,8 +85,11 @@ class Demo:
     def __init__(self, state_dir: Path, web_port: int = 8080, ns_port: int = 9090,
                  host: str = "127.0.0.1", out=sys.stdout, tls: bool = False, hubs: int = 1,
                  export: str | None = None, mqtt: tuple[str, int] | None = None,
-                 notify: dict[str, str | None] | None = None) -> None:
+                 notify: dict[str, str | None] | None = None, native_python: str | None = None) -> None:
         self.state_dir = state_dir.resolve()
+        # The interpreter of the native node: a board's release install has none of the
+        # development venv's extras (bench.bench_nodes measures its memory that way).
+        self.native_python = native_python or sys.executable
         self.export = export
         self.mqtt = mqtt
         self.notify = {k: v for k, v in (notify or {}).items() if v}
@@ -139,7 +143,8 @@ class Demo:
             sets += ["security.tls=true", f"security.ca={files.ca}", f"security.cert={files.cert}",
                      f"security.key={files.key}"]
         config = CONFIG_DIR / f"{'hub' if node in self.hubs else node}.toml"
-        argv = [sys.executable, "-m", "actors.cli", "node", "--config", str(config)]
+        python = self.native_python if node in NATIVE else sys.executable
+        argv = [python, "-m", "actors.cli", "node", "--config", str(config)]
         for s in sets:
             argv += ["--set", s]
         return argv

@@ -222,24 +222,3 @@ def cmd_health(args: argparse.Namespace) -> int:
         return EXIT_HEALTHY
     print(f"harvester health: {node} NOT healthy: {verdict.reason}", file=sys.stderr)
     return EXIT_UNHEALTHY
-
-
-def add_health_parser(sub: Any, endpoint: Callable[[str], tuple[str, int]]) -> None:
-    """Register `harvester health` on the CLI's subparsers."""
-    s = sub.add_parser(
-        "health", help="is a node's agent up and does the hub see it online? (exit 0 yes, 1 no, 2 bad arguments)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None)
-    s.add_argument("--config", help="the node's config: gives its name, the hub's name server and TLS files")
-    s.add_argument("--node", help="node name (default: the config's node.name)")
-    s.add_argument("--ns", type=endpoint, help="the hub's name server HOST:PORT (default: from the config, "
-                   "else 127.0.0.1:9090)")
-    s.add_argument("--hub", help="the hub's node name, when the name server holds several hubs "
-                                 "(default: the config's hub.name, else the one hub registered)")
-    s.add_argument("--wait", action="store_true", help="poll until healthy or --timeout")
-    s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait with --wait (default 60)")
-    s.add_argument("--interval", type=float, default=0.5, help="seconds between polls (default 0.5)")
-    s.add_argument("--expect-version", help="healthy only when the agent runs this package version")
-    s.add_argument("--watch-pid", type=int, help="fail at once if this process (the agent) exits")
-    s.add_argument("--agent-only", action="store_true", help="check the agent only, not the hub's view")
-    s.add_argument("--quiet", action="store_true", help="no progress lines while waiting")
-    s.set_defaults(func=cmd_health)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from actors.base import Actor, Bool, Int, ListOf, Record, Str, remote
-from actors.client import ActorHandle
 from actors.errors import BadRequest
 from hal.errors import ReadingError
 from hal.names import object_name
@@ -31,6 +30,9 @@ class RemoteActuators:
     """Another node's LEDs and buzzer through its `leds` and `buzzer` actors (never retried)."""
 
     def __init__(self, node: str, ns_host: str, ns_port: int, timeout: float = CALL_TIMEOUT) -> None:
+        # the interactive client's module: a node loads it only to drive another node's actuators
+        from actors.client import ActorHandle
+
         self.node = node
         self._leds = ActorHandle(object_name(node, "leds"), ns_host, ns_port, timeout=timeout)
         self._buzzer = ActorHandle(object_name(node, "buzzer"), ns_host, ns_port, timeout=timeout)

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # Batches kept in memory while the disk refuses writes: at a batch per sensor every 5 s, a
 # node with four sensors rides out about 40 minutes of full disk before dropping the oldest.
 MEMORY_BATCHES = 2000
+CACHE_KIB = 512  # the outbox connection's page cache (a negative cache_size counts KiB)
 
 
 def _disk_refused(exc: sqlite3.Error) -> bool:
@@ -70,6 +71,10 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a batch the poll loop wrote must survive power loss, not only a crash.
         self._db.execute("PRAGMA synchronous=FULL")
+        # SQLite's default page cache is 2 MB per connection, and it fills as an outbox grows
+        # while the hub is away; writes go to the end and pushes read from the front, so a
+        # hundred-odd pages serve both.
+        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._db.executescript(SCHEMA)
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(batches)")}
         if "alerts" not in columns:  # an outbox written before alert events travelled with batches

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from Pyro5.api import Daemon, Proxy, expose
 
-from actors.cli.main import enable_completion
+from actors.cli.fleet import enable_completion
 from actors.client import NotInFleet, Readings, connect
 from tests.helpers import CLEAR_LEDS_JOB, HOST, wait_for
 

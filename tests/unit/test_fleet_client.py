@@ -13,7 +13,7 @@ from Pyro5 import errors as pyro_errors
 from Pyro5.serializers import serializers
 
 import actors.client as client
-from actors.cli.main import enable_completion
+from actors.cli.fleet import enable_completion
 from actors.client import Fleet, NotInFleet, Readings, as_readings
 from actors.errors import UnknownActor
 
@@ -252,7 +252,7 @@ def test_long_histories_are_cut_on_screen_only() -> None:
 def test_cli_messages_for_a_silent_name_server_or_node(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     from Pyro5 import config as pyro_config
 
-    from actors.cli.main import unreachable
+    from actors.cli.fleet import unreachable
 
     monkeypatch.setattr(pyro_config, "SSL", False)
     ns = unreachable(fleet, pyro_errors.TimeoutError("receiving: timeout"))
@@ -271,7 +271,7 @@ def test_cli_messages_for_a_silent_name_server_or_node(fleet: Fleet, monkeypatch
 def test_cli_message_when_a_call_finds_no_name_server(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     from Pyro5 import config as pyro_config
 
-    from actors.cli.main import unreachable
+    from actors.cli.fleet import unreachable
 
     monkeypatch.setattr(pyro_config, "COMMTIMEOUT", 30.0)
     try:  # what client.lookup raises when the name server does not answer: the call timeout, not COMMTIMEOUT

@@ -18,7 +18,13 @@ HUB_ONLY = ("actors.hub", "actors.hub.state", "actors.hub.store", "actors.hub.to
 # version is read without importlib.metadata, files are written without tempfile, and argparse
 # is not let ask shutil for the terminal's width. Time zones and cron come with a job needing them.
 NEVER_ON_A_NODE = ("apscheduler", "asyncio", "multiprocessing", "concurrent.futures.process", "importlib.metadata",
-                   "email", "tzlocal", "shutil", "tempfile", "bz2", "lzma")
+                   "email", "tzlocal", "shutil", "tempfile", "bz2", "lzma",
+                   # nor the `harvester` commands that talk to a fleet (and their client), health's and the
+                   # plugin tools'; nor statistics (with fractions) for a median, nor hashlib (OpenSSL lists
+                   # its digests: 0.7 MB) for a plugin's fingerprint, nor, with its hub given by address,
+                   # the IDNA codec that getaddrinfo() loads for a host name
+                   "actors.client", "actors.cli.fleet", "actors.cli.health", "plugins.cli", "statistics",
+                   "fractions", "hashlib", "encodings.idna", "unicodedata")
 ONLY_WITH_ZONED_JOBS = ("zoneinfo", "apscheduler.triggers.cron")
 # The plugin host and what it loads; plugins.lazy stands in while the plugin folder holds no plugin.
 PLUGIN_HOST = ("plugins.host", "plugins.slot", "plugins.backends", "plugins.backends.native", "plugins.hostapi",
@@ -170,15 +176,31 @@ def test_an_empty_plugin_folder_loads_no_plugin_host_until_a_plugin_appears(tmp_
 
 def test_every_node_trims_its_heap_where_glibc_allows(tmp_path):
     result = run_python(f"""
-        from actors.node.agent import NodeAgent, malloc_trimmer
+        from actors.node.agent import NodeAgent, malloc_trimmer, tidy_memory
         from actors.node.config import load_config
         agent = NodeAgent(load_config({str(PIZERO)!r}, ["node.state_dir={tmp_path}"]))
         agent._build_actors()
         agent._install_jobs(registered=True)
-        print(malloc_trimmer() is not None, agent.scheduler.get_job("memory:trim") is not None)
+        job = agent.scheduler.get_job("memory:trim")
+        print(malloc_trimmer() is not None, job is not None and job.func is tidy_memory)
     """)
     glibc = run_python("import platform; print(platform.libc_ver()[0])") == "glibc"
     assert result == ("True True" if glibc else "False False")
+
+
+def test_the_trim_job_empties_the_free_lists_first():
+    """A full collection empties CPython's free lists: freed tuples kept for reuse go back to pymalloc."""
+    result = run_python("""
+        import sys
+        from actors.node.agent import tidy_memory
+        keep = [tuple(range(i, i + 3)) for i in range(1500)]
+        del keep  # 1500 three-tuples: most now wait on the free list, still allocated blocks
+        before = sys.getallocatedblocks()
+        trims = []
+        tidy_memory(lambda: trims.append(1) or 1)
+        print(before - sys.getallocatedblocks() >= 1000, trims)
+    """)
+    assert result == "True [1]"
 
 
 def test_the_package_version_is_found_as_importlib_metadata_finds_it(tmp_path, monkeypatch):
@@ -201,3 +223,67 @@ def test_the_package_version_is_found_as_importlib_metadata_finds_it(tmp_path, m
         assert lookup() == metadata.version("wasi-harvester") == expected
     monkeypatch.setattr(sys, "path", [str(tmp_path / "nowhere")])
     assert lookup() == UNKNOWN
+
+
+def test_a_single_network_target_is_probed_in_the_pollers_thread_without_the_resolver(monkeypatch):
+    """A spoke's network sensor watches its hub: no thread per read, and an address needs no getaddrinfo()."""
+    import socket
+    import threading
+
+    from hal.nethealth import NetworkHealth
+
+    class Ctx:
+        node = "pizero"
+
+        def clock(self) -> float:
+            return 0.0
+
+    def no_resolver(*args, **kwargs):
+        raise AssertionError("getaddrinfo() called for an address")
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        net = NetworkHealth(ctx=Ctx(), name="network", targets={"hub": f"127.0.0.1:{srv.getsockname()[1]}"},
+                            method="tcp", probes=2)
+        threads = []
+        probe = net._probe_target
+        monkeypatch.setattr(net, "_probe_target", lambda t: threads.append(threading.get_ident()) or probe(t))
+        monkeypatch.setattr(socket, "getaddrinfo", no_resolver)
+        readings = {r.quantity: r for r in net.read()}
+    assert threads == [threading.get_ident()]
+    assert readings["rtt"].ok and readings["packet_loss"].value == 0.0
+
+
+def test_the_outbox_page_cache_is_capped(tmp_path):
+    from actors.spoke.outbox import CACHE_KIB, Outbox
+
+    outbox = Outbox(tmp_path / "outbox.sqlite3", "pizero")
+    try:
+        assert outbox._db.execute("PRAGMA cache_size").fetchone() == (-CACHE_KIB,)
+    finally:
+        outbox.close()
+
+
+def test_a_plugins_fingerprint_tells_its_versions_apart():
+    """The fingerprint (zlib's checksums, not hashlib's sha256: see NEVER_ON_A_NODE) changes with any byte."""
+    from plugins.backends.base import fingerprint
+
+    source = (ROOT / "plugins" / "bundled" / "cpu_temperature.py").read_bytes()
+    flipped = source[:100] + bytes([source[100] ^ 1]) + source[101:]
+    versions = {source, source + b"\n", flipped, source[:-1] + b"X", b""}
+    assert len(versions) == 5 and len({fingerprint(v) for v in versions}) == 5
+    assert fingerprint(source) == fingerprint(bytes(source))
+
+
+def test_the_demo_runs_its_native_node_with_the_interpreter_it_is_given(tmp_path):
+    """How bench.bench_nodes (make soak) measures the Pi Zero node from a release install's venv."""
+    from actors.cli.demo import NATIVE, Demo
+    from actors.node.config import load_config
+
+    demo = Demo(tmp_path, native_python="/opt/harvester/current/bin/python")
+    assert {node: demo._argv(node)[0] for node in demo.nodes} == {
+        "hub": sys.executable, "pi4": sys.executable, "pizero": "/opt/harvester/current/bin/python"}
+    assert [n for n in demo.nodes if load_config(ROOT / "actors" / "cli" / "demo_configs" / f"{n}.toml").profile
+            == "native"] == list(NATIVE)
+    assert Demo(tmp_path)._argv("pizero")[0] == sys.executable
