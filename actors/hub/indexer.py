@@ -257,7 +257,10 @@ class IndexerProcess:
             self._cond.notify_all()
             self._cond.wait(RETRY_S)
             if not self._closed:
-                self._start().stdin.write(b"\n")  # type: ignore[union-attr]
+                stdin = self._start().stdin
+                assert stdin is not None
+                stdin.write(b"\n")
+                stdin.flush()
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the process after its last durable commit (killed if it takes longer than timeout)."""

@@ -30,7 +30,7 @@ import msgpack
 from actors.errors import StoreFull
 from actors.hub.holdings import Interval, SeqSet
 from actors.hub.housekeeping import STEPS, StoreHousekeeping
-from actors.hub.indexer import DATA_SCHEMA, IndexerProcess, data_path
+from actors.hub.indexer import DATA_SCHEMA, INSERT_SAMPLE, IndexerProcess, data_path
 from actors.hub.notify_log import NotifyLog
 
 # 3: samples moved to the file beside the store's (a version-2 store is migrated at open; the
@@ -321,8 +321,7 @@ class Store(StoreHousekeeping, NotifyLog):
         with self._lock, self._write(samples=True) as db:
             db.execute("INSERT OR IGNORE INTO data.samples SELECT id, series, ts, value, quality, reason, seq, "
                        "received FROM main.samples")
-            db.executemany("INSERT INTO data.samples (series, ts, value, quality, reason, seq, received) "
-                           "VALUES (?,?,?,?,?,?,?)",
+            db.executemany(INSERT_SAMPLE.replace("INTO samples", "INTO data.samples"),  # main's is still there
                            [(sid, ts, value, quality, reason, seq, received)
                             for seq, received, packed in db.execute("SELECT seq, received, rows FROM ingest_log")
                             for sid, ts, value, quality, reason in msgpack.unpackb(packed)])
@@ -704,8 +703,7 @@ class Store(StoreHousekeeping, NotifyLog):
     def insert_local(self, node: str, rows: list[Row], received: float) -> None:
         """The hub's own readings (seq 0: they never travel)."""
         with self._transaction(samples=True) as db:
-            db.executemany("INSERT INTO data.samples (series, ts, value, quality, reason, seq, received) "
-                           "VALUES (?,?,?,?,?,?,?)", self._rows(node, rows, 0, received))
+            db.executemany(INSERT_SAMPLE, self._rows(node, rows, 0, received))
 
     def upsert_node(self, name: str, role: str, profile: str, push_interval: float, last_seen: float | None,
                     clock_offset: float | None, info: dict[str, Any]) -> None:
