@@ -11,6 +11,7 @@ import argparse
 import http.client
 import json
 import multiprocessing as mp
+import shutil
 import statistics
 import tempfile
 import time
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     ctx = mp.get_context("spawn")
     ready, done = ctx.Queue(), ctx.Queue()
-    server = ctx.Process(target=_serve, args=(tempfile.mkdtemp(prefix="bench-dashboard-"), ready), daemon=True)
+    state = tempfile.mkdtemp(prefix="bench-dashboard-")
+    server = ctx.Process(target=_serve, args=(state, ready), daemon=True)
     server.start()
     pushers: list[Any] = []
     try:
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 proc.terminate()
         server.terminate()
         server.join(10)
+    shutil.rmtree(state, ignore_errors=True)  # a failed run keeps its dir: the logs are there
     times.sort()
     result = {
         "dashboard_readings_p50_ms": round(statistics.median(times), 2),

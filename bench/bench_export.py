@@ -216,15 +216,7 @@ def ingest_pyro(seconds: float, max_calls: int) -> float:
     """bench_ingest's measurement: one Pyro5 client pushing to a hub in a child process."""
     from bench.bench_ingest import run_pyro
 
-    # run_pyro makes the hub's state dir with tempfile.mkdtemp (in this process) and leaves it:
-    # point tempfile at a dir of ours for the call, and remove that
-    own, saved = tempfile.mkdtemp(prefix="bench-export-pyro-"), tempfile.tempdir
-    tempfile.tempdir = own
-    try:
-        return run_pyro("pyro", seconds, max_calls)
-    finally:
-        tempfile.tempdir = saved
-        shutil.rmtree(own, ignore_errors=True)
+    return run_pyro("pyro", seconds, max_calls)
 
 
 def fill(store: Store, n: int) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         for h in [*hubs.values(), lone]:
             h.kill(signal.SIGTERM)
+    shutil.rmtree(tmp, ignore_errors=True)  # a failed run keeps its dir: the logs are there
     return result
 
 

@@ -7,8 +7,11 @@ import argparse
 import http.client
 import json
 import multiprocessing as mp
+import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +90,21 @@ def _serve(kind: str, state: str, ready: Any) -> None:
         server.run()
 
 
-def _start(kind: str) -> tuple[mp.Process, str]:
+@contextmanager
+def _server(kind: str) -> Iterator[str]:
+    """One server in a child process on a state dir of its own; yields what it reports when
+    ready, and removes the process and the dir (a store of about 100 MB after a run)."""
     ctx = mp.get_context("spawn")
     ready = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(kind, tempfile.mkdtemp(prefix=f"bench-{kind}-"), ready), daemon=True)
+    state = tempfile.mkdtemp(prefix=f"bench-{kind}-")
+    proc = ctx.Process(target=_serve, args=(kind, state, ready), daemon=True)
     proc.start()
-    return proc, ready.get(timeout=60)
+    try:
+        yield ready.get(timeout=60)
+    finally:
+        proc.terminate()
+        proc.join(10)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def run_pyro(kind: str, seconds: float, max_calls: int, serializer: str = "msgpack") -> float:
@@ -101,27 +113,21 @@ def run_pyro(kind: str, seconds: float, max_calls: int, serializer: str = "msgpa
     from nameserver.pyro import configure
 
     configure()
-    proc, uri = _start(kind)
-    try:
-        with Proxy(uri) as agg:
-            agg._pyroTimeout = 30
-            agg._pyroSerializer = serializer
-            seq, readings, t0 = 1, 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds and seq < max_calls * BATCHES_PER_CALL:
-                answer = agg.push(make_batches("bench", seq), time.time())
-                assert len(answer["acked"]) == BATCHES_PER_CALL
-                seq += BATCHES_PER_CALL
-                readings += BATCHES_PER_CALL * READINGS_PER_BATCH
-            return readings / (time.perf_counter() - t0)
-    finally:
-        proc.terminate()
-        proc.join(10)
+    with _server(kind) as uri, Proxy(uri) as agg:
+        agg._pyroTimeout = 30
+        agg._pyroSerializer = serializer
+        seq, readings, t0 = 1, 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds and seq < max_calls * BATCHES_PER_CALL:
+            answer = agg.push(make_batches("bench", seq), time.time())
+            assert len(answer["acked"]) == BATCHES_PER_CALL
+            seq += BATCHES_PER_CALL
+            readings += BATCHES_PER_CALL * READINGS_PER_BATCH
+        return readings / (time.perf_counter() - t0)
 
 
 def run_http(kind: str, seconds: float, max_calls: int) -> float:
-    proc, info = _start(kind)
-    info = json.loads(info)
-    try:
+    with _server(kind) as ready:
+        info = json.loads(ready)
         conn = http.client.HTTPConnection("127.0.0.1", info["port"], timeout=30)
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {info['token']}"}
         seq, readings, t0 = 1, 0, time.perf_counter()
@@ -135,9 +141,6 @@ def run_http(kind: str, seconds: float, max_calls: int) -> float:
             readings += BATCHES_PER_CALL * READINGS_PER_BATCH
         conn.close()
         return readings / (time.perf_counter() - t0)
-    finally:
-        proc.terminate()
-        proc.join(10)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

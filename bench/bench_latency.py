@@ -4,6 +4,7 @@ over one kept connection and with a new connection per call. Loopback only; boun
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from nameserver.pyro import configure
 
     configure()
-    hub, ns, _ = start_hub(Path(tempfile.mkdtemp(prefix="harvester-lat-")))
+    tmp = Path(tempfile.mkdtemp(prefix="harvester-lat-"))
+    hub, ns, _ = start_hub(tmp)
     try:
         uri = f"PYRONAME:harvester.hub.monitor@127.0.0.1:{ns}"
         deadline = time.monotonic() + 30
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         hub.terminate()
         hub.wait(30)
+    shutil.rmtree(tmp, ignore_errors=True)  # a failed run keeps its dir: the logs are there
     result = {"sensor_latest": kept_latest, "sensor_read": kept_read, "sensor_latest_new_connection": new_conn}
     print("Pyro5 sensor call latency (msgpack, loopback, thread server)")
     for name, r in result.items():

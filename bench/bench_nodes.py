@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         demo.send_signal(signal.SIGTERM)
         demo.wait(60)
+    shutil.rmtree(state, ignore_errors=True)  # a failed run keeps its dir: the logs are there
     result = {}
     print(f"node profiles after {args.warmup:.0f}s warm-up + {elapsed:.0f}s (demo, mock hardware, x86-64)")
     for role, env in (("hub, pi4", environment["python"]), ("pizero", environment["native_python"])):

@@ -14,6 +14,7 @@ import json
 import multiprocessing as mp
 import os
 import queue
+import shutil
 import statistics
 import subprocess
 import sys
@@ -317,6 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         hub.terminate()
         hub.wait(30)
+    shutil.rmtree(tmp, ignore_errors=True)  # a failed run keeps its dir: the logs are there
     sustained = [r["spokes"] for r in results if r["keeps_up"]]
     summary = {"steps": results, "largest_sustained_spokes": max(sustained) if sustained else 0}
     print(f"largest fleet sustained: {summary['largest_sustained_spokes']} spokes x {args.sensors} sensors at 1 Hz")

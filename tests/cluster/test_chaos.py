@@ -136,8 +136,10 @@ def test_chaos_hub_disk_full_refuses_pushes_and_loses_nothing(proc_cluster):
         filler.unlink()  # space returns
         drain_and_check(c, ("s1",))
     finally:
-        c.stop()
-        subprocess.run(["umount", "-l", str(state)], check=False)
+        try:
+            c.stop()
+        finally:  # a mount left behind outlives the test run and its temporary dirs
+            subprocess.run(["umount", "-l", str(state)], check=False)
 
 
 def test_chaos_store_cap_behaves_like_a_full_disk(tmp_path):
