@@ -73,19 +73,31 @@ def _join(parent: str, name: str) -> str:
     return parent.rstrip("/") + "/" + name
 
 
+MAX_KEPT_PATHS = 512
+
+
 class SysfsRoot:
     """sysfs/procfs as files under a base directory: '/' for the machine, a tmp dir for tests."""
 
     def __init__(self, base: str | Path = "/") -> None:
         self.base = Path(base)
+        # kernel path -> host path, for the files a node reads every poll: building a Path
+        # interns each of its parts, and parts dropped with the Path churn the interpreter's
+        # table of interned strings (which grows by half a megabyte when churn first fills it)
+        self._paths: dict[str, Path] = {}
 
     def __repr__(self) -> str:
         return f"SysfsRoot({str(self.base)!r})"
 
     def host_path(self, path: str) -> Path:
         """The file on this machine that the kernel path maps to."""
-        rel = kernel_path(path).relative_to("/")
-        return self.base / rel if rel.parts else self.base
+        found = self._paths.get(path)
+        if found is None:
+            rel = kernel_path(path).relative_to("/")
+            found = self.base / rel if rel.parts else self.base
+            if len(self._paths) < MAX_KEPT_PATHS:  # a glob over a big tree must not grow it for ever
+                self._paths[path] = found
+        return found
 
     def read_text(self, path: str) -> str:
         """Read a whole attribute file; OSError (EIO, ETIMEDOUT, ENOENT...) propagates."""
