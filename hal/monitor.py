@@ -29,6 +29,11 @@ CPU_LIKE = ("cpu", "soc", "x86_pkg_temp", "coretemp", "k10temp")
 MEMORY_QUANTITIES = ("memory_used", "memory_total", "memory_percent")
 
 
+
+class _NotYet(DeviceUnavailable):
+    """Load needs CPU time between two samples, and none has passed yet: no fault to warn of."""
+
+
 class SystemMonitor:
     """CPU temperature, load (between reads), memory and uptime of the board it runs on."""
 
@@ -80,6 +85,9 @@ class SystemMonitor:
                measure: Callable[[], tuple[float, ...]]) -> list[Reading]:
         try:
             values = measure()
+        except _NotYet as exc:  # a node's first poll comes within a tick of the monitor's start
+            log.debug("%s: %s not measured yet: %s", self.name, group, exc)
+            return [self._failed(q, ts, str(exc)) for q in quantities]
         except (OSError, ValueError, DeviceUnavailable) as exc:
             reason = str(exc) or type(exc).__name__
             self._availability.failed(group, reason)
@@ -157,13 +165,14 @@ class SystemMonitor:
         busy, total = self._cpu_times()
         prev, self._prev_cpu = self._prev_cpu, (busy, total)
         if prev is None:
-            raise DeviceUnavailable("first /proc/stat sample; load is measured between two reads")
+            raise _NotYet("first /proc/stat sample; load is measured between two reads")
         d_busy, d_total = busy - prev[0], total - prev[1]
         if d_total < 0 or d_busy < 0:
             # Counters went backwards: a different /proc (container restart) or a reboot.
             raise DeviceUnavailable("/proc/stat counters went backwards; measuring again from here")
         if d_total == 0:
-            raise DeviceUnavailable("no CPU time elapsed since the previous read")
+            self._prev_cpu = prev  # measure the next read from the same start
+            raise _NotYet("no CPU time elapsed since the previous read")
         return round(min(100.0, 100.0 * d_busy / d_total), 2)
 
     # -- memory and uptime -------------------------------------------------------------

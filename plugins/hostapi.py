@@ -28,7 +28,7 @@ from hal.i2c import I2CGrants
 from hal.names import NODE_NAME_RULE, is_node_name
 from plugins.alerts import AlertBook
 from plugins.manifest import Manifest
-from plugins.services import Services
+from plugins.services import NotFitted, Services
 from plugins.state import PluginState, StateLimit, check_entry
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,10 @@ class PluginEnv:
                 self.last_apply_error = f"{what}: {type(error).__name__}: {error}"
                 first = what not in self._failing
                 self._failing.add(what)
-        if error is not None and first:
+        if error is not None and first and isinstance(error, NotFitted):
+            # a shared plugin asking a node for a strip or buzzer it lacks: nothing is broken
+            log.info("plugin %s: %s has no effect here: %s", self.name, what, error)
+        elif error is not None and first:
             log.warning("plugin %s: %s failed: %s: %s", self.name, what, type(error).__name__, error)
         elif error is None and recovered:
             log.info("plugin %s: %s works again", self.name, what)

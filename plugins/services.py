@@ -20,6 +20,11 @@ from hal.errors import DeviceUnavailable
 log = logging.getLogger(__name__)
 
 
+
+class NotFitted(DeviceUnavailable):
+    """The node has no such device at all: a fact of its configuration, not a fault."""
+
+
 class Actuators(Protocol):
     """LEDs and buzzer as a node's actors offer them (LedsActor, BuzzerActor, or a remote node)."""
 
@@ -118,7 +123,7 @@ class NodeServices:
             other.set_pixel(index, r, g, b)
             return
         if self.leds is None:
-            raise DeviceUnavailable(f"node {self.node} has no LED strip")
+            raise NotFitted(f"node {self.node} has no LED strip")
         self.leds.set_pixel(index, r, g, b)
 
     def beep(self, node: str | None, count: int, on_ms: int) -> None:
@@ -148,7 +153,7 @@ class NodeServices:
 
     def _buzzer(self) -> Any:
         if self.buzzer is None:
-            raise DeviceUnavailable(f"node {self.node} has no buzzer")
+            raise NotFitted(f"node {self.node} has no buzzer")
         return self.buzzer
 
 

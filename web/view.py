@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,15 @@ def cpu_band(celsius: float) -> str:
 def iaq_class(band: str) -> str:
     """A CSS class for an IAQ band name ("unhealthy for sensitive groups" -> iaq-sensitive)."""
     return "iaq-" + {"unhealthy for sensitive groups": "sensitive", "very unhealthy": "very-unhealthy"}.get(band, band)
+
+
+def iaq_text(index: float) -> tuple[str, str]:
+    """An IAQ index as a card shows it, and its band: `51 · moderate` for 50.2.
+
+    The bands are whole numbers with inclusive upper bounds (0-50 good, 51-150 moderate), so
+    the index is shown rounded up: rounded to the nearest, 50.2 read "50 · moderate"."""
+    band = band_of(index)
+    return f"{math.ceil(index)} · {band}", band
 
 
 def number(value: float, unit: str = "") -> str:
@@ -94,8 +104,8 @@ def _reading_row(key: str, quantity: str, r: dict[str, Any], series: str, known:
     elif quantity == "uptime":
         text = duration_text(v)
     elif quantity == "iaq":
-        band = band_of(v)
-        text, tag = f"{v:.0f} · {band}", "calibrating" if r["quality"] == "calibrating" else ""
+        text, band = iaq_text(v)
+        tag = "calibrating" if r["quality"] == "calibrating" else ""
         cls.append(iaq_class(band))
     else:
         text = number(v, r["unit"])

@@ -55,6 +55,13 @@ def wait_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
+def shell_path(path: str) -> str:
+    """An interpreter's path for a command to copy: relative when below the current dir
+    (`.venv/bin/python`); a shell's bare `python`, outside the venv, lacks the package."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 @dataclass
 class Child:
     """One supervised node process."""
@@ -200,7 +207,7 @@ class Demo:
         else:
             where = f'"{self.host}", {self.ns_port}' if len(self.hubs) == 1 else \
                 "[" + ", ".join(f'"{self.host}:{self.ns_port_of(h)}"' for h in self.hubs) + "]"
-            self.say(f"REPL: python -c 'from actors import connect; print(connect({where})"
+            self.say(f"REPL: {shell_path(sys.executable)} -c 'from actors import connect; print(connect({where})"
                      '["pi4"]["dht22"].read())\'')
         self.say("Ctrl-C stops every node")
 

@@ -107,6 +107,7 @@ class NodeScheduler:
         self._inline = inline
         self._jobs: dict[str, Job] = {}
         self._instances: dict[str, int] = {}
+        self._skipped: dict[str, int] = {}  # job id -> runs skipped since its last start
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
@@ -247,9 +248,15 @@ class NodeScheduler:
     def _submit(self, job: Job, run_times: list[datetime]) -> None:
         """Hand a job's due runs to the pool, unless max_instances of it are running (callers lock)."""
         if self._instances.get(job.id, 0) >= job.max_instances:
-            log.warning('Execution of job "%s" skipped: maximum number of running instances reached (%d)',
-                        job, job.max_instances)
+            # once per spell: a run that hangs would otherwise log a line every interval, forever
+            skipped = self._skipped[job.id] = self._skipped.get(job.id, 0) + 1
+            if skipped == 1:
+                log.warning('Execution of job "%s" skipped: maximum number of running instances reached (%d); '
+                            "further skips are counted until it starts again", job, job.max_instances)
             return
+        skipped = self._skipped.pop(job.id, 0)
+        if skipped > 1:
+            log.info('Job "%s" starts again after %d skipped runs', job, skipped)
         self._instances[job.id] = self._instances.get(job.id, 0) + 1
         if self._inline or self._pool is None:
             self._run(job, run_times)

@@ -100,6 +100,16 @@ def test_monitor_load_without_a_baseline_waits_for_a_second_sample(tmp_path: Pat
     assert by_quantity(m.read())["cpu_load"].value == 50.0
 
 
+def test_monitor_load_not_measured_yet_is_no_warning_and_keeps_its_start(tree: Path, caplog: pytest.LogCaptureFixture) -> None:
+    add_zone(tree, 0, "x86_pkg_temp", "55000")
+    m = monitor(tree)  # its baseline: 150 busy of 1,150 ticks
+    with caplog.at_level(logging.INFO, logger="hal.monitor"):
+        assert "no CPU time" in by_quantity(m.read())["cpu_load"].reason  # the agent's first poll, at once
+    assert not caplog.records  # a node starting is not a device failing
+    write(tree, "/proc/stat", stat_line(100 + 30, 50, 1000 + 70))
+    assert by_quantity(m.read())["cpu_load"].value == 30.0  # measured from the baseline it kept
+
+
 def test_monitor_load_with_no_elapsed_time_or_backwards_counters(tree: Path) -> None:
     m = monitor(tree)
     r = by_quantity(m.read())["cpu_load"]

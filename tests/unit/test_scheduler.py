@@ -4,6 +4,7 @@ grace, max_instances, moving and removing jobs, and the thread that runs them.""
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -92,6 +93,29 @@ def test_a_job_still_running_is_not_started_again():
     clock.advance(10)
     sched.tick()
     assert runs == ["outer", "outer"]
+
+
+def test_a_run_that_hangs_is_warned_of_once_and_its_return_counted(caplog):
+    sched, clock, runs = manual(max_instances=1)
+    release = []
+
+    def hang():
+        runs.append("run")
+        if len(runs) == 1:  # the first run stays in progress while ten more come due
+            for _ in range(10):
+                clock.advance(2)
+                sched.tick()
+            release.append(True)
+
+    with caplog.at_level(logging.INFO, logger="actors.node.scheduler"):
+        sched.add_job(hang, "interval", seconds=2, id="scan", next_run_time=T0)
+        sched.tick()
+        assert release and runs == ["run"]
+        assert caplog.text.count("skipped: maximum number of running instances") == 1
+        clock.advance(2)
+        sched.tick()
+    assert runs == ["run", "run"]
+    assert 'Job "scan' in caplog.text and "starts again after 10 skipped runs" in caplog.text
 
 
 def test_modify_job_moves_the_next_run_and_remove_job_unschedules():
