@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hal.sysfs import SysfsRoot, glob_paths
+from hal.sysfs import MAX_KEPT_PATHS, SysfsRoot, glob_paths
 
 
 def make_tree(base: Path, files: dict[str, str]) -> None:
@@ -33,6 +33,19 @@ def root(tmp_path: Path) -> SysfsRoot:
 def test_sysfs_read_text_resolves_under_base(root: SysfsRoot) -> None:
     assert root.read_text("/sys/bus/iio/devices/iio:device0/name") == "dht11\n"
     assert root.read_text("/proc/uptime").split()[0] == "123.45"
+
+
+def test_sysfs_keeps_the_host_path_of_a_file_it_reads_every_poll(root: SysfsRoot, tmp_path: Path) -> None:
+    first = root.host_path("/proc/uptime")
+    assert first == tmp_path / "proc" / "uptime"
+    assert root.host_path("/proc/uptime") is first  # no Path built (and its parts interned) again
+    with pytest.raises(ValueError, match="'..'"):  # a refused path is refused every time, never kept
+        root.host_path("/sys/../etc/passwd")
+    with pytest.raises(ValueError, match="'..'"):
+        root.host_path("/sys/../etc/passwd")
+    for i in range(600):  # bounded: a glob over a big tree does not grow it for ever
+        root.host_path(f"/sys/bus/w1/devices/28-{i:012x}/temperature")
+    assert len(root._paths) == MAX_KEPT_PATHS
 
 
 def test_sysfs_listdir_sorted_and_exists(root: SysfsRoot) -> None:
