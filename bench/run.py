@@ -26,6 +26,7 @@ def run_all(quick: bool) -> dict[str, Any]:
         bench_ingest,
         bench_latency,
         bench_mqtt,
+        bench_names,
         bench_nodes,
         bench_notify,
         bench_plugins,
@@ -39,6 +40,7 @@ def run_all(quick: bool) -> dict[str, Any]:
         ("plugins", bench_plugins.main, ["--iterations", "1000" if quick else "3000"]),
         ("dashboard", bench_dashboard.main, ["--seconds", "5" if quick else "10"]),
         ("latency", bench_latency.main, ["--calls", "300" if quick else "1000"]),
+        ("names", bench_names.main, ["--seconds", "5" if quick else "10"]),
         ("idle", bench_idle.main, ["--held", "0,130,500", "--lookups", "30"]),
         ("frozen", bench_frozen.main, ["--commands", "20"]),
         ("hubs", bench_hubs.main, ["--kills", "3" if quick else "10", "--seconds", "5", "--rest", "10" if quick else "30"]),
@@ -132,6 +134,11 @@ def table(r: dict[str, Any]) -> list[tuple[str, str]]:
                      f"{http.get('/api/readings', {}).get('p99_ms')}, {http.get('/api/dashboard', {}).get('p99_ms')}, "
                      f"{step.get('hub_cpu_percent')}{'' if step.get('keeps_up') else ' (falls behind)'}"))
     rows.append(("largest fleet sustained (spokes x 10 sensors at 1 Hz)", f"{g('load', 'largest_sustained_spokes')}"))
+    for key, label in (("own_listing", "own names listed"), ("fleet_listing", "the fleet's listed, as before")):
+        if g("names", key):
+            rows.append((f"name server, {g('names', 'nodes')} nodes sweeping every {g('names', 'interval_s')} s, "
+                         f"{label}: % of a core, µs a sweep",
+                         f"{g('names', key, 'server_cpu_percent')}, {g('names', key, 'server_us_per_sweep')}"))
     for row in g("idle", "rows") or []:
         rows.append((f"name-server lookups ok with {row['held']} silent connections held, {row['server']}",
                      f"{row['ok']}/{row['lookups']} (held {row['opened']}), max {row['max_ms']} ms"))
