@@ -49,11 +49,12 @@ def free_port() -> int:
 
     A port handed out by binding port 0 is released before its user binds it; meanwhile a
     daemon binding port 0 (every node agent does) may be given the same one, and the user
-    then finds it taken. Ports below the ephemeral range are never handed out that way."""
-    start, end = _port_range()
-    rng = random.Random()
+    then finds it taken. Ports below the ephemeral range are never handed out that way.
+    The slice is walked in a shuffled order, each port once before any repeats: two random
+    picks could name the same port for a fixture's name server and its web server, and the
+    second then finds the first bound (a hub failed to start so, one run in a few)."""
     for _ in range(200):
-        port = rng.randrange(start, end - 1)  # end - 1: a caller may take the next port too (Raft)
+        port = _next_port()
         with socket.socket() as s:
             try:
                 s.bind((HOST, port))
@@ -63,6 +64,28 @@ def free_port() -> int:
     with socket.socket() as s:  # nothing free below the range: fall back to the kernel's pick
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+_ports: list[int] = []
+
+
+def reserve_port(port: int) -> None:
+    """Keep free_port() from handing out `port` (the next one a caller took beside its own)."""
+    _fill()
+    if port in _ports:
+        _ports.remove(port)
+
+
+def _next_port() -> int:
+    _fill()
+    return _ports.pop()
+
+
+def _fill() -> None:
+    if not _ports:
+        start, end = _port_range()
+        _ports.extend(range(start, end - 1))  # end - 1: a caller may take the next port too (Raft)
+        random.shuffle(_ports)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:

@@ -25,7 +25,7 @@ from Pyro5.api import Proxy
 
 from tests.cluster.conftest import ProcNode, have_root_netns
 from tests.cluster.netns import lab
-from tests.helpers import HOST, free_port, hub_db, wait_for, write_node_config
+from tests.helpers import HOST, free_port, hub_db, reserve_port, wait_for, write_node_config
 from tests.tsdb import Relay, Victoria, check_engine_holds, exported_upto, have_victoria
 
 SECRET = "a-test-cluster-secret-0123456789"
@@ -44,6 +44,7 @@ def free_pair() -> int:
                 s.bind((HOST, port + 1))
             except OSError:
                 continue
+        reserve_port(port + 1)
         return port
     raise RuntimeError("no two free ports in a row")
 
