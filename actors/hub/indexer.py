@@ -242,7 +242,10 @@ class IndexerProcess:
                     self.moved, self.durable, self.error = moved, durable, None
                     self._cond.notify_all()
                 if grew:
-                    self._on_durable(durable)
+                    try:
+                        self._on_durable(durable)
+                    except Exception:  # this thread must go on reading, or the indexer blocks on its pipe
+                        log.exception("acting on the indexer's progress failed; the next report tries again")
             elif kind == "error":
                 log.warning("moving logged batches into samples failed, retrying in %.0f s: %s", RETRY_S, rest)
                 with self._cond:

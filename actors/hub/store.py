@@ -388,7 +388,7 @@ class Store(StoreHousekeeping, NotifyLog):
             with self._write() as db:
                 pruned = self._prune(db)
             self._pruned = pruned
-        except sqlite3.Error as exc:  # noqa: BLE001 (a full disk: the rows wait for the next prune)
+        except (sqlite3.Error, StoreFull) as exc:  # a full disk: the rows wait for the next prune
             log.warning("pruning the ingest log failed: %s", exc)
         finally:
             self._lock.release()
