@@ -134,11 +134,15 @@ def table(r: dict[str, Any]) -> list[tuple[str, str]]:
                      f"{http.get('/api/readings', {}).get('p99_ms')}, {http.get('/api/dashboard', {}).get('p99_ms')}, "
                      f"{step.get('hub_cpu_percent')}{'' if step.get('keeps_up') else ' (falls behind)'}"))
     rows.append(("largest fleet sustained (spokes x 10 sensors at 1 Hz)", f"{g('load', 'largest_sustained_spokes')}"))
-    for key, label in (("own_listing", "own names listed"), ("fleet_listing", "the fleet's listed, as before")):
-        if g("names", key):
+    for mode in ("now", "before"):
+        if g("names", f"sweeps_{mode}"):
             rows.append((f"name server, {g('names', 'nodes')} nodes sweeping every {g('names', 'interval_s')} s, "
-                         f"{label}: % of a core, µs a sweep",
-                         f"{g('names', key, 'server_cpu_percent')}, {g('names', key, 'server_us_per_sweep')}"))
+                         f"{mode}: % of a core, µs a sweep",
+                         f"{g('names', f'sweeps_{mode}', 'server_cpu_percent')}, "
+                         f"{g('names', f'sweeps_{mode}', 'server_us_per_sweep')}"))
+            rows.append((f"name server cleaner, {g('names', 'nodes')} nodes, {mode}: % of a core, connections/s",
+                         f"{g('names', f'cleaner_{mode}', 'server_cpu_percent')}, "
+                         f"{g('names', f'cleaner_{mode}', 'connections_per_s')}"))
     for row in g("idle", "rows") or []:
         rows.append((f"name-server lookups ok with {row['held']} silent connections held, {row['server']}",
                      f"{row['ok']}/{row['lookups']} (held {row['opened']}), max {row['max_ms']} ms"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from typing import Any
 
 from Pyro5 import config
 from Pyro5.serializers import MsgpackSerializer
@@ -38,9 +39,23 @@ def configure() -> None:
     # Client side: a silent server must not hold a caller forever (servers use their own limits).
     config.COMMTIMEOUT = 30.0
     config.POLLTIMEOUT = 1.0
-    config.NS_AUTOCLEAN = 5.0
+    # Pyro5's name server cleaner is off: the hub's runs nameserver.cleaner.AddressCleaner
+    config.NS_AUTOCLEAN = 0.0
     config.DETAILED_TRACEBACK = False
     raise_fd_limit()  # every open connection is a file descriptor, also when idle
+
+
+def disown(proxy: Any) -> None:
+    """Leave a proxy kept between uses owned by no thread; the next use claims it
+    (`_pyroClaimOwnership()`), from whichever thread it runs on.
+
+    A Pyro5 proxy remembers the thread that owns it and, when greenlet is installed (Pyro5
+    imports it when present; the development venv has it through playwright), that thread's
+    greenlet object. Once a pool thread ends, that object may be torn down while the proxy still
+    points at it, and the next ownership check against it (a stopping node releasing its kept
+    connections from the main thread) crashed the interpreter. Each user of a kept proxy calls
+    this from the thread that used it, when it is done with it."""
+    proxy._Proxy__pyroOwnerThread = None
 
 
 def is_loopback(host: str) -> bool:

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from Pyro5 import errors
 from Pyro5.client import Proxy
 
 from hal.names import PREFIX, object_name
+from nameserver.pyro import disown
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ class Registrar:
         self._entries: dict[str, Registration] = {}
         self._healthy: dict[str, bool] = {}
         self._sweeping = threading.Lock()  # the periodic sweep and the first-registration retry may overlap
+        # name server URI -> the connection kept between sweeps (used under _sweeping)
+        self._proxies: dict[str, Proxy] = {}
         self.sweeps = 0
 
     def add(self, name: str, uri: str, metadata: set[str]) -> None:
@@ -113,16 +117,16 @@ class Registrar:
     def _sweep_one(self, uri: str, entries: list[Registration]) -> bool:
         healthy = self._healthy.get(uri)
         try:
-            with Proxy(uri) as ns:
-                ns._pyroTimeout = self._timeout
-                self._register(ns, entries)
+            self._on(uri, lambda ns: self._register(ns, entries))
         except errors.SecurityError as exc:
+            self._drop(uri)
             # Under TLS the name server accepts only this node's own names from its node certificate.
             if healthy is not False:
                 log.error("name server %s refused our registrations: %s", uri, exc)
             self._healthy[uri] = False
             return False
         except (errors.CommunicationError, errors.NamingError, OSError) as exc:
+            self._drop(uri)
             if healthy is not False:
                 log.warning("name server %s unreachable, will retry: %s", uri, exc)
             self._healthy[uri] = False
@@ -131,6 +135,41 @@ class Registrar:
             log.info("name server %s reachable again; %d names registered", uri, len(entries))
         self._healthy[uri] = True
         return True
+
+    def _on(self, uri: str, action: Callable[[Proxy], None]) -> None:
+        """(under _sweeping) Run `action` on the name server's connection. When the name server
+        closed a kept one (it restarted, or the connection sat idle past its limit) the action
+        runs again on a new one: registering and removing names are idempotent."""
+        ns, kept = self._proxy(uri)
+        try:
+            action(ns)
+        except errors.ConnectionClosedError:
+            if not kept:
+                raise
+            self._drop(uri)
+            action(self._proxy(uri)[0])
+        finally:
+            if uri in self._proxies:  # each sweep may run on another scheduler thread
+                disown(self._proxies[uri])
+
+    def _proxy(self, uri: str) -> tuple[Proxy, bool]:
+        """(under _sweeping) The connection to a name server, and whether it was kept from an
+        earlier sweep. A new connection every sweep cost the hub an accept and a Pyro5
+        handshake (under TLS, a TLS handshake too) per spoke every register_interval."""
+        ns = self._proxies.get(uri)
+        if ns is not None:
+            ns._pyroClaimOwnership()
+            return ns, True
+        ns = self._proxies[uri] = Proxy(uri)
+        ns._pyroTimeout = self._timeout
+        return ns, False
+
+    def _drop(self, uri: str) -> None:
+        """(under _sweeping) Close a name server's kept connection; the next sweep opens a new one."""
+        ns = self._proxies.pop(uri, None)
+        if ns is not None:
+            ns._pyroClaimOwnership()
+            ns._pyroRelease()
 
     @staticmethod
     def _register(ns: Proxy, entries: list[Registration]) -> None:
@@ -142,13 +181,18 @@ class Registrar:
             if have is None or have[0] != e.uri or set(have[1]) != set(e.metadata):
                 ns.register(e.name, e.uri, metadata=set(e.metadata))
 
+    def _remove_all(self, ns: Proxy) -> None:
+        for name in self.names():
+            ns.remove(name)
+
     def unregister_all(self) -> None:
-        """Remove this node's names (clean shutdown); failures are logged, not raised."""
-        for uri in self._uris:
-            try:
-                with Proxy(uri) as ns:
-                    ns._pyroTimeout = self._timeout
-                    for name in self.names():
-                        ns.remove(name)
-            except (errors.CommunicationError, errors.NamingError, errors.SecurityError, OSError) as exc:
-                log.info("could not unregister names at %s on shutdown: %s", uri, exc)
+        """Remove this node's names (clean shutdown) and close the kept connections; failures are
+        logged, not raised."""
+        with self._sweeping:
+            for uri in self._uris:
+                try:
+                    self._on(uri, self._remove_all)
+                except (errors.CommunicationError, errors.NamingError, errors.SecurityError, OSError) as exc:
+                    log.info("could not unregister names at %s on shutdown: %s", uri, exc)
+                finally:
+                    self._drop(uri)

@@ -7,16 +7,12 @@ import threading
 from pathlib import Path
 
 from Pyro5 import config
-from Pyro5.nameserver import AutoCleaner
 
+from nameserver.cleaner import CLEAN_EVERY_S, UNREACHABLE_S
 from nameserver.guarded import HarvesterNameServerDaemon
 from nameserver.pyro import check_bind, configure
 
 log = logging.getLogger(__name__)
-
-# Pyro5 removes a name whose daemon refused TCP for 20 s, checked every NS_AUTOCLEAN s.
-# A dead node's names should go sooner; a live node re-registers within one sweep anyway.
-UNREACHABLE_S = 10.0
 
 
 class EmbeddedNameServer:
@@ -25,8 +21,6 @@ class EmbeddedNameServer:
     def __init__(self, host: str, port: int, storage: Path | None = None,
                  allow_insecure: bool = False) -> None:
         configure()
-        AutoCleaner.max_unreachable_time = UNREACHABLE_S
-        AutoCleaner.loop_delay = 1.0
         check_bind(host, tls=bool(config.SSL), allow_insecure=allow_insecure)
         # Broadcast discovery is unauthenticated UDP: clients name the host explicitly.
         store = f"sql:{storage}" if storage else None
@@ -43,15 +37,16 @@ class EmbeddedNameServer:
     def start(self) -> EmbeddedNameServer:
         """Serve in a background thread."""
         self._thread.start()
-        log.info("name server at %s (autoclean %ss)", self.uri, config.NS_AUTOCLEAN)
+        log.info("name server at %s (names of a daemon unreachable for %.0f s are removed, checked every %.0f s)",
+                 self.uri, UNREACHABLE_S, CLEAN_EVERY_S)
         return self
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
         cleaner = getattr(self.daemon, "cleaner_thread", None)
         if cleaner is not None:
-            # The autoclean thread (a daemon thread) notices `stop` within its 2 s sleep;
-            # detach it so close() does not block on that sleep.
+            # A pass under way may wait CONNECT_TIMEOUT_S for a silent address: the thread (a
+            # daemon thread) is told to stop and detached, so close() does not wait for it.
             cleaner.stop = True
             self.daemon.cleaner_thread = None
         self.daemon.shutdown()

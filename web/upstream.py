@@ -22,7 +22,7 @@ from actors.client import Fleet
 from actors.errors import ActorUnavailable, BadRequest, Busy
 from hal.errors import ActuatorArgumentError
 from hal.names import object_name
-from nameserver.pyro import configure
+from nameserver.pyro import configure, disown
 from web.http import ApiError
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class Connections:
         with self._lock:
             stack = self._idle.setdefault(name, [])
             if len(stack) < MAX_IDLE_PER_ACTOR:
+                disown(proxy)  # taken again from whichever web thread comes next
                 stack.append((proxy, self._clock()))
                 return
         proxy._pyroRelease()

@@ -20,6 +20,7 @@ from Pyro5.api import Proxy
 
 from actors.hub.state import Hub
 from hal.names import object_name
+from nameserver.pyro import disown
 
 PROBE_INTERVAL = 2.0
 PROBE_TIMEOUT = 1.0
@@ -88,7 +89,7 @@ class SpokeProber:
             proxy = Proxy(f"PYRONAME:{object_name(node, 'agent')}@{self._ns}")
             proxy._pyroTimeout = PROBE_TIMEOUT
             self._probes[node], self._boots[node] = proxy, boot
-        proxy._pyroClaimOwnership()  # each run may probe this node from another pool thread
+        proxy._pyroClaimOwnership()
         try:
             health = proxy.fleet_health()
         except pyro_errors.NamingError:
@@ -99,6 +100,9 @@ class SpokeProber:
             self._drop(node)  # re-resolve: a restarted agent has a new port
             self.hub.set_reachable(node, False)
             return
+        finally:
+            if self._probes.get(node) is proxy:  # the next run may probe this node from another pool thread
+                disown(proxy)
         self._nameless.pop(node, None)
         self._asked[node] = time.monotonic()
         self.hub.set_reachable(node, True, health)

@@ -18,7 +18,7 @@ from Pyro5.client import Proxy
 
 from actors.errors import BadRequest
 from actors.spoke.outbox import Outbox
-from nameserver.pyro import CALL_TIMEOUT
+from nameserver.pyro import CALL_TIMEOUT, disown
 from nameserver.registry import find_aggregator, home_tag, ns_uri
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Pusher:
         every push of every spoke. The hub's transport holds an idle connection as a file
         descriptor, not a thread, and closes one idle for a minute."""
         if link.proxy is not None:
-            link.proxy._pyroClaimOwnership()  # each run may come on another scheduler thread
+            link.proxy._pyroClaimOwnership()
             return link.proxy, True
         if link.agg_uri is None:
             with Proxy(link.ns_uri) as ns:
@@ -88,6 +88,13 @@ class Pusher:
         """Drain the outbox to one hub in order; returns the batches this run deleted from the outbox."""
         link = self.links[index]
         self.outbox.retry()  # batches held in memory while the disk was full go to disk first
+        try:
+            return self._push_to(link)
+        finally:
+            if link.proxy is not None:  # the next run may come on another scheduler thread
+                disown(link.proxy)
+
+    def _push_to(self, link: HubLink) -> int:
         try:
             agg, kept = self._aggregator(link)
             try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 
 import pytest
 from Pyro5.api import Proxy
@@ -80,3 +82,34 @@ def test_a_sweep_after_the_name_server_restarted_registers_again(caplog):
         assert listing(second) == {"harvester.pi4.agent": ("PYRO:agent@127.0.0.1:4002", {"node:pi4"})}
     finally:
         second.stop()
+
+
+def connections_to(port: int) -> int:
+    """This process's established TCP connections to `port` (from /proc: its socket inodes)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for row in rows if int(row[2].split(":")[1], 16) == port and row[3] == "01" and row[9] in inodes)
+
+
+def test_sweeps_keep_one_connection_to_the_name_server_from_any_thread(ns):
+    mine = Registrar([(HOST, ns.port)])
+    mine.add("harvester.pi4.agent", "PYRO:agent@127.0.0.1:4002", {"node:pi4"})
+    results: list[bool] = []
+    for _ in range(3):  # the scheduler runs each sweep on whichever of its threads is free
+        t = threading.Thread(target=lambda: results.append(mine.sweep()))
+        t.start()
+        t.join(30)
+    assert results == [True, True, True]
+    assert mine.sweep()
+    assert connections_to(ns.port) == 1
+    mine.unregister_all()
+    assert listing(ns) == {}
+    assert connections_to(ns.port) == 0
