@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import selectors
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +31,8 @@ from typing import Any
 
 from Pyro5.client import Proxy
 
-from bench.loadgen import free_port, hub_usage
+from bench.loadgen import ACTORS, Daemons, free_port, hub_usage
 from nameserver.registry import Registrar
-
-ACTORS = ("agent", "outbox", "monitor", "network", "bme680", "dht22", "plugins", "jobs", "leds", "buzzer")
 
 
 def _serve(port: int, cpu: int, mode: str, ready: Any) -> None:
@@ -135,39 +131,6 @@ def measure_sweeps(fleet: list[Registrar], pid: int, interval: float, seconds: f
     return {"sweeps_per_s": round(done / elapsed, 1), "failed": failed,
             "server_cpu_percent": round(100 * busy / elapsed, 1),
             "server_us_per_sweep": round(1e6 * busy / max(done, 1))}
-
-
-class Daemons:
-    """One listening socket per node, as its agent's daemon: accepts, counts and closes."""
-
-    def __init__(self, count: int) -> None:
-        self.socks = [socket.create_server(("127.0.0.1", 0), backlog=64) for _ in range(count)]
-        self.ports = [s.getsockname()[1] for s in self.socks]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._sel = selectors.DefaultSelector()
-        for s in self.socks:
-            s.setblocking(False)
-            self._sel.register(s, selectors.EVENT_READ)
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            for key, _ in self._sel.select(0.1):
-                try:
-                    conn, _ = key.fileobj.accept()
-                except BlockingIOError:
-                    continue
-                conn.close()
-                self.accepted += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sel.close()
-        for s in self.socks:
-            s.close()
 
 
 def measure_cleaner(pid: int, daemons: Daemons, seconds: float) -> dict[str, float]:

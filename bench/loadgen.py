@@ -1,7 +1,9 @@
 """Fleet load generator: N simulated spokes x M sensors at 1 Hz against one real hub process.
 
 Each simulated spoke behaves like the agent: one batch per second, pushed over Pyro5 on a
-connection kept between runs, kept (and retried) until acknowledged. It reports whether the hub
+connection kept between runs, kept (and retried) until acknowledged; eight names kept
+registered in the hub's name server (swept every 5 s on a connection of their own), on a
+listening socket the name server's cleaner probes (--no-names: pushes only). It reports whether the hub
 keeps up (backlog not growing), push and /api/readings latency, and hub RSS/CPU. Loopback only;
 every step is bounded in time.
 """
@@ -14,13 +16,16 @@ import json
 import multiprocessing as mp
 import os
 import queue
+import selectors
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,10 @@ DASHBOARD_P99_MS = 50.0  # the dashboard issue's latency target
 VIEWER_WARMUP_S = 3.0
 QUANTITIES = [("temperature", "°C", 21.0), ("humidity", "%", 45.0), ("pressure", "hPa", 1012.0),
               ("cpu_load", "%", 10.0), ("memory_used", "MB", 200.0)]
+# A spoke's actors as its agent registers them (--names in bench_names takes up to all ten)
+ACTORS = ("agent", "outbox", "monitor", "network", "bme680", "dht22", "plugins", "jobs", "leds", "buzzer")
+SPOKE_NAMES = 8
+REGISTER_INTERVAL_S = 5.0  # agent.register_interval's default
 
 
 def free_port() -> int:
@@ -83,6 +92,7 @@ class Spoke:
         self.pending: list[dict[str, Any]] = []
         self.hello_done = False
         self.proxy: Any = None  # its connection to the hub, kept between pushes as the agent keeps it
+        self.next_sweep = 0.0  # when its names are swept next (with --names)
 
     def poll(self, now: float) -> None:
         self.seq += 1
@@ -94,9 +104,75 @@ class Spoke:
         self.pending.append({"node": self.name, "seq": self.seq, "readings": readings})
 
 
+class Daemons:
+    """One listening socket per node, as its agent's daemon: accepts, counts and closes."""
+
+    def __init__(self, count: int) -> None:
+        self.socks = [socket.create_server(("127.0.0.1", 0), backlog=64) for _ in range(count)]
+        self.ports = [s.getsockname()[1] for s in self.socks]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._sel = selectors.DefaultSelector()
+        for s in self.socks:
+            s.setblocking(False)
+            self._sel.register(s, selectors.EVENT_READ)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self._sel.select(0.1):
+                try:
+                    conn, _ = key.fileobj.accept()
+                except BlockingIOError:
+                    continue
+                conn.close()
+                self.accepted += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sel.close()
+        for s in self.socks:
+            s.close()
+
+
+class FleetNames:
+    """The simulated spokes' names in the hub's name server, as agents keep theirs: eight a spoke,
+    on one listening socket (its daemon, which the name server's cleaner probes), registered
+    before a step and swept every REGISTER_INTERVAL_S during it over a connection kept between
+    sweeps."""
+
+    def __init__(self, ns_port: int, spokes: list[str]) -> None:
+        from nameserver.registry import Registrar
+
+        self.daemons = Daemons(len(spokes))
+        self.registrars = {}
+        for name, port in zip(spokes, self.daemons.ports, strict=True):
+            r = self.registrars[name] = Registrar([("127.0.0.1", ns_port)])
+            for actor in ACTORS[:SPOKE_NAMES]:
+                r.add(f"harvester.{name}.{actor}", f"PYRO:{actor}@127.0.0.1:{port}", {f"node:{name}", f"kind:{actor}"})
+        with ThreadPoolExecutor(8) as pool:
+            failed = sum(not ok for ok in pool.map(lambda r: r.sweep(), self.registrars.values()))
+        if failed:
+            self.close()
+            raise RuntimeError(f"{failed} of {len(spokes)} simulated spokes could not register their names")
+
+    def close(self) -> None:
+        """Unregister every name (as agents do when they stop) and close the daemons' sockets."""
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda r: r.unregister_all(), self.registrars.values()))
+        self.daemons.close()
+
+
+def spoke_names(n_spokes: int) -> list[str]:
+    return [f"sim{i:04d}" for i in range(n_spokes)]
+
+
 def run_step(ns: int, web: int, n_spokes: int, sensors: int, seconds: float, threads: int,
-             viewers: int = 4) -> dict[str, Any]:
-    """Drive n_spokes for `seconds`; return backlog, latencies and counts."""
+             viewers: int = 4, names: FleetNames | None = None) -> dict[str, Any]:
+    """Drive n_spokes for `seconds` (sweeping their `names` when given); return backlog,
+    latencies and counts."""
     from Pyro5 import errors
     from Pyro5.api import Proxy
 
@@ -106,7 +182,11 @@ def run_step(ns: int, web: int, n_spokes: int, sensors: int, seconds: float, thr
     configure()
     with Proxy(f"PYRO:Pyro.NameServer@127.0.0.1:{ns}") as nsp:
         agg_uri = find_aggregator(nsp, None)[1]  # as a spoke finds it, whatever the hub is called
-    spokes = [Spoke(f"sim{i:04d}", sensors) for i in range(n_spokes)]
+    spokes = [Spoke(name, sensors) for name in spoke_names(n_spokes)]
+    start = time.monotonic()
+    for i, sp in enumerate(spokes):  # the sweeps spread over the interval, as agents started at random
+        sp.next_sweep = start + REGISTER_INTERVAL_S * i / n_spokes
+    sweeps = 0
     push_ms: list[float] = []
     errors_seen: list[str] = []
     backlog_samples: list[int] = []
@@ -114,6 +194,7 @@ def run_step(ns: int, web: int, n_spokes: int, sensors: int, seconds: float, thr
     stop = threading.Event()
 
     def worker(mine: list[Spoke]) -> None:
+        nonlocal sweeps
         next_tick = time.monotonic()
         while not stop.is_set():
             now = time.time()
@@ -137,6 +218,13 @@ def run_step(ns: int, web: int, n_spokes: int, sensors: int, seconds: float, thr
                         errors_seen.append(f"{type(exc).__name__}: {exc}")
                 with lock:
                     push_ms.append(1000 * (time.perf_counter() - t0))
+                if names is not None and time.monotonic() >= sp.next_sweep:
+                    sp.next_sweep += REGISTER_INTERVAL_S
+                    swept = names.registrars[sp.name].sweep()
+                    with lock:
+                        sweeps += 1
+                        if not swept:
+                            errors_seen.append(f"{sp.name}: a sweep of its names failed")
                 if stop.is_set():
                     return
             next_tick += 1.0
@@ -182,7 +270,7 @@ def run_step(ns: int, web: int, n_spokes: int, sensors: int, seconds: float, thr
             "pushes": len(push_ms), "push_p50_ms": round(pct[49], 2), "push_p99_ms": round(pct[98], 2),
             "http": dash, "dashboard_p99_ms": max(d["p99_ms"] for d in dash.values()),
             "backlog_first_half": round(statistics.mean(first), 1), "backlog_second_half": round(statistics.mean(last), 1),
-            "errors": len(errors_seen), "first_error": errors_seen[0] if errors_seen else None}
+            "sweeps": sweeps, "errors": len(errors_seen), "first_error": errors_seen[0] if errors_seen else None}
 
 
 def _viewers(web: int, viewers: int, seconds: float, out: Any) -> None:
@@ -287,6 +375,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--max-spokes", type=int, default=1600)
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--viewers", type=int, default=6, help="open dashboard pages, each with an API client")
+    p.add_argument("--no-names", dest="names", action="store_false",
+                   help="the spokes only push: no names registered and swept (the figures before they did)")
     p.add_argument("--mqtt-port", type=int, default=None,
                    help="the hub also publishes to the MQTT broker on this loopback port (bench_mqtt starts one)")
     args = p.parse_args(argv)
@@ -298,9 +388,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         n = args.spokes
         while n <= args.max_spokes:
-            rss0, cpu0 = hub_usage(hub.pid)
-            r = run_step(ns, web, n, args.sensors, args.seconds, args.threads, args.viewers)
-            rss1, cpu1 = hub_usage(hub.pid)
+            names = FleetNames(ns, spoke_names(n)) if args.names else None  # registered before the timing
+            try:
+                rss0, cpu0 = hub_usage(hub.pid)
+                r = run_step(ns, web, n, args.sensors, args.seconds, args.threads, args.viewers, names)
+                rss1, cpu1 = hub_usage(hub.pid)
+            finally:
+                if names is not None:
+                    names.close()
             r["hub_rss_mb"] = round(rss1, 1)
             r["hub_cpu_percent"] = round(100 * (cpu1 - cpu0) / args.seconds, 1)
             r["keeps_up"] = keeps_up(r, args.sensors)
@@ -310,7 +405,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{r['push_p99_ms']} ms, "
                   + ", ".join(f"{path} p50/p90/p99 {d['p50_ms']}/{d['p90_ms']}/{d['p99_ms']} ms" for path, d in r["http"].items())
                   + f", "
-                  f"hub {r['hub_rss_mb']} MB {r['hub_cpu_percent']}% CPU, errors {r['errors']} -> "
+                  f"hub {r['hub_rss_mb']} MB {r['hub_cpu_percent']}% CPU, {r['sweeps']} name sweeps, "
+                  f"errors {r['errors']} -> "
                   f"{'keeps up' if r['keeps_up'] else 'FALLS BEHIND'}", flush=True)
             if not r["keeps_up"]:
                 break

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from Pyro5.api import Proxy
 
-from bench.bench_names import Daemons
+from bench.loadgen import Daemons
 from nameserver.cleaner import AddressCleaner, reachable
 from nameserver.guarded import PrefixStorage
 from nameserver.server import EmbeddedNameServer
