@@ -2,8 +2,8 @@
 
 Each simulated spoke behaves like the agent: one batch per second, pushed over Pyro5 on a
 connection kept between runs, kept (and retried) until acknowledged; eight names kept
-registered in the hub's name server (swept every 5 s on a connection of their own), on a
-listening socket the name server's cleaner probes (--no-names: pushes only). It reports whether the hub
+registered in the hub's name server (swept every 5 s on a connection of their own), and an
+agent the hub's prober can ask for its health (--no-names: pushes only). It reports whether the hub
 keeps up (backlog not growing), push and /api/readings latency, and hub RSS/CPU. Loopback only;
 every step is bounded in time.
 """
@@ -40,7 +40,9 @@ QUANTITIES = [("temperature", "°C", 21.0), ("humidity", "%", 45.0), ("pressure"
               ("cpu_load", "%", 10.0), ("memory_used", "MB", 200.0)]
 # A spoke's actors as its agent registers them (--names in bench_names takes up to all ten)
 ACTORS = ("agent", "outbox", "monitor", "network", "bme680", "dht22", "plugins", "jobs", "leds", "buzzer")
-SPOKE_NAMES = 8
+# The simulated spokes' eight: sensors only, no LED strip, buzzer or jobs, which the dashboard
+# would ask each node for every second (see the README's note on the dashboard at 1000 nodes)
+SPOKE_ACTORS = ("agent", "outbox", "monitor", "network", "bme680", "dht22", "sht4x", "ds18b20")
 REGISTER_INTERVAL_S = 5.0  # agent.register_interval's default
 
 
@@ -137,21 +139,77 @@ class Daemons:
             s.close()
 
 
+class SimAgent:
+    """A simulated spoke's agent, as the hub asks it: fleet_health() with each actor's health and
+    the outbox's counts, the shape (and about the size) a real agent answers (the prober, every
+    30 s), and ping() (the dashboard, every 2 s while a page is open)."""
+
+    def __init__(self, node: str, actors: tuple[str, ...]) -> None:
+        self.node, self.actors = node, actors
+        self.started = time.time()
+
+    def fleet_health(self) -> dict[str, Any]:
+        now = time.time()
+        out: dict[str, Any] = {
+            f"harvester.{self.node}.{actor}": {
+                "name": f"harvester.{self.node}.{actor}", "kind": actor, "state": "ok",
+                "uptime_s": round(now - self.started, 3), "calls": 0, "errors": 0, "busy_rejections": 0,
+                "refused": 0, "slow_calls": 0, "waiting": 0, "mean_call_ms": None, "last_error": None,
+                "last_error_ts": None} for actor in self.actors}
+        out["outbox"] = {"pending_batches": 0, "held_in_memory": 0, "dropped_batches": 0, "disk_full": False,
+                         "disk_error": None, "held_unsynced": 0, "rejected_batches": 0}
+        return out
+
+    def ping(self) -> str:
+        return "pong"
+
+
+class SimLeds:
+    """A simulated 11-pixel strip's state(), as the dashboard reads it every second."""
+
+    def state(self) -> dict[str, Any]:
+        return {"count": 11, "brightness": 0.5, "pixels": [[0, 40, 0]] * 11}
+
+
+class SimBuzzer:
+    """A simulated buzzer's state(), as the dashboard reads it every second."""
+
+    def state(self) -> dict[str, Any]:
+        return {"active": False, "muted": False, "pattern": None, "last_command": None, "beeps": 0,
+                "suppressed": 0, "tonal": False}
+
+
 class FleetNames:
     """The simulated spokes' names in the hub's name server, as agents keep theirs: eight a spoke,
-    on one listening socket (its daemon, which the name server's cleaner probes), registered
-    before a step and swept every REGISTER_INTERVAL_S during it over a connection kept between
-    sweeps."""
+    registered before a step and swept every REGISTER_INTERVAL_S during it over a connection kept
+    between sweeps. Each spoke's agent is a SimAgent on one Harvester daemon in this process
+    (the hub's prober calls it); its other names point at a listening socket of the spoke's
+    own, which the name server's cleaner probes as it would each board's daemon."""
 
-    def __init__(self, ns_port: int, spokes: list[str]) -> None:
+    def __init__(self, ns_port: int, spokes: list[str], actuators: bool = False) -> None:
+        from Pyro5.server import expose
+
         from nameserver.registry import Registrar
+        from nameserver.security import HarvesterDaemon
 
         self.daemons = Daemons(len(spokes))
+        self.agents = HarvesterDaemon(host="127.0.0.1", port=0)
+        served = {"agent": expose(SimAgent)}
+        if actuators:  # with an LED strip and a buzzer instead of two of the sensors
+            served.update(leds=expose(SimLeds), buzzer=expose(SimBuzzer))
+        actors = SPOKE_ACTORS[:-2] + ("leds", "buzzer") if actuators else SPOKE_ACTORS
         self.registrars = {}
         for name, port in zip(spokes, self.daemons.ports, strict=True):
             r = self.registrars[name] = Registrar([("127.0.0.1", ns_port)])
-            for actor in ACTORS[:SPOKE_NAMES]:
-                r.add(f"harvester.{name}.{actor}", f"PYRO:{actor}@127.0.0.1:{port}", {f"node:{name}", f"kind:{actor}"})
+            for actor in actors:
+                if actor in served:
+                    obj = served[actor](name, actors) if actor == "agent" else served[actor]()
+                    uri = str(self.agents.register(obj, objectId=f"{actor}.{name}"))
+                else:
+                    uri = f"PYRO:{actor}@127.0.0.1:{port}"
+                r.add(f"harvester.{name}.{actor}", uri, {f"node:{name}", f"kind:{actor}"})
+        self._serving = threading.Thread(target=self.agents.requestLoop, daemon=True)
+        self._serving.start()
         with ThreadPoolExecutor(8) as pool:
             failed = sum(not ok for ok in pool.map(lambda r: r.sweep(), self.registrars.values()))
         if failed:
@@ -159,9 +217,12 @@ class FleetNames:
             raise RuntimeError(f"{failed} of {len(spokes)} simulated spokes could not register their names")
 
     def close(self) -> None:
-        """Unregister every name (as agents do when they stop) and close the daemons' sockets."""
+        """Unregister every name (as agents do when they stop), stop the agents, close the sockets."""
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda r: r.unregister_all(), self.registrars.values()))
+        self.agents.shutdown()
+        self._serving.join(10)
+        self.agents.close()
         self.daemons.close()
 
 
@@ -377,6 +438,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--viewers", type=int, default=6, help="open dashboard pages, each with an API client")
     p.add_argument("--no-names", dest="names", action="store_false",
                    help="the spokes only push: no names registered and swept (the figures before they did)")
+    p.add_argument("--actuators", action="store_true",
+                   help="each spoke also has an LED strip and a buzzer, which the dashboard polls")
     p.add_argument("--mqtt-port", type=int, default=None,
                    help="the hub also publishes to the MQTT broker on this loopback port (bench_mqtt starts one)")
     args = p.parse_args(argv)
@@ -388,7 +451,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         n = args.spokes
         while n <= args.max_spokes:
-            names = FleetNames(ns, spoke_names(n)) if args.names else None  # registered before the timing
+            # registered before the timing
+            names = FleetNames(ns, spoke_names(n), args.actuators) if args.names else None
             try:
                 rss0, cpu0 = hub_usage(hub.pid)
                 r = run_step(ns, web, n, args.sensors, args.seconds, args.threads, args.viewers, names)

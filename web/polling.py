@@ -17,11 +17,18 @@ from web.upstream import MARGIN, Upstream
 
 log = logging.getLogger(__name__)
 FRESH_WAIT = 0.25  # seconds a request waits for a refresh it started (a dead spoke costs no more)
+# Calls a second one poller may make on average: a refresh of n nodes is not started again
+# within n / MAX_CALLS_PER_S seconds, whatever its ttl. At 1000 spokes with LED strips and
+# buzzers, polling each every second (2,000 calls a second with the pings) took 7 % of the hub's
+# core and pushed /api/readings' p99 past 50 ms (bench/loadgen.py --actuators); bounded, a page
+# shows their states up to 5 s old at that size, and as before up to 200 nodes.
+MAX_CALLS_PER_S = 200.0
 Result = dict[str, Any]  # {"ok": True, "value": ..., "seconds": rtt} or {"ok": False, "error": "..."}
 
 
 class StatePoller:
-    """One read-only method (e.g. `leds.state`) on many nodes, answered from a cache at most `ttl` s old."""
+    """One read-only method (e.g. `leds.state`) on many nodes, answered from a cache at most `ttl` s
+    old (or n / MAX_CALLS_PER_S s for n nodes, when that is longer)."""
 
     def __init__(self, upstream: Upstream, actor: str, method: str, ttl: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -40,8 +47,9 @@ class StatePoller:
         wanted = frozenset(nodes)
         if not wanted:
             return {}
+        ttl = max(self.ttl, len(wanted) / MAX_CALLS_PER_S)
         with self._lock:
-            stale = self._at is None or self._clock() - self._at >= self.ttl or not wanted <= self._nodes
+            stale = self._at is None or self._clock() - self._at >= ttl or not wanted <= self._nodes
             first = not (wanted & set(self._cache))
             start = stale and not self._refreshing
             if start:
