@@ -125,6 +125,46 @@ def run_pyro(kind: str, seconds: float, max_calls: int, serializer: str = "msgpa
         return readings / (time.perf_counter() - t0)
 
 
+def _client(uri: str, node: str, seconds: float, max_calls: int, start: Any, out: Any) -> None:
+    """One of several clients (a child process): push its own node's batches for `seconds`."""
+    from Pyro5.api import Proxy
+
+    from nameserver.pyro import configure
+
+    configure()
+    with Proxy(uri) as agg:
+        agg._pyroTimeout = 30
+        agg._pyroSerializer = "msgpack"
+        agg._pyroBind()
+        start.wait(60)
+        seq, readings, t0 = 1, 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds and seq < max_calls * BATCHES_PER_CALL:
+            answer = agg.push(make_batches(node, seq), time.time())
+            assert len(answer["acked"]) == BATCHES_PER_CALL
+            seq += BATCHES_PER_CALL
+            readings += BATCHES_PER_CALL * READINGS_PER_BATCH
+        out.put(readings / (time.perf_counter() - t0))
+
+
+def run_pyro_clients(kind: str, clients: int, seconds: float, max_calls: int) -> float:
+    """Readings/s of `clients` processes pushing at once, each as a node of its own (summed)."""
+    ctx = mp.get_context("spawn")
+    with _server(kind) as uri:
+        start, out = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_client, args=(uri, f"bench{i}", seconds, max_calls, start, out), daemon=True)
+                 for i in range(clients)]
+        for proc in procs:
+            proc.start()
+        start.set()
+        try:
+            return sum(out.get(timeout=seconds + 120) for _ in procs)
+        finally:
+            for proc in procs:
+                proc.join(10)
+                if proc.is_alive():
+                    proc.terminate()
+
+
 def run_http(kind: str, seconds: float, max_calls: int) -> float:
     with _server(kind) as ready:
         info = json.loads(ready)
@@ -149,6 +189,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     p.add_argument("--max-calls", type=int, default=20_000, help="upper bound of calls per measurement")
     p.add_argument("--serpent", action="store_true", help="also measure with Pyro5's default serializer")
+    p.add_argument("--clients", type=int, default=0,
+                   help="also measure this many clients pushing at once (where pushes share a commit)")
     args = p.parse_args(argv)
     r = {
         "pyro_push": run_pyro("pyro", args.seconds, args.max_calls),
@@ -170,6 +212,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{result['ingest_pyro_bare_readings_per_s']:>12,} {result['ingest_pyro_ratio']:>7.2f}")
     print(f"{'http':<10} {result['ingest_http_readings_per_s']:>12,} "
           f"{result['ingest_http_bare_readings_per_s']:>12,} {result['ingest_http_ratio']:>7.2f}")
+    if args.clients > 1:
+        ours = run_pyro_clients("pyro", args.clients, args.seconds, args.max_calls)
+        bare = run_pyro_clients("pyro-bare", args.clients, args.seconds, args.max_calls)
+        result.update({"ingest_pyro_clients": args.clients, "ingest_pyro_clients_readings_per_s": round(ours),
+                       "ingest_pyro_clients_bare_readings_per_s": round(bare),
+                       "ingest_pyro_clients_ratio": round(ours / bare, 3)})
+        label = f"pyro5 x{args.clients}"
+        print(f"{label:<10} {round(ours):>12,} {round(bare):>12,} {ours / bare:>7.2f}")
     if args.serpent:
         ours = run_pyro("pyro", args.seconds, args.max_calls, "serpent")
         bare = run_pyro("pyro-bare", args.seconds, args.max_calls, "serpent")
