@@ -29,7 +29,6 @@ CPU_LIKE = ("cpu", "soc", "x86_pkg_temp", "coretemp", "k10temp")
 MEMORY_QUANTITIES = ("memory_used", "memory_total", "memory_percent")
 
 
-
 class _NotYet(DeviceUnavailable):
     """Load needs CPU time between two samples, and none has passed yet: no fault to warn of."""
 
