@@ -138,8 +138,11 @@ class Fleet:
             return False
         if any(self.sub.text(f"{BASE}/{n}/availability") != "online" for n in NODES):
             return False
+        # a light's state follows its config (the bridge reads the strip after announcing it)
         return all(state_ok(t, self.sub.text(c["state_topic"])) for t, c in configs.items()
-                   if t.startswith(f"{PREFIX}/sensor/") and "active_alerts" not in t)
+                   if t.startswith(f"{PREFIX}/sensor/") and "active_alerts" not in t) and \
+            all(self.sub.text(c["state_topic"]) is not None for t, c in configs.items()
+                if t.startswith(f"{PREFIX}/light/"))
 
     def missing(self) -> str:
         configs = self.configs()
