@@ -13,7 +13,7 @@ from actors.errors import BadRequest
 from actors.hub.ingest import (
     MAX_BATCHES_PER_CALL,
     to_row,
-    validate_batch,
+    validate_batches,
     validate_event,
     validate_hello,
 )
@@ -118,7 +118,7 @@ class Hub:
                                  f"{MAX_BATCHES_PER_CALL} batches")
             if len(batches) > MAX_BATCHES_PER_CALL:
                 raise BadRequest(f"at most {MAX_BATCHES_PER_CALL} batches per push, got {len(batches)}")
-            checked = [validate_batch(b, now, self.quantities.limits) for b in batches]
+            checked = validate_batches(batches, now, self.quantities.limits)
         except BadRequest:
             self.count_rejected()
             raise
