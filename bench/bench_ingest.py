@@ -183,6 +183,18 @@ def run_http(kind: str, seconds: float, max_calls: int) -> float:
         return readings / (time.perf_counter() - t0)
 
 
+def _rounds(run: Any, transport: str, args: argparse.Namespace) -> tuple[float, float, list[float]]:
+    """`args.rounds` measurements of the hub and of the bare server over `transport`, in turns,
+    the order swapped each round: the median round's two rates, and every round's ratio, sorted."""
+    rounds = []
+    for i in range(max(1, args.rounds)):
+        order = (transport, f"{transport}-bare") if i % 2 == 0 else (f"{transport}-bare", transport)
+        rates = {kind: run(kind, args.seconds, args.max_calls) for kind in order}
+        rounds.append((rates[transport], rates[f"{transport}-bare"]))
+    ours, bare = sorted(rounds, key=lambda r: r[0] / r[1])[len(rounds) // 2]
+    return ours, bare, sorted(o / b for o, b in rounds)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Measure and print the four rates and the two ratios; return them."""
     p = argparse.ArgumentParser(description=__doc__)
@@ -192,39 +204,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--clients", type=int, default=0,
                    help="also measure this many clients pushing at once (where pushes share a commit)")
     p.add_argument("--rounds", type=int, default=3,
-                   help="Pyro5 measurements of each server, taken in turns (the ratio is their median)")
+                   help="measurements of each server, taken in turns (the ratio is their median)")
     args = p.parse_args(argv)
     # A shared machine's speed drifts by a third within a minute: one measurement of each server
     # gave ratios from 0.35 to 0.50 in three runs. Rounds in turns, the order swapped each round,
     # and the median of the rounds' ratios make the figure repeatable; the range is printed.
-    rounds = []
-    for i in range(max(1, args.rounds)):
-        order = ("pyro", "pyro-bare") if i % 2 == 0 else ("pyro-bare", "pyro")
-        rates = {kind: run_pyro(kind, args.seconds, args.max_calls) for kind in order}
-        rounds.append((rates["pyro"], rates["pyro-bare"]))
-    ratios = sorted(ours / bare for ours, bare in rounds)
-    ours, bare = sorted(rounds, key=lambda r: r[0] / r[1])[len(rounds) // 2]
-    r = {
-        "http_push": run_http("http", args.seconds, args.max_calls),
-        "http_bare": run_http("http-bare", args.seconds, args.max_calls),
-    }
-    result = {
-        "ingest_pyro_readings_per_s": round(ours),
-        "ingest_pyro_bare_readings_per_s": round(bare),
-        "ingest_pyro_ratio": round(ours / bare, 3),
-        "ingest_pyro_ratio_range": [round(ratios[0], 3), round(ratios[-1], 3)],
-        "ingest_pyro_rounds": len(rounds),
-        "ingest_http_readings_per_s": round(r["http_push"]),
-        "ingest_http_bare_readings_per_s": round(r["http_bare"]),
-        "ingest_http_ratio": round(r["http_push"] / r["http_bare"], 3),
-    }
+    result: dict[str, Any] = {}
+    for transport, run in (("pyro", run_pyro), ("http", run_http)):
+        ours, bare, ratios = _rounds(run, transport, args)
+        result.update({f"ingest_{transport}_readings_per_s": round(ours),
+                       f"ingest_{transport}_bare_readings_per_s": round(bare),
+                       f"ingest_{transport}_ratio": round(ours / bare, 3),
+                       f"ingest_{transport}_ratio_range": [round(ratios[0], 3), round(ratios[-1], 3)]})
+    result["ingest_rounds"] = max(1, args.rounds)
     print(f"hub ingest, {BATCHES_PER_CALL} batches x {READINGS_PER_BATCH} readings per call, one client, loopback")
     print(f"{'transport':<10} {'readings/s':>12} {'bare/s':>12} {'ratio':>7}")
-    print(f"{'pyro5':<10} {result['ingest_pyro_readings_per_s']:>12,} "
-          f"{result['ingest_pyro_bare_readings_per_s']:>12,} {result['ingest_pyro_ratio']:>7.2f}"
-          f"   (median of {len(rounds)} rounds; {ratios[0]:.2f}-{ratios[-1]:.2f})")
-    print(f"{'http':<10} {result['ingest_http_readings_per_s']:>12,} "
-          f"{result['ingest_http_bare_readings_per_s']:>12,} {result['ingest_http_ratio']:>7.2f}")
+    for transport, label in (("pyro", "pyro5"), ("http", "http")):
+        low, high = result[f"ingest_{transport}_ratio_range"]
+        print(f"{label:<10} {result[f'ingest_{transport}_readings_per_s']:>12,} "
+              f"{result[f'ingest_{transport}_bare_readings_per_s']:>12,} {result[f'ingest_{transport}_ratio']:>7.2f}"
+              f"   (median of {result['ingest_rounds']} rounds; {low:.2f}-{high:.2f})")
     if args.clients > 1:
         ours = run_pyro_clients("pyro", args.clients, args.seconds, args.max_calls)
         bare = run_pyro_clients("pyro-bare", args.clients, args.seconds, args.max_calls)
