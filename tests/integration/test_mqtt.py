@@ -138,17 +138,20 @@ class Fleet:
             return False
         if any(self.sub.text(f"{BASE}/{n}/availability") != "online" for n in NODES):
             return False
-        # a light's state follows its config (the bridge reads the strip after announcing it)
         return all(state_ok(t, self.sub.text(c["state_topic"])) for t, c in configs.items()
                    if t.startswith(f"{PREFIX}/sensor/") and "active_alerts" not in t) and \
-            all(self.sub.text(c["state_topic"]) is not None for t, c in configs.items()
-                if t.startswith(f"{PREFIX}/light/"))
+            not self.dark_lights(configs)
+
+    def dark_lights(self, configs: dict[str, dict[str, Any]]) -> list[str]:
+        """Light configs whose state is not published yet: the bridge reads a strip after announcing its lights."""
+        return [t for t, c in configs.items()
+                if t.startswith(f"{PREFIX}/light/") and self.sub.text(c["state_topic"]) is None]
 
     def missing(self) -> str:
         configs = self.configs()
-        return (f"configs missing {sorted(expected_configs() - set(configs))[:5]}; status "
-                f"{self.sub.text(self.bridge.status_topic)!r}; availability "
-                f"{ {n: self.sub.text(f'{BASE}/{n}/availability') for n in NODES} }")
+        return (f"configs missing {sorted(expected_configs() - set(configs))[:5]}; lights without a state "
+                f"{self.dark_lights(configs)[:5]}; status {self.sub.text(self.bridge.status_topic)!r}; "
+                f"availability { {n: self.sub.text(f'{BASE}/{n}/availability') for n in NODES} }")
 
     def wait_published(self, what: str) -> None:
         try:
@@ -284,9 +287,16 @@ def test_discovery_of_the_demo_fleet_matches_home_assistants_schema(fleet: Fleet
     try:
         wanted = expected_configs() | {status_topic} | {f"{BASE}/{n}/availability" for n in NODES} | \
             {c["state_topic"] for c in ours.values() if "state_topic" in c}
-        wait_for(lambda: wanted <= {t for t, m in late.latest().items() if m.retain}, timeout=30,
-                 what="a new subscriber to get every config, status, availability and state retained: missing "
-                 + str(sorted(wanted - {t for t, m in late.latest().items() if m.retain})[:5]))
+        # a topic counts once the broker handed it over retained: a live update that follows
+        # (the hub's own sensors publish every few seconds) arrives unflagged, as it should
+        def retained() -> set[str]:
+            return {t for t in wanted if any(m.retain and m.payload for m in late.history(t))}
+
+        try:
+            wait_for(lambda: wanted <= retained(), timeout=30,
+                     what="a new subscriber to get every config, status, availability and state retained")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; missing {sorted(wanted - retained())[:5]}") from None
         assert all(json.loads(late.last(t).payload) == ours[t] for t in expected_configs())
         assert late.text(status_topic) == "online"
         assert all(late.text(f"{BASE}/{n}/availability") == "online" for n in NODES)
