@@ -105,12 +105,12 @@ def validate_batches(batches: list[Any], now: float,
                      declared: Callable[[str], dict[str, Any]] | None = None) -> list[Batch]:
     """Check a push's batches (validate_batch each); raise BadRequest saying what is wrong.
 
-    A push of one node's batches whose every reading is of a series already seen with a plain
-    value (every push of a running node after its first) is checked in whole columns at once
-    (_whole_push); anything else, or anything that fails there, takes validate_batch's path,
-    which gives the precise message. A push of a few batches (a node keeping up pushes one)
-    costs less batch by batch than the column path's fixed steps: only a backlog drained
-    (up to MAX_BATCHES_PER_CALL at once) takes the column path."""
+    A backlog being drained (COLUMNS_FROM_BATCHES or more batches of one node, up to
+    MAX_BATCHES_PER_CALL), whose every reading is of a series already seen with a plain value,
+    is checked in whole columns at once (_whole_push); anything else, or anything that fails
+    there, takes validate_batch's path, which gives the precise message. A push of a few
+    batches (a node keeping up pushes one) costs less batch by batch than the column path's
+    fixed steps."""
     if len(batches) >= COLUMNS_FROM_BATCHES:
         checked = _whole_push(batches, now)
         if checked is not None:
