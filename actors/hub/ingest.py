@@ -214,7 +214,8 @@ def _rows(readings: list[Any], node: str, seq: int, now: float, limit: float, de
 _BATCH_NODE, _BATCH_SEQ, _BATCH_READINGS = itemgetter("node"), itemgetter("seq"), itemgetter("readings")
 _ALERTS_OF = methodcaller("get", "alerts")
 _FULL_READING = itemgetter("sensor", "quantity", "value", "unit", "ts", "quality", "reason")
-_SHORT_READING = itemgetter("sensor", "quantity", "value", "unit", "ts")
+_REQUIRED = ("sensor", "quantity", "value", "unit", "ts")  # a reading's fields without a default
+_SHORT_READING = itemgetter(*_REQUIRED)
 _READING_NODE = itemgetter("node")
 _DEFAULTS = ("ok", None)  # quality and reason of a reading that leaves them out
 _as_row = partial(tuple.__new__, Row)
@@ -263,7 +264,7 @@ def _whole_push(batches: list[Any], now: float) -> list[Batch] | None:
                 if list(map(_READING_NODE, readings)).count(node) != n:
                     return None
                 rows = list(map(_as_row, map(_FULL_READING, readings)))
-            elif widths == {5}:
+            elif widths == {len(_REQUIRED)}:  # likewise: the required fields and nothing else
                 rows = list(map(_as_row, map(add, map(_SHORT_READING, readings), repeat(_DEFAULTS, n))))
             else:
                 return None
