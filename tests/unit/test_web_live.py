@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
 import pytest
 
 from tests.clocks import ManualClock
-from web.live import CPU_SHARE, LiveView
+from web.live import CPU_SHARE, LiveView, collector_paused
 
 
 class Builder:
@@ -174,3 +175,54 @@ def test_the_body_is_encoded_once_per_build_however_many_ask():
     assert first == '{"build": 1} é'.encode() and live.get_bytes() is first
     clock.t += 1.5
     assert live.get_bytes() == '{"build": 2} é'.encode()
+
+
+def test_the_collector_is_held_off_while_a_build_runs_and_resumes_after_it_even_a_failed_one():
+    seen: list[bool] = []
+
+    def build() -> str:
+        seen.append(gc.isenabled())
+        if len(seen) == 2:
+            raise RuntimeError("broken build")
+        return "{}"
+
+    clock = ManualClock(100.0)
+    live = LiveView(build, max_age=1.0, clock=clock, refresh=False)
+    assert gc.isenabled()
+    live.get()
+    assert gc.isenabled()
+    clock.t += 2
+    with pytest.raises(RuntimeError):
+        live.get()
+    assert seen == [False, False] and gc.isenabled()
+
+
+def test_the_collector_resumes_when_the_last_of_overlapping_pauses_ends():
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with collector_paused():
+            inside.set()
+            assert leave.wait(10)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    try:
+        assert inside.wait(10)
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the other thread's pause still holds
+    finally:
+        leave.set()
+        other.join(10)
+    assert gc.isenabled()
+
+
+def test_a_collector_switched_off_before_stays_off():
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
