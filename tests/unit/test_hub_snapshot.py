@@ -103,3 +103,15 @@ def test_a_clock_stepping_back_rebuilds_rather_than_trusting_the_cache(hub):
     clock.t -= 200  # NTP stepped the hub's clock back: the reading is fresh again
     check(hub, "after the step back")
     assert '"stale": false' in hub.snapshot_json()
+
+
+def test_the_body_of_no_node_one_node_and_two_nodes(hub):
+    """The body's head and tail are joined onto the first and last node's part: one part is both."""
+    clock = hub.test_clock
+    check(hub, "no node")
+    assert json.loads(hub.snapshot_bytes())["nodes"] == []
+    for n, node in enumerate(("a", "b"), 1):
+        hub.push([{"node": node, "seq": 1, "readings": [
+            {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 20.0, "ts": clock.t}]}], clock.t)
+        check(hub, f"{n} node(s)")
+        assert [v["name"] for v in json.loads(hub.snapshot_bytes())["nodes"]] == ["a", "b"][:n]
