@@ -58,6 +58,13 @@ def disown(proxy: Any) -> None:
     proxy._Proxy__pyroOwnerThread = None
 
 
+def release(proxy: Any) -> None:
+    """Close a kept proxy's connection from whichever thread holds it now (a kept proxy may have
+    been used last by another thread; Pyro5 refuses to close one owned elsewhere)."""
+    proxy._pyroClaimOwnership()
+    proxy._pyroRelease()
+
+
 def is_loopback(host: str) -> bool:
     """True for localhost and 127.0.0.0/8 or ::1."""
     if host == "localhost":

@@ -15,7 +15,7 @@ from Pyro5 import errors
 from Pyro5.client import Proxy
 
 from hal.names import PREFIX, object_name
-from nameserver.pyro import disown
+from nameserver.pyro import disown, release
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,7 @@ class Registrar:
         """(under _sweeping) Close a name server's kept connection; the next sweep opens a new one."""
         ns = self._proxies.pop(uri, None)
         if ns is not None:
-            ns._pyroClaimOwnership()
-            ns._pyroRelease()
+            release(ns)
 
     @staticmethod
     def _register(ns: Proxy, entries: list[Registration]) -> None:

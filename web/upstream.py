@@ -22,7 +22,7 @@ from actors.client import Fleet
 from actors.errors import ActorUnavailable, BadRequest, Busy
 from hal.errors import ActuatorArgumentError
 from hal.names import object_name
-from nameserver.pyro import configure, disown
+from nameserver.pyro import configure, disown, release
 from web.http import ApiError
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,7 @@ class Connections:
                     break
                 expired.append(proxy)
         for proxy in expired:
-            proxy._pyroClaimOwnership()
-            proxy._pyroRelease()
+            release(proxy)
         if found is not None:
             found._pyroClaimOwnership()
             return found, True
@@ -106,8 +105,7 @@ class Connections:
             idle, self._idle = self._idle, {}
         for stack in idle.values():
             for proxy, _ in stack:
-                proxy._pyroClaimOwnership()
-                proxy._pyroRelease()
+                release(proxy)
 
 
 class CommandGate:

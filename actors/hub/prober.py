@@ -20,7 +20,7 @@ from Pyro5.api import Proxy
 
 from actors.hub.state import Hub
 from hal.names import object_name
-from nameserver.pyro import disown
+from nameserver.pyro import disown, release
 
 PROBE_INTERVAL = 2.0
 PROBE_TIMEOUT = 1.0
@@ -112,8 +112,7 @@ class SpokeProber:
         self._boots.pop(node, None)
         self._asked.pop(node, None)
         if proxy is not None:
-            proxy._pyroClaimOwnership()
-            proxy._pyroRelease()
+            release(proxy)
 
     def close(self) -> None:
         """Stop the probe threads (after the scheduler stopped calling run())."""

@@ -18,7 +18,7 @@ from Pyro5.client import Proxy
 
 from actors.errors import BadRequest
 from actors.spoke.outbox import Outbox
-from nameserver.pyro import CALL_TIMEOUT, disown
+from nameserver.pyro import CALL_TIMEOUT, disown, release
 from nameserver.registry import find_aggregator, home_tag, ns_uri
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ class HubLink:
         """Close the kept connection (the next run opens a new one)."""
         proxy, self.proxy = self.proxy, None
         if proxy is not None:
-            proxy._pyroClaimOwnership()
-            proxy._pyroRelease()
+            release(proxy)
 
 
 class Pusher:
