@@ -14,9 +14,10 @@ syncs, and only up to that one ("durable") may the hub delete log rows. A power 
 the unsynced moves, never a log row that is not durably moved: the next start moves them again.
 
 The protocol on the pipes is one line at a time. The hub writes a line to wake the indexer
-when it logged batches, and closes stdin to stop it (after a last durable commit). The
-indexer writes `moved <id> <durable id>` after each commit and `error <text>` when a move
-fails (a full disk): it retries every second."""
+when it logged batches (one line until the indexer reports: it moves whatever is logged by
+then), and closes stdin to stop it (after a last durable commit). The indexer writes
+`moved <id> <durable id>` after each commit and `error <text>` when a move fails (a full
+disk): it retries every second."""
 
 from __future__ import annotations
 
@@ -192,10 +193,15 @@ class IndexerProcess:
         self.moved = self.durable = moved
         self.error: str | None = None
         self.errors = 0  # error lines so far: a reader waits for progress or a new error
+        self.logged = moved  # the newest log id the hub said it committed (wake's `upto`)
         self._on_durable = on_durable
         self._cond = threading.Condition()
         self._proc: subprocess.Popen[bytes] | None = None
         self._closed = False
+        # A wake-up line written and not answered yet by a report. The indexer moves every row
+        # logged by the time it moves, so further pushes meanwhile need not write one each (a
+        # write and a flush on every commit); a report that leaves rows behind wakes it again.
+        self._woken = False
 
     def _start(self) -> subprocess.Popen[bytes]:
         """(under the condition) The running process, started when there is none."""
@@ -206,15 +212,21 @@ class IndexerProcess:
             threading.Thread(target=self._follow, args=(self._proc,), name="store-indexer", daemon=True).start()
         return self._proc
 
-    def wake(self, now: bool = False) -> None:
-        """Batches were logged: move them (`now`: a reader waits for them)."""
+    def wake(self, now: bool = False, upto: int = 0) -> None:
+        """Batches were logged, up to log id `upto`: move them (`now`: a reader waits for them)."""
         with self._cond:
-            if self._closed:
+            self.logged = max(self.logged, upto)
+            if self._closed or (self._woken and not now):
                 return
+            self._woken = True
             proc = self._start()
+        self._write(proc, b"!\n" if now else b"\n")
+
+    @staticmethod
+    def _write(proc: subprocess.Popen[bytes], line: bytes) -> None:
         try:
             assert proc.stdin is not None
-            proc.stdin.write(b"!\n" if now else b"\n")
+            proc.stdin.write(line)
             proc.stdin.flush()
         except (BrokenPipeError, ValueError):  # it died meanwhile: _follow restarts it
             pass
@@ -240,7 +252,11 @@ class IndexerProcess:
                 with self._cond:
                     grew = durable > self.durable
                     self.moved, self.durable, self.error = moved, durable, None
+                    # rows logged after its move began: wake it again (no push may come to do it)
+                    self._woken = again = moved < self.logged and not self._closed
                     self._cond.notify_all()
+                if again:
+                    self._write(proc, b"\n")
                 if grew:
                     try:
                         self._on_durable(durable)
@@ -250,6 +266,7 @@ class IndexerProcess:
                 log.warning("moving logged batches into samples failed, retrying in %.0f s: %s", RETRY_S, rest)
                 with self._cond:
                     self.error, self.errors = rest, self.errors + 1
+                    self._woken = False  # it retries by itself; the next push may wake it sooner
                     self._cond.notify_all()
         code = proc.wait()
         with self._cond:
@@ -260,6 +277,7 @@ class IndexerProcess:
             self._cond.notify_all()
             self._cond.wait(RETRY_S)
             if not self._closed:
+                self._woken = True
                 stdin = self._start().stdin
                 assert stdin is not None
                 stdin.write(b"\n")

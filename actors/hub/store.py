@@ -19,7 +19,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
@@ -223,6 +223,9 @@ class Store(StoreHousekeeping, NotifyLog):
             self._cap()
         self._series: dict[tuple[str, str, str], int] = {
             (n, s, q): i for i, n, s, q in self._db.execute("SELECT id, node, sensor, quantity FROM series")}
+        # node_seq as committed (this connection is its only writer): a push reads a node's last
+        # seq here, not with a SELECT in its transaction
+        self._seqs: dict[str, int] = dict(self._db.execute("SELECT node, last_seq FROM node_seq"))
         (self._last_logged,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM ingest_log").fetchone()
         if not self._last_logged:  # a clean stop emptied the log: its ids start again at 1
             self._db.execute("UPDATE data.moved SET log_id = 0")
@@ -230,7 +233,7 @@ class Store(StoreHousekeeping, NotifyLog):
         self._prune_to = self._pruned = 0  # log ids: moved durably, and deleted
         self._indexer = IndexerProcess(self.path, moved, self._durable, self.max_pages)
         if self._last_logged > moved:  # a crash left batches logged: move them now
-            self._indexer.wake()
+            self._indexer.wake(upto=self._last_logged)
         if keep_batches:
             self._floor = dict(self._db.execute("SELECT node, seq FROM batch_floor"))
             # runs of consecutive seqs per node ("gaps and islands"), one scan in SQLite
@@ -276,10 +279,16 @@ class Store(StoreHousekeeping, NotifyLog):
                     self._series_id(node, sensor, quantity, unit)
 
     @contextmanager
-    def _transaction(self, samples: bool = False) -> Iterator[sqlite3.Connection]:
-        """Every write: under the lock, BEGIN ... COMMIT, or roll back and re-raise (see _write)."""
-        with self._lock, self._write(samples) as db:
-            yield db
+    def _transaction(self, samples: bool = False, seqs: dict[str, int] | None = None) -> Iterator[sqlite3.Connection]:
+        """Every write: under the lock, BEGIN ... COMMIT, or roll back and re-raise (see _write).
+
+        `seqs`: the last seqs the transaction writes (see _commit), made the committed ones once it
+        commits, before the lock goes to any other write."""
+        with self._lock:
+            with self._write(samples) as db:
+                yield db
+            if seqs:
+                self._seqs.update(seqs)
 
     @contextmanager
     def _write(self, samples: bool = False) -> Iterator[sqlite3.Connection]:
@@ -340,7 +349,7 @@ class Store(StoreHousekeeping, NotifyLog):
         target = self._last_logged
         if self._indexer.moved >= target:
             return True
-        self._indexer.wake(now=True)
+        self._indexer.wake(now=True, upto=target)
         return self._indexer.wait(target, timeout)
 
     def settle(self) -> None:
@@ -362,7 +371,7 @@ class Store(StoreHousekeeping, NotifyLog):
         """Log rows up to id `last` were committed: wake the indexer."""
         if last > self._last_logged:
             self._last_logged = last
-            self._indexer.wake()
+            self._indexer.wake(upto=last)
 
     def _cap(self) -> None:
         """(under the lock, or while opening) The size cap holds for the two files together: each
@@ -456,7 +465,8 @@ class Store(StoreHousekeeping, NotifyLog):
         seen: dict[str, float] = {}
         for one in group:
             seen.update(one.seen)
-        with self._transaction() as db:
+        seqs: dict[str, int] = {}
+        with self._transaction(seqs=seqs) as db:
             self._cap()
             unknown = [(n, ts) for n, ts in seen.items() if n not in self._seen_written]
             stale = [(ts, n) for n, ts in seen.items()
@@ -464,11 +474,12 @@ class Store(StoreHousekeeping, NotifyLog):
             if unknown:
                 db.executemany("INSERT OR IGNORE INTO nodes VALUES (?, 'spoke', 'wasm', 5.0, ?, NULL, '{}')", unknown)
                 stale += [(ts, n) for n, ts in unknown]
-            new = [self._commit(db, one.batches, one.received) for one in group]
+            done = [self._commit(db, one.batches, one.received, seqs) for one in group]
             if stale:
                 db.executemany("UPDATE nodes SET last_seen = ? WHERE name = ?", stale)
-            tail = self._log_tail(db) if any(new) else 0
             pruned = self._prune(db) if self._prune_to > self._pruned else self._pruned
+        new = [n for n, _ in done]
+        tail = max(t for _, t in done)
         self._pruned = pruned
         for ts, n in stale:  # after the commit: a rolled-back write is written again next time
             self._seen_written[n] = ts
@@ -479,22 +490,21 @@ class Store(StoreHousekeeping, NotifyLog):
     def commit_own(self, node: str, rows: list[Row], alerts: list[dict[str, Any]], received: float) -> int:
         """The hub's own readings and alert events as its next batch (with several hubs, so that
         they reach its peers as every node's do); returns the batch's seq."""
-        with self._transaction() as db:
+        seqs: dict[str, int] = {}
+        with self._transaction(seqs=seqs) as db:
             held = self._held.get(node)
-            seq = max(self._last_seqs([node]).get(node, 0), held.maximum() if held else 0) + 1
-            new = self._commit(db, [Batch(node, seq, rows, alerts)], received)
-            tail = self._log_tail(db) if new else 0
+            seq = max(self._seqs.get(node, 0), held.maximum() if held else 0) + 1
+            new, tail = self._commit(db, [Batch(node, seq, rows, alerts)], received, seqs)
         self._logged_up_to(tail)
         self._hold(new)
         return seq
 
-    @staticmethod
-    def _log_tail(db: sqlite3.Connection) -> int:
-        (tail,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM ingest_log").fetchone()
-        return int(tail)
-
-    def _commit(self, db: sqlite3.Connection, batches: list[Batch], received: float) -> list[tuple[str, int]]:
-        last = self._last_seqs({b.node for b in batches})
+    def _commit(self, db: sqlite3.Connection, batches: list[Batch], received: float,
+                seqs: dict[str, int]) -> tuple[list[tuple[str, int]], int]:
+        """(in a transaction) Log the new batches as one row; returns them as (node, seq) pairs and
+        the row's id (0 without a new batch). `seqs` holds the last seqs the transaction wrote so
+        far (the committed ones are self._seqs): this adds the ones it writes."""
+        last = {n: seqs.get(n, self._seqs.get(n, 0)) for n in {b.node for b in batches}}
         logged: list[tuple[Any, ...]] = []
         new: list[tuple[str, int]] = []
         alerts: list[tuple[int, dict[str, Any]]] = []
@@ -513,15 +523,19 @@ class Store(StoreHousekeeping, NotifyLog):
             logged.append((b.node, b.seq, b.rows))
             if b.alerts:
                 alerts.extend((b.seq, e) for e in b.alerts)
+        row = 0
         if logged:
             self._ensure_series(logged)
-            db.execute(INSERT_LOG, (received, msgpack.packb(logged)))
-        db.executemany(
-            "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
-            list(last.items()))
+            row = db.execute(INSERT_LOG, (received, msgpack.packb(logged))).lastrowid or 0
+        changed = [(n, seq) for n, seq in last.items() if seq != seqs.get(n, self._seqs.get(n, 0))]
+        if changed:
+            db.executemany(
+                "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
+                changed)
+            seqs.update(changed)
         for seq, event in alerts:
             self._apply_alert(event, received, seq)
-        return new
+        return new, row
 
     def _hold(self, new: list[tuple[str, int]]) -> None:
         """Add committed batches to the holdings (after the commit: the table is the truth,
@@ -716,13 +730,6 @@ class Store(StoreHousekeeping, NotifyLog):
                 (name, role, profile, push_interval, last_seen, clock_offset, json.dumps(info)))
 
     # -- reads ----------------------------------------------------------------------------
-    def _last_seqs(self, nodes: Iterable[str]) -> dict[str, int]:
-        nodes = list(nodes)
-        if not nodes:
-            return {}
-        marks = ",".join("?" * len(nodes))
-        return dict(self._db.execute(f"SELECT node, last_seq FROM node_seq WHERE node IN ({marks})", nodes))
-
     def nodes(self) -> list[dict[str, Any]]:
         """Every registered node with its last seq."""
         with self._lock:
@@ -796,7 +803,8 @@ class Store(StoreHousekeeping, NotifyLog):
                 with self._write(samples=True) as db:
                     (moved,) = db.execute("SELECT log_id FROM data.moved").fetchone()
                     db.execute("DELETE FROM ingest_log WHERE id <= ?", (moved,))
-                    if not self._log_tail(db):  # empty: the next start numbers the log from 1
+                    # empty: the next start numbers the log from 1
+                    if db.execute("SELECT 1 FROM ingest_log LIMIT 1").fetchone() is None:
                         db.execute("UPDATE data.moved SET log_id = 0")
             except sqlite3.Error as exc:  # closing anyway: the next start moves what is left
                 log.warning("closing the store with batches still logged: %s", exc)

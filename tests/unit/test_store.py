@@ -149,8 +149,8 @@ def test_store_bad_alert_event_rejects_the_whole_batch(hub):
 def test_store_alert_only_batch_is_accounted_for_by_its_seq(hub):
     t = hub.clock.t
     hub.push([batch("pi4", 1, t), {"node": "pi4", "seq": 2, "readings": [], "alerts": [alert_event("raised", t)]}])
+    assert [n["last_seq"] for n in hub.store.nodes() if n["name"] == "pi4"] == [2]
     with hub.store._lock:
-        assert hub.store._last_seqs({"pi4"}) == {"pi4": 2}
         rows = hub.store._db.execute("SELECT raised_by, state, seq FROM alert_events").fetchall()
     assert rows == [("pi4", "raised", 2)]
 
@@ -362,7 +362,7 @@ def reader_driven(monkeypatch):
     from actors.hub.indexer import IndexerProcess
 
     real = IndexerProcess.wake
-    monkeypatch.setattr(IndexerProcess, "wake", lambda self, now=False: real(self, now) if now else None)
+    monkeypatch.setattr(IndexerProcess, "wake", lambda self, now=False, upto=0: real(self, now, upto) if now else None)
 
 
 def test_a_push_is_acknowledged_once_its_batches_are_logged_and_queries_see_them_at_once(tmp_path, reader_driven):
@@ -534,6 +534,44 @@ def test_a_group_that_fails_is_retried_push_by_push_so_a_failure_stays_with_its_
     with pytest.raises(StoreFull, match="no room"):
         bad.result()
     store.close()
+
+
+def test_a_node_pushing_twice_in_one_group_commit_has_its_second_copy_counted_a_duplicate(tmp_path):
+    """The last seqs are kept in memory: within one transaction the second push must see the first's."""
+    from actors.hub import store as store_mod
+
+    store = Store(tmp_path / "hub.sqlite3")
+    first, again, later = (store_mod._Commit([store_mod.Batch("pi4", seq, [], [])], 1.0, {}) for seq in (1, 1, 2))
+    store._commit_group([first, again, later])
+    assert (first.result(), again.result(), later.result()) == ([("pi4", 1)], [], [("pi4", 2)])
+    with store._lock:
+        assert store._db.execute("SELECT node, last_seq FROM node_seq").fetchall() == [("pi4", 2)]
+    store.close()
+    reopened = Store(tmp_path / "hub.sqlite3")  # and what was committed is what a restart knows
+    one = store_mod._Commit([store_mod.Batch("pi4", 2, [], [])], 1.0, {})
+    reopened._commit_group([one])
+    assert one.result() == []
+    reopened.close()
+
+
+class FailingCommit(FullDisk):
+    """The store's connection, failing the COMMIT itself once `full` is set (the writes before it pass)."""
+
+    def _check(self, sql: str) -> None:
+        if self.full and sql.split()[0].upper() == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_a_push_whose_commit_fails_leaves_its_seq_free_for_the_retry(hub):
+    t = hub.clock.t
+    hub.push([batch("pi4", 1, t)])
+    hub.store._db = FailingCommit(hub.store._db)
+    hub.store._db.full = True
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        hub.push([batch("pi4", 2, t)])
+    hub.store._db.full = False
+    assert hub.push([batch("pi4", 2, t)]) == {"acked": [2], "duplicates": 0, "hello": []}
+    assert [n["last_seq"] for n in hub.store.nodes()] == [2]
 
 
 def test_an_hour_is_rolled_up_from_its_minutes_so_it_keeps_readings_raw_retention_dropped(hub):
