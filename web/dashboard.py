@@ -61,21 +61,23 @@ class Dashboard:
             return set(self.local_actors)
         return set(node.get("actors") or {})
 
-    def _polled(self, nodes: list[dict[str, Any]]) -> tuple[dict, dict, dict]:
+    def _polled(self, nodes: list[dict[str, Any]], patient: bool = True) -> tuple[dict, dict, dict]:
         if not self.upstream.available:
             return {}, {}, {}
         online = [n for n in nodes if n["online"]]
         with_leds = [n["name"] for n in online if "leds" in self.actors_of(n)]
         with_buzzer = [n["name"] for n in online if "buzzer" in self.actors_of(n)]
         pinged = [n["name"] for n in nodes if n["role"] != "hub" and "agent" in (n.get("actors") or {})]
-        return self.leds.get(with_leds), self.buzzer.get(with_buzzer), self.pings.get(pinged)
+        return (self.leds.get(with_leds, patient), self.buzzer.get(with_buzzer, patient),
+                self.pings.get(pinged, patient))
 
-    def model(self) -> dict[str, Any]:
+    def model(self, patient: bool = True) -> dict[str, Any]:
         """Everything the page renders: cards, LED and buzzer states, alerts, chartable series, hubs, exports,
-        notification channels."""
+        notification channels. `patient=False`: LED strips, buzzers and pings never asked before
+        show as not answered yet rather than hold the build for their first answers."""
         snapshot = self.hub.snapshot()
         now, nodes = snapshot["ts"], snapshot["nodes"]
-        leds, buzzer, pings = self._polled(nodes)
+        leds, buzzer, pings = self._polled(nodes, patient)
         lookup = self.hub.quantities.lookup
         cards = [view.node_card(n, now, self.actors_of(n), pings.get(n["name"]), lookup) for n in nodes]
         offline = {"ok": False, "error": "node offline"}
@@ -127,8 +129,12 @@ class Dashboard:
         return jobs, day, summary
 
     def update(self) -> dict[str, Any]:
-        """The page's live update: the same model, flattened to what changes between refreshes."""
-        m = self.model()
+        """The page's live update: the same model, flattened to what changes between refreshes.
+
+        Only its first build waits for first answers from the nodes: a fleet's LED strips appear
+        as the hub's probes find them, and at a thousand nodes the first poll of them all took
+        longer than the bounded wait, so a build held 2 s and every page waited for it."""
+        m = self.model(patient=self.live.builds == 0)
         values = {r["key"]: {k: r[k] for k in ("text", "cls", "title", "bar", "tag")}
                   for c in m["cards"] for s in c["sections"] for r in s["rows"]}
         values.update({f"alert/{a['id']}/since": {"text": a["since"]} for a in m["alerts"]})

@@ -42,8 +42,12 @@ class StatePoller:
         self._done = threading.Event()
         self._put_at: dict[str, float] = {}
 
-    def get(self, nodes: list[str] | set[str]) -> dict[str, Result]:
-        """The latest answer of every node in `nodes` (missing ones only on the very first call)."""
+    def get(self, nodes: list[str] | set[str], patient: bool = True) -> dict[str, Result]:
+        """The latest answer of every node in `nodes` (missing ones only on the very first call).
+
+        `patient=False`: a call that finds none of `nodes` answered yet returns at once without
+        them (the refresh it starts fills them in for the next call) instead of waiting up to the
+        poll timeout for a first answer."""
         wanted = frozenset(nodes)
         if not wanted:
             return {}
@@ -59,7 +63,7 @@ class StatePoller:
         if start:
             threading.Thread(target=self._refresh, args=(wanted, self._clock()), name=f"poll-{self.actor}",
                              daemon=True).start()
-        if first:
+        if first and patient:
             done.wait(self.upstream.poll_timeout + 2 * MARGIN)
         elif start:
             done.wait(FRESH_WAIT)  # live spokes answer in a few ms: then this answer is fresh, not one round late
