@@ -2,7 +2,8 @@
 
 A request never waits long on a dead spoke: when the answers are older than `ttl` it starts
 one background refresh (only one at a time) and waits at most FRESH_WAIT for it, else it
-gets the previous answers. Only the very first request waits for the bounded poll timeout."""
+gets the previous answers. Only the very first request waits for the bounded poll timeout,
+and only if it is patient (the dashboard's live update is, in its first build only)."""
 
 from __future__ import annotations
 
