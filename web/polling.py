@@ -46,9 +46,10 @@ class StatePoller:
     def get(self, nodes: list[str] | set[str], patient: bool = True) -> dict[str, Result]:
         """The latest answer of every node in `nodes` (missing ones only on the very first call).
 
-        `patient=False`: a call that finds none of `nodes` answered yet returns at once without
-        them (the refresh it starts fills them in for the next call) instead of waiting up to the
-        poll timeout for a first answer."""
+        `patient=False`: a call that finds none of `nodes` answered yet waits for the refresh it
+        starts no longer than any call does (FRESH_WAIT), and returns without the answers still
+        missing (that refresh fills them in for the next call), instead of waiting up to the poll
+        timeout for them."""
         wanted = frozenset(nodes)
         if not wanted:
             return {}

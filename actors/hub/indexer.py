@@ -278,10 +278,7 @@ class IndexerProcess:
             self._cond.wait(RETRY_S)
             if not self._closed:
                 self._woken = True
-                stdin = self._start().stdin
-                assert stdin is not None
-                stdin.write(b"\n")
-                stdin.flush()
+                self._write(self._start(), b"\n")
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the process after its last durable commit (killed if it takes longer than timeout)."""
