@@ -183,6 +183,50 @@ def run_http(kind: str, seconds: float, max_calls: int) -> float:
         return readings / (time.perf_counter() - t0)
 
 
+def log_pages(pushes: int = 100) -> dict[str, Any]:
+    """What a push's commit writes to the store's write-ahead log: pages and stored log bytes per
+    push, for a drained backlog (BATCHES_PER_CALL batches) and a node keeping up (one batch), with
+    the log row compressed as the hub stores it and, as the baseline in the same run, packed only.
+
+    Exact rather than timed: the log is not checkpointed meanwhile (so it only grows, by whole
+    frames) and the indexer is woken only at the end (so no push prunes moved rows)."""
+    from actors.hub import indexer
+    from actors.hub.state import Hub
+    from actors.hub.store import Store
+
+    out: dict[str, Any] = {}
+    compress_from = indexer.COMPRESS_FROM
+    wake = indexer.IndexerProcess.wake
+    indexer.IndexerProcess.wake = (  # type: ignore[method-assign]
+        lambda self, now=False, upto=0: wake(self, now, upto) if now else None)  # only store.close() wakes it
+    try:
+        for label, per_push in (("backlog", BATCHES_PER_CALL), ("keeping_up", 1)):
+            for form, threshold in (("compressed", compress_from), ("packed", 1 << 62)):
+                indexer.COMPRESS_FROM = threshold
+                state = Path(tempfile.mkdtemp(prefix="bench-log-"))
+                try:
+                    store = Store(state / "hub.sqlite3")
+                    hub = Hub(store)
+                    hub.push(make_batches("bench", 1, per_push), time.time())  # series and node rows
+                    store._db.execute("PRAGMA wal_autocheckpoint = 0")
+                    (page,) = store._db.execute("PRAGMA page_size").fetchone()
+                    wal = state / "hub.sqlite3-wal"
+                    before = wal.stat().st_size
+                    for i in range(pushes):
+                        hub.push(make_batches("bench", 1 + (i + 1) * per_push, per_push), time.time())
+                    frames = (wal.stat().st_size - before) / (page + 24)  # each frame: a 24-byte header and a page
+                    (stored,) = store._db.execute("SELECT AVG(LENGTH(batches)) FROM ingest_log WHERE id > 1").fetchone()
+                    store.close()
+                finally:
+                    shutil.rmtree(state, ignore_errors=True)
+                out[f"log_{label}_{form}_pages_per_push"] = round(frames / pushes, 2)
+                out[f"log_{label}_{form}_bytes_per_push"] = round(stored)
+    finally:
+        indexer.COMPRESS_FROM = compress_from
+        indexer.IndexerProcess.wake = wake  # type: ignore[method-assign]
+    return out
+
+
 def _rounds(run: Any, transport: str, args: argparse.Namespace) -> tuple[float, float, list[float]]:
     """`args.rounds` measurements of the hub and of the bare server over `transport`, in turns,
     the order swapped each round: the median round's two rates, and every round's ratio, sorted."""
@@ -224,6 +268,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{label:<10} {result[f'ingest_{transport}_readings_per_s']:>12,} "
               f"{result[f'ingest_{transport}_bare_readings_per_s']:>12,} {result[f'ingest_{transport}_ratio']:>7.2f}"
               f"   (median of {result['ingest_rounds']} rounds; {low:.2f}-{high:.2f})")
+    log = log_pages()
+    result.update(log)
+    print(f"\nthe store's write-ahead log per push (its log row compressed; packed only as the baseline)")
+    print(f"{'push':<22} {'pages':>6} {'baseline':>9} {'log bytes':>10} {'baseline':>9}")
+    for label, name in (("backlog", f"{BATCHES_PER_CALL} batches x {READINGS_PER_BATCH}"),
+                        ("keeping_up", f"1 batch x {READINGS_PER_BATCH}")):
+        print(f"{name:<22} {log[f'log_{label}_compressed_pages_per_push']:>6.2f} "
+              f"{log[f'log_{label}_packed_pages_per_push']:>9.2f} {log[f'log_{label}_compressed_bytes_per_push']:>10,} "
+              f"{log[f'log_{label}_packed_bytes_per_push']:>9,}")
     if args.clients > 1:
         ours = run_pyro_clients("pyro", args.clients, args.seconds, args.max_calls)
         bare = run_pyro_clients("pyro-bare", args.clients, args.seconds, args.max_calls)

@@ -155,7 +155,7 @@ def hub_db(path: Path | str) -> sqlite3.Connection:
     behind the acknowledgement; a test reading the files from outside sees both, counted once:
     the log is read first, then samples with the indexer's mark, and a log row at or below the
     mark is already in samples."""
-    import msgpack
+    from actors.hub.indexer import unpack_logged
 
     db = store_ro(path)
     db.execute("BEGIN")
@@ -164,7 +164,7 @@ def hub_db(path: Path | str) -> sqlite3.Connection:
     units = {(n, s, q): u for n, s, q, u in db.execute("SELECT node, sensor, quantity, unit FROM series")}
     rows = [(node, sensor, quantity, ts, value, units[node, sensor, quantity], quality, reason, seq, received)
             for i, received, packed in logged if i > moved
-            for node, seq, batch in msgpack.unpackb(packed)
+            for node, seq, batch in unpack_logged(packed)
             for sensor, quantity, value, _, ts, quality, reason in batch]
     db.execute("CREATE TEMP TABLE logged (node, sensor, quantity, ts, value, unit, quality, reason, seq, received)")
     db.executemany("INSERT INTO temp.logged VALUES (?,?,?,?,?,?,?,?,?,?)", rows)

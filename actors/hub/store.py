@@ -1,7 +1,7 @@
 """The hub's SQLite store: raw readings, per-node sequence state, the node registry,
 1-minute and 1-hour rollups, alert events. One writer connection, WAL, one commit per push.
 
-A push commits each new batch as one row of `ingest_log` (its checked readings packed with
+A push commits its new batches as one row of `ingest_log` (their checked readings packed with
 msgpack), with the node's seq, in one `synchronous=FULL` transaction, and is acknowledged
 after it. The readings themselves, with their (series, ts) index, live in a second file
 beside the store's (`hub.samples.sqlite3` beside `hub.sqlite3`), which the indexer process
@@ -30,7 +30,7 @@ import msgpack
 from actors.errors import StoreFull
 from actors.hub.holdings import Interval, SeqSet
 from actors.hub.housekeeping import STEPS, StoreHousekeeping
-from actors.hub.indexer import DATA_SCHEMA, INSERT_SAMPLE, IndexerProcess, data_path
+from actors.hub.indexer import DATA_SCHEMA, INSERT_SAMPLE, IndexerProcess, data_path, pack_logged, unpack_logged
 from actors.hub.notify_log import NotifyLog
 
 # 3: samples moved to the file beside the store's (a version-2 store is migrated at open; the
@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS series (
 CREATE TABLE IF NOT EXISTS node_seq (node TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 -- What each push logged, until the indexer has durably moved it into samples (the newest row
 -- stays, so that ids are never reused): batches = msgpack [[node, seq, [[sensor, quantity,
--- value, unit, ts, quality, reason], ...]], ...], one row per push
+-- value, unit, ts, quality, reason], ...]], ...], one row per push, zlib-compressed when
+-- large (actors.hub.indexer.pack_logged)
 @INGEST_LOG@;
 CREATE TABLE IF NOT EXISTS nodes (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, profile TEXT NOT NULL, push_interval REAL NOT NULL,
@@ -526,7 +527,7 @@ class Store(StoreHousekeeping, NotifyLog):
         row = 0
         if logged:
             self._ensure_series(logged)
-            row = db.execute(INSERT_LOG, (received, msgpack.packb(logged))).lastrowid or 0
+            row = db.execute(INSERT_LOG, (received, pack_logged(logged))).lastrowid or 0
         changed = [(n, seq) for n, seq in last.items() if seq != seqs.get(n, self._seqs.get(n, 0))]
         if changed:
             db.executemany(
@@ -768,7 +769,7 @@ class Store(StoreHousekeeping, NotifyLog):
             finally:
                 self._db.execute("COMMIT")
             return n + sum(len(rows) for i, packed in logged if i > moved
-                           for who, _, rows in msgpack.unpackb(packed) if node in (None, who))
+                           for who, _, rows in unpack_logged(packed) if node in (None, who))
 
     def history(self, node: str, sensor: str, quantity: str, since: float, until: float,
                 step: str, limit: int = 10_000) -> list[list[float]]:

@@ -439,6 +439,32 @@ def test_a_reader_from_outside_sees_logged_and_indexed_readings_once(tmp_path, r
     assert samples_and_log(path) == (4, 0)
 
 
+def test_a_backlog_is_logged_compressed_and_every_reader_unpacks_both_forms(tmp_path, reader_driven):
+    from actors.hub.indexer import COMPRESS_FROM
+
+    path = tmp_path / "hub.sqlite3"
+    hub = Hub(Store(path), ManualClock(1_729_000_000.0))
+    backlog = [batch("pi4", seq, 1_728_990_000.0 + seq, value=20.0 + seq % 7) for seq in range(1, 201)]
+    hub.push(backlog)  # a drained outbox: 200 batches, 400 readings
+    hub.push([batch("pi4", 201, 1_728_999_990.0, 19.5)])  # a node keeping up: a few hundred bytes
+    with sqlite3.connect(path) as db:
+        large, small = [blob for (blob,) in db.execute("SELECT batches FROM ingest_log ORDER BY id")]
+    assert large[:1] == b"x" and len(large) < COMPRESS_FROM < 8 * len(large)  # zlib: 4 kB is under a fifth of it
+    assert small[:1] != b"x" and len(small) < COMPRESS_FROM
+    hub.store._indexer.close()  # from here on, both rows stay in the log
+    assert hub.store.count("pi4") == 402  # counted from the log, unpacked
+    outside = hub_db(path)  # and from outside
+    assert outside.execute("SELECT COUNT(*), SUM(value) FROM readings WHERE quantity='temperature'").fetchone() == \
+        (201, sum(20.0 + seq % 7 for seq in range(1, 201)) + 19.5)
+    outside.close()
+    hub.store.close()
+    again = Store(path)  # the next start's indexer moves them, for the first query at the latest
+    assert again.history("pi4", "dht22", "temperature", 1_728_990_000.0, 1_729_000_000.0, "raw")[:2] == \
+        [[1_728_990_001.0, 21.0], [1_728_990_002.0, 22.0]]
+    assert samples_and_log(path) == (402, 0)
+    again.close()
+
+
 def test_a_version_2_store_is_migrated_with_its_readings_and_its_logged_batches(tmp_path):
     """Before the samples file: samples in the store's own file, a log row per batch with series ids."""
     import msgpack
