@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"   (median of {result['ingest_rounds']} rounds; {low:.2f}-{high:.2f})")
     log = log_pages()
     result.update(log)
-    print(f"\nthe store's write-ahead log per push (its log row compressed; packed only as the baseline)")
+    print("\nthe store's write-ahead log per push (its log row compressed; packed only as the baseline)")
     print(f"{'push':<22} {'pages':>6} {'baseline':>9} {'log bytes':>10} {'baseline':>9}")
     for label, name in (("backlog", f"{BATCHES_PER_CALL} batches x {READINGS_PER_BATCH}"),
                         ("keeping_up", f"1 batch x {READINGS_PER_BATCH}")):

@@ -51,7 +51,7 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
             model = ctx.dashboard.model()
         else:  # the page's script asks for the operator token, then loads the cards with it
             model = {"status": "this dashboard needs the operator token", "cards": [], "alerts": [], "series": [],
-                     "leds": {}, "buzzer": {}, "sig": "", "alerts_sig": "", "jobs": [], "summary": [],
+                     "series_sig": "", "leds": {}, "buzzer": {}, "sig": "", "alerts_sig": "", "jobs": [], "summary": [],
                      "summary_day": None, "jobs_sig": "", "hubs": None, "hubs_sig": "", "exports": None,
                      "exports_sig": "", "notify": None, "notify_sig": ""}
         return _html(bottle.template("dashboard.tpl", template_lookup=TEMPLATES, hub=ctx.node, readable=readable,
@@ -75,6 +75,13 @@ def install(app: bottle.Bottle, ctx: WebContext) -> None:
     def dashboard() -> RawJsonBytes:
         ctx.auth.require_reader()
         return RawJsonBytes(ctx.dashboard.live.get_bytes())
+
+    @app.get("/api/series")
+    @api
+    def series() -> RawJsonBytes:
+        """Every chartable series, and the signature the dashboard's update carries for the list."""
+        ctx.auth.require_reader()
+        return RawJsonBytes(ctx.dashboard.series_bytes())
 
     @app.get("/static/<path:path>")
     def static(path: str) -> Any:

@@ -30,7 +30,14 @@ import msgpack
 from actors.errors import StoreFull
 from actors.hub.holdings import Interval, SeqSet
 from actors.hub.housekeeping import STEPS, StoreHousekeeping
-from actors.hub.indexer import DATA_SCHEMA, INSERT_SAMPLE, IndexerProcess, data_path, pack_logged, unpack_logged
+from actors.hub.indexer import (
+    DATA_SCHEMA,
+    INSERT_SAMPLE,
+    IndexerProcess,
+    data_path,
+    pack_logged,
+    unpack_logged,
+)
 from actors.hub.notify_log import NotifyLog
 
 # 3: samples moved to the file beside the store's (a version-2 store is migrated at open; the

@@ -53,6 +53,17 @@ def test_dashboard_live_cards_operator_controls_and_screenshot(demo, browser, ar
     assert page.text_content('[data-key="pizero/network-hub/link"] .value').startswith("🟢")
     page.wait_for_selector("#chart svg", timeout=DEADLINE_MS)
 
+    # the series picker: the update names only the list's signature, and a page whose list is not
+    # the one signed fetches it (GET /api/series), keeping the series it shows
+    total, shown = page.locator("#series option").count(), page.input_value("#series")
+    assert total >= 20 and shown
+    page.evaluate("() => { const s = document.getElementById('series'); s.lastElementChild.remove(); "
+                  "s.dataset.sig = 'stale'; }")
+    page.wait_for_function("n => document.querySelectorAll('#series option').length === n"
+                           " && document.getElementById('series').dataset.sig !== 'stale'", arg=total,
+                           timeout=DEADLINE_MS)
+    assert page.input_value("#series") == shown
+
     # a value changes without a reload: same document (the marker survives), new text
     page.evaluate("window.__sameDocument = true")
     before = page.eval_on_selector_all("[data-key] .value, [data-status]", "els => els.map(e => e.textContent)")

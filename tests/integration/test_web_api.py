@@ -98,6 +98,12 @@ def test_web_dashboard_update_and_fragments(cluster, pi4, web):
     assert update["values"]["pi4/dht22/temperature"]["text"].endswith("°C")
     assert update["values"]["pi4/link/hub"]["text"].startswith("🟢")
     assert len(update["leds"]["pi4"]["pixels"]) == 11 and update["buzzer"]["pi4"]["state"] == "idle"
+    # the series list travels apart from the update: the update names its signature
+    status, listed = web.get("/api/series")
+    assert status == 200 and "series" not in update and listed["sig"] == update["series_sig"]
+    assert {"id": "pi4/dht22/temperature", "label": "pi4 · dht22 · Temperature", "unit": "°C"} in listed["series"]
+    status, headers, html = web.request("GET", "/")
+    assert f'data-sig="{update["series_sig"]}"' in html and 'value="pi4/dht22/temperature"' in html
     status, headers, html = web.request("GET", "/fragment/nodes")
     assert status == 200 and headers["x-harvester-sig"] == update["sig"] and 'data-node="pi4"' in html
     status, body = web.get("/fragment/everything")
@@ -124,7 +130,8 @@ def private_app(tmp_path):
     hub.store.close()
 
 
-@pytest.mark.parametrize("path", ["/api/readings", "/api/nodes", "/api/alerts", "/api/dashboard", "/api/actuators",
+@pytest.mark.parametrize("path", ["/api/readings", "/api/nodes", "/api/alerts", "/api/dashboard", "/api/series",
+                                  "/api/actuators",
                                   "/fragment/nodes", "/metrics",
                                   "/api/history?node=pi4&sensor=dht22&quantity=temperature"])
 def test_web_private_reads_need_the_operator_token(private_app, path):

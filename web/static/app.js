@@ -190,7 +190,15 @@ function apply(d) {
   }
   for (const [node, v] of Object.entries(d.leds)) setLeds(node, v);
   for (const [node, v] of Object.entries(d.buzzer)) setBuzzer(node, v);
-  setSeries(d.series);
+}
+
+// The update carries only the series list's signature (at a thousand nodes the list is about
+// 1 MB): the list itself is fetched when a series appears, goes or changes its unit.
+async function syncSeries(sig) {
+  if (sig === $("#series").dataset.sig) return;
+  const s = await getJSON("/api/series");
+  setSeries(s.series);
+  $("#series").dataset.sig = s.sig;
 }
 
 async function refresh() {
@@ -204,6 +212,7 @@ async function refresh() {
     if (d.hubs_sig !== $("#hubs").dataset.sig) await reloadFragment("hubs");
     if (d.exports_sig !== $("#exports").dataset.sig) await reloadFragment("exports");
     if (d.notify_sig !== $("#notify").dataset.sig) await reloadFragment("notify");
+    await syncSeries(d.series_sig);
     apply(d);
     if (Date.now() - state.lastChart > CHART_REFRESH_MS && !document.hidden) drawChart();
   } catch (err) {

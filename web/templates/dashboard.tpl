@@ -43,7 +43,7 @@
   <section id="history" class="panel" aria-label="History">
     <header class="panel-head">
       <h2>History</h2>
-      <select id="series" aria-label="Series">
+      <select id="series" aria-label="Series" data-sig="{{series_sig}}">
 % for s in series:
         <option value="{{s['id']}}" data-unit="{{s['unit']}}" {{'selected' if s['id'] == chart_series else ''}}>{{s['label']}}</option>
 % end
