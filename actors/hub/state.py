@@ -366,8 +366,8 @@ class Hub:
         """Every node with liveness and each sensor's latest quantities (the /api/readings body).
 
         The node dicts are shared with other callers and the cache: read them, never change them."""
-        now = self._clock()
         with self._lock:
+            now = self._clock()  # see snapshot_bytes
             entries = self._views.views(self._nodes, self._latest, now)
         return {"ts": now, "nodes": [e.view for e in entries]}
 
@@ -376,9 +376,14 @@ class Hub:
         return self.snapshot_bytes().decode()
 
     def snapshot_bytes(self) -> bytes:
-        """The snapshot as UTF-8 JSON, joined from each node's view encoded once per change (GET /api/readings)."""
-        now = self._clock()
+        """The snapshot as UTF-8 JSON, joined from each node's view encoded once per change (GET /api/readings).
+
+        The time is read once the lock is held: a view holds from when it was built, and the
+        views pushes built while this call waited for the lock (a thousand a second with a
+        thousand spokes) would otherwise all look built in its future, and be built and encoded
+        again for it, the longer the wait the more."""
         with self._lock:
+            now = self._clock()
             entries = self._views.views(self._nodes, self._latest, now)
         # One join makes the one large buffer: concatenating the joined views with the head and
         # the tail copied 1.5 MB (a thousand nodes) twice more, and faulted in fresh pages each time.

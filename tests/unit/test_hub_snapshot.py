@@ -115,3 +115,50 @@ def test_the_body_of_no_node_one_node_and_two_nodes(hub):
             {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 20.0, "ts": clock.t}]}], clock.t)
         check(hub, f"{n} node(s)")
         assert [v["name"] for v in json.loads(hub.snapshot_bytes())["nodes"]] == ["a", "b"][:n]
+
+
+class _SeenLock:
+    """The hub's lock, telling when a thread other than its holder asks for it."""
+
+    def __init__(self, lock) -> None:
+        import threading
+
+        self.lock, self.asked = lock, threading.Event()
+        self.holder: int | None = None
+
+    def __enter__(self):
+        import threading
+
+        if self.holder is not None and threading.get_ident() != self.holder:
+            self.asked.set()
+        self.lock.acquire()
+        self.holder = threading.get_ident()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.holder = None
+        self.lock.release()
+
+
+def test_a_reader_that_waited_for_the_lock_uses_the_views_pushes_built_meanwhile(hub):
+    """A reader reads the time once it holds the lock: views that pushes built while it waited
+    were built before that time, and it joins them as they are rather than building them again."""
+    import threading
+
+    clock = hub.test_clock
+    hub.push([{"node": "a", "seq": 1, "readings": [
+        {"sensor": "dht22", "quantity": "temperature", "unit": "°C", "value": 20.0, "ts": clock.t}]}], clock.t)
+    hub.snapshot_bytes()  # someone reads: pushes build their node's view at once
+    hub._lock = _SeenLock(hub._lock)
+    body: list[bytes] = []
+    with hub._lock:
+        reader = threading.Thread(target=lambda: body.append(hub.snapshot_bytes()))
+        reader.start()
+        assert hub._lock.asked.wait(10), "the reader never asked for the lock"
+        clock.t += 1.0  # meanwhile a push of node a (its in-memory part, under the lock)
+        st = hub._nodes["a"]
+        st.version += 1
+        st.last_seen = clock.t
+        [built] = hub._views.refresh(["a"], hub._nodes, hub._latest, clock.t)
+    reader.join(10)
+    assert hub._views.entries["a"] is built and body == [expected(hub).encode()]
