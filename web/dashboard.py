@@ -102,8 +102,8 @@ class Dashboard:
         exports = view.exports_view(self.exports())  # None without [[export]] targets: no panel
         notify = view.notify_view(self.notifications())  # None without [[notify]] channels: no panel
         return {"ts": now, "status": f"{online}/{len(nodes)} nodes online", "cards": cards, "leds": led_views,
-                "buzzer": buzzer_views, "alerts": alerts, "series": series, "series_sig": series_sig, "jobs": jobs, "summary_day": day,
-                "summary": summary, "hubs": hubs, "exports": exports, "notify": notify, "sig": view.signature(cards),
+                "buzzer": buzzer_views, "alerts": alerts, "series": series, "series_sig": series_sig, "jobs": jobs,
+                "summary_day": day, "summary": summary, "hubs": hubs, "exports": exports, "notify": notify, "sig": view.signature(cards),
                 "alerts_sig": view.alerts_signature(alerts), "jobs_sig": view.jobs_signature(jobs, day),
                 "hubs_sig": view.hubs_signature(hubs), "exports_sig": view.exports_signature(exports),
                 "notify_sig": view.notify_signature(notify)}

@@ -56,10 +56,10 @@ INSERT OR IGNORE INTO data.moved VALUES (1, 0);
 """
 # A log row holds a push's batches as msgpack, [[node, seq, rows], ...]. A drained backlog (up
 # to 500 batches a push) packs to tens of kilobytes, nearly all of it the same few names over and
-# over: zlib at level 1 shrinks 50 batches of 10 readings from 20 kB to 1.6 kB in about 30 us,
-# so the push's commit writes and syncs one page of the write-ahead log instead of six, and the
-# log needs checkpointing a sixth as often (bench/bench_ingest.py). A spoke keeping up pushes a
-# few hundred bytes, which stay as they are.
+# over: zlib at level 1 shrinks 50 batches of 10 readings from 20 kB to 1.5 kB in about 30 us,
+# so the push's commit writes 3 pages of the write-ahead log instead of 8, and the log needs
+# checkpointing less than half as often (bench/bench_ingest.py counts the pages). A spoke
+# keeping up pushes a few hundred bytes, which stay as they are.
 COMPRESS_FROM = 4096  # bytes of msgpack
 _ZLIB_FIRST = b"x"  # a zlib stream's first byte; a packed log row (an array) begins with 0x90-0x9f, 0xdc or 0xdd
 INSERT_SAMPLE = "INSERT INTO samples (series, ts, value, quality, reason, seq, received) VALUES (?,?,?,?,?,?,?)"
