@@ -83,7 +83,8 @@ class LazyPluginHost:
         """No plugin, no outcome; the batch is checked and kept as the host does."""
         if self._host is not None:
             return self._host.evaluate(readings, dry_run, only)
-        if self._samples.batch(readings, keep=not dry_run) is not None and only is not None:
+        kept = self._samples.batch(readings, keep=False) is not None if dry_run else self._samples.keep(readings)
+        if kept and only is not None:
             raise UnknownPlugin(f"no plugin {only!r} on {self.node}")
         return []
 

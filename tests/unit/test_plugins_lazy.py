@@ -108,3 +108,25 @@ def test_files_that_are_no_plugin_leave_the_host_out(tmp_path):
     (folder / "dir.py").mkdir()
     lazy = LazyPluginHost("pi4", folder, "native", lambda s: pytest.fail("no host wanted"), None)
     assert lazy.scan() == {"loaded": [], "reloaded": [], "removed": [], "failed": {}} and not lazy.loaded
+
+
+def test_batches_kept_before_any_plugin_become_the_samples_batch_would_have_kept():
+    """keep() (a node without plugins) holds the readings and builds each Sample only when one is
+    wanted: what list() then gives is what batch(keep=True) gives, in the same order, evicted alike."""
+    from plugins.samples import MAX_SAMPLES
+
+    lazy, eager = Samples(), Samples()
+    batches = [[reading("temperature", 20.0 + i, 1000.0 + i, sensor=f"s{i % (MAX_SAMPLES + 3)}"),
+                reading("humidity", 40.0, 1000.0 + i, sensor=f"s{i % (MAX_SAMPLES + 3)}")] for i in range(40)]
+    batches.append([{"node": "pizero", "sensor": "dht22", "quantity": "temperature", "value": 19.5, "unit": "°C",
+                     "ts": 2000.0}])  # a dict, checked on the way in as batch() checks it
+    for batch in batches:
+        assert lazy.keep(batch) is True
+        eager.batch(batch, keep=True)
+    assert lazy.keep([]) is False
+    with pytest.raises(ReadingError, match="one node"):
+        lazy.keep([reading("temperature", 21.0, 1000.0), reading("temperature", 21.0, 1000.0, node="pizero")])
+    with pytest.raises(ReadingError):
+        lazy.keep([{"quantity": "temperature"}])
+    assert lazy.list() == eager.list() and len(lazy.list()) == MAX_SAMPLES
+    assert lazy.list()[-1] == eager.batch(batches[-1], keep=False)
