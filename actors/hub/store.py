@@ -512,7 +512,8 @@ class Store(StoreHousekeeping, NotifyLog):
         """(in a transaction) Log the new batches as one row; returns them as (node, seq) pairs and
         the row's id (0 without a new batch). `seqs` holds the last seqs the transaction wrote so
         far (the committed ones are self._seqs): this adds the ones it writes."""
-        last = {n: seqs.get(n, self._seqs.get(n, 0)) for n in {b.node for b in batches}}
+        before = {n: seqs.get(n, self._seqs.get(n, 0)) for n in {b.node for b in batches}}
+        last = dict(before)
         logged: list[tuple[Any, ...]] = []
         new: list[tuple[str, int]] = []
         alerts: list[tuple[int, dict[str, Any]]] = []
@@ -535,7 +536,7 @@ class Store(StoreHousekeeping, NotifyLog):
         if logged:
             self._ensure_series(logged)
             row = db.execute(INSERT_LOG, (received, pack_logged(logged))).lastrowid or 0
-        changed = [(n, seq) for n, seq in last.items() if seq != seqs.get(n, self._seqs.get(n, 0))]
+        changed = [(n, seq) for n, seq in last.items() if seq != before[n]]
         if changed:
             db.executemany(
                 "INSERT INTO node_seq VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET last_seq = excluded.last_seq",
