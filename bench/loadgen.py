@@ -11,6 +11,7 @@ every step is bounded in time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing as mp
@@ -415,8 +416,13 @@ def separate_cpus(hub_pid: int) -> str:
         return f"sharing the only CPU ({cpus}) with the load generator"
     hub_cpus, fleet_cpus = {cpus[-1]}, set(cpus[:-1])
     for pid in [hub_pid, *children(hub_pid)]:  # (a process the hub starts later inherits the mask)
-        for task in os.listdir(f"/proc/{pid}/task"):  # threads already running keep their own mask
-            os.sched_setaffinity(int(task), hub_cpus)
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")  # threads already running keep their own mask
+        except FileNotFoundError:  # a short-lived child that ended meanwhile
+            continue
+        for task in tasks:
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(task), hub_cpus)
     os.sched_setaffinity(0, fleet_cpus)
     return f"hub on CPU {cpus[-1]}, load generator on CPU {','.join(map(str, sorted(fleet_cpus)))}"
 
@@ -445,10 +451,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="harvester-load-"))
     hub, ns, web = start_hub(tmp, args.mqtt_port)
-    placement = separate_cpus(hub.pid)
-    print(f"hub pid {hub.pid}: {placement}", flush=True)
     results = []
     try:
+        placement = separate_cpus(hub.pid)
+        print(f"hub pid {hub.pid}: {placement}", flush=True)
         n = args.spokes
         while n <= args.max_spokes:
             # registered before the timing
