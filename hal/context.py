@@ -20,6 +20,24 @@ ENV_VAR = "HARVESTER_HAL"
 # node about 2 MB and 40 minutes, which the soak showed as growth.
 NODE_BUS_RECORD = 256  # I2C transactions (one BME680 read is about 20)
 NODE_DEVICE_HISTORY = 32  # measurements per emulated chip or DHT22, frames of the mock LED strip
+NODE_PIN_HISTORY = 256  # state changes per mock GPIO pin (a beep is two, a tone four)
+
+
+def _recent_states_pin() -> type:
+    """gpiozero's MockPWMPin keeping its last NODE_PIN_HISTORY state changes.
+
+    gpiozero's keeps every one, for tests to assert on: the buzzer of a mock-mode node that
+    sounds an alert now and then grew its list for as long as the node ran."""
+    from gpiozero.pins.mock import MockPWMPin
+
+    class RecentStatesPin(MockPWMPin):
+        def _change_state(self, value: Any) -> bool:
+            changed = super()._change_state(value)
+            if len(self.states) >= 2 * NODE_PIN_HISTORY:  # trimmed in chunks: a list drops its head in O(n)
+                del self.states[:-NODE_PIN_HISTORY]
+            return changed
+
+    return RecentStatesPin
 
 
 def resolve_mode(explicit: str | None = None, configured: str | None = None) -> str:
@@ -166,9 +184,9 @@ class HalContext:
 
                     self._pin_factory = Device._default_pin_factory()
                 else:
-                    from gpiozero.pins.mock import MockFactory, MockPWMPin
+                    from gpiozero.pins.mock import MockFactory
 
-                    self._pin_factory = MockFactory(pin_class=MockPWMPin)
+                    self._pin_factory = MockFactory(pin_class=_recent_states_pin())
             return self._pin_factory
 
     def kernel_clock(self) -> Any:

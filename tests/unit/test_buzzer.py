@@ -349,3 +349,23 @@ def test_tonal_rejects_tone_outside_range(tonal: BuzzerDevice, tonal_factory: Mo
 def test_tonal_cannot_be_active_low(tonal_factory: MockFactory) -> None:
     with pytest.raises(HalConfigError, match="active_high"):
         BuzzerDevice(PIN, tonal_factory, tonal=True, active_high=False)
+
+
+def test_a_mock_mode_nodes_buzzer_pin_keeps_its_recent_states_only(tmp_path: Path) -> None:
+    """gpiozero's mock pin keeps every state change; a mock-mode node's buzzer sounding alert
+    after alert grew that list for as long as the node ran."""
+    from hal.context import NODE_PIN_HISTORY
+
+    ctx = HalContext("mock", "pi4", tmp_path)
+    try:
+        device = BuzzerDevice(PIN, ctx.pin_factory())
+        pin = ctx.pin_factory().pin(PIN)
+        for i in range(5 * NODE_PIN_HISTORY):  # as many alerts' beeps, without their 10 ms each
+            pin.state = i % 2 == 0
+        device.beep(count=2, on_ms=10, off_ms=10, wait=True)
+        states = history(pin)
+        assert NODE_PIN_HISTORY <= len(states) < 2 * NODE_PIN_HISTORY
+        assert states[-6:] == [1, 0, 1, 0, 1, 0]  # the newest kept, in order: the beeps last
+        device.close()
+    finally:
+        ctx.close()
