@@ -5,8 +5,9 @@ about 25 ms for 200 nodes x 10 sensors on an idle x86-64 hub, several times that
 hub ingests), and every open page asks for it every 2 s. So the JSON body is built by one
 thread and served to every viewer until it is `max_age` old; while anyone is watching, a
 refresher rebuilds it in the background so that a request almost never waits for a build.
-A request never waits for a rebuild already under way while the last body is at most
-twice `max_age` old, so a slow build (a busy hub) delays freshness, not the page. A page
+While the refresher runs, a request never waits for a rebuild (under way or about to start)
+while the last body is at most twice `max_age` old, so a slow build (a busy hub) delays
+freshness, not the page. A page
 therefore sees values at most twice `max_age` old, the same for every viewer. An operator's
 own command calls `changed()`, so its effect shows on the next poll.
 Nobody watching for `idle_after` seconds: the refresher stops and the hub does no work.
@@ -91,10 +92,15 @@ class LiveView:
                 age = self._clock() - self._built_at
                 if self._text is not None and age <= self.interval:
                     return self._text
+                if self._text is not None and age <= 2 * self.interval \
+                        and (self._building or self._refresher is not None):
+                    # a rebuild is under way, or the refresher is about to start it (it wakes as
+                    # the body turns stale, and on a busy hub gets the GIL a little later): the
+                    # last body, at most twice the interval old. A request that came in between
+                    # once built the whole update itself and waited 0.3-0.8 s for it.
+                    return self._text
                 if not self._building:
                     break
-                if self._text is not None and age <= 2 * self.interval:
-                    return self._text  # a rebuild is under way: the last body, at most twice max_age old
                 self._cond.wait(5.0)  # nothing recent enough: share the result of the build under way
         return self._rebuild(raise_errors=True)
 
