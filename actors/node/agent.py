@@ -255,7 +255,8 @@ class NodeAgent:
         self.scheduler.add_job(self._poll_plugin_sensors, "interval", seconds=1.0, id="plugins:poll")
         trim = malloc_trimmer()
         if trim is not None:
-            self.scheduler.add_job(tidy_memory, "interval", args=[trim], seconds=TRIM_EVERY_S, id="memory:trim")
+            self.scheduler.add_job(tidy_memory, "interval", args=[trim, not self.config.is_hub],
+                                   seconds=TRIM_EVERY_S, id="memory:trim")
         self.jobs.install()
 
     def _register_until_done(self) -> None:
@@ -367,15 +368,19 @@ def malloc_trimmer() -> Callable[[], int] | None:
     return lambda: trim(0)
 
 
-def tidy_memory(trim: Callable[[], int]) -> int:
-    """The memory:trim job: a full garbage collection, then the trim.
+def tidy_memory(trim: Callable[[], int], collect: bool = True) -> int:
+    """The memory:trim job: a full garbage collection (unless `collect` is false), then the trim.
 
     A node makes next to no cyclic garbage; the collection is for CPython's free lists (freed
     tuples, lists, dicts and floats kept for reuse), which only a collection of the oldest
     generation empties, and which otherwise hold their high-water mark of objects for good,
     in pymalloc pools that could be released. The Pi Zero node's grew for its first quarter of
-    an hour. A collection walks every tracked object: a few milliseconds here."""
-    gc.collect()
+    an hour. A collection walks every tracked object: a few milliseconds on a spoke. Not on
+    a hub: with a thousand spokes it walked their state for 80-90 ms of CPU every minute while
+    every thread waited (the slowest answers of a load run came then), to empty free lists of
+    a few megabytes in a process of two hundred. The hub tunes its own collector (hub.role)."""
+    if collect:
+        gc.collect()
     return trim()
 
 
