@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -42,10 +41,6 @@ def encode_in_pieces(value: Any) -> str:
     return _dumps(value)
 
 
-def _series_sig(key: SeriesKey) -> str:
-    return hashlib.sha1(json.dumps(key, ensure_ascii=False).encode()).hexdigest()[:12]
-
-
 class Dashboard:
     """Builds the page's view model; spokes' actuator states come from cached, bounded polls."""
 
@@ -62,7 +57,7 @@ class Dashboard:
         # GET /api/dashboard: one build per second shared by every open page (see web/live.py)
         self.live = LiveView(lambda: encode_in_pieces(self.update()), live_max_age)
         # the series list, its signature and its JSON, and what they were built from (see series())
-        self._series: tuple[SeriesKey, str, list[dict[str, str]], bytes] = ([], _series_sig([]), [], b'[]')
+        self._series: tuple[SeriesKey, str, list[dict[str, str]], bytes] = ([], view.series_signature([]), [], b'[]')
 
     def actors_of(self, node: dict[str, Any]) -> set[str]:
         """The actor names a node runs, as the hub's probes last saw them (the hub's own: from its agent)."""
@@ -130,7 +125,7 @@ class Dashboard:
         if key != built[0]:  # builds may race (a page render and the live update): each tuple is whole
             series = [{"id": f"{n}/{s}/{q}", "label": f"{n} · {s} · {view.LABELS.get(q, q)}", "unit": u}
                       for n, s, q, u in key]
-            built = self._series = (key, _series_sig(key), series, encode_in_pieces(series).encode())
+            built = self._series = (key, view.series_signature(key), series, encode_in_pieces(series).encode())
         return built
 
     def exports(self) -> list[dict[str, Any]]:

@@ -289,6 +289,16 @@ def status_text(node: dict[str, Any], now: float) -> str:
     return text
 
 
+def digest(value: Any, length: int = 12) -> str:
+    """A short hash of a JSON-able value: the page's signatures, which change when what they cover does."""
+    return hashlib.sha1(json.dumps(value, ensure_ascii=False).encode()).hexdigest()[:length]
+
+
+def series_signature(key: list[tuple[str, str, str, str]]) -> str:
+    """Changes when a chartable series (node, sensor, quantity, unit) appears, goes or changes its unit."""
+    return digest(key)
+
+
 def signature(cards: list[dict[str, Any]]) -> str:
     """A short hash of the cards' structure: when it changes the page fetches freshly rendered cards.
 
@@ -314,7 +324,7 @@ def alert_view(alert: dict[str, Any], now: float) -> dict[str, Any]:
 
 def alerts_signature(alerts: list[dict[str, Any]]) -> str:
     """Changes when an alert appears, clears or is acknowledged."""
-    return hashlib.sha1(json.dumps([(a["id"], a["acknowledged"]) for a in alerts]).encode()).hexdigest()[:12]
+    return digest([(a["id"], a["acknowledged"]) for a in alerts])
 
 
 def job_view(node: str, job: dict[str, Any], now: float) -> dict[str, Any]:
@@ -346,7 +356,7 @@ def summary_view(row: dict[str, Any]) -> dict[str, Any]:
 def jobs_signature(jobs: list[dict[str, Any]], day: str | None) -> str:
     """Changes when a job ran, failed or was rescheduled, or a new daily summary arrived."""
     key = [(j["node"], j["name"], j["last_ts"], j["outcome"], j["next_ts"]) for j in jobs]
-    return hashlib.sha1(json.dumps([key, day]).encode()).hexdigest()[:16]
+    return digest([key, day], 16)
 
 
 LAG_OK_S = 5.0  # a hub's copy at most this far behind reads "up to date"
@@ -380,7 +390,7 @@ def hubs_signature(hubs: dict[str, Any] | None) -> str:
     if hubs is None:
         return ""
     key = [[(h["name"], h["role"], h["state"], h["error"]) for h in hubs["hubs"]], hubs["heading"], hubs["warning"]]
-    return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]
+    return digest(key)
 
 
 EXPORT_STATES = {  # state -> (words, CSS class, what it means)
@@ -471,7 +481,7 @@ def exports_signature(exports: dict[str, Any] | None) -> str:
     if exports is None:
         return ""
     key = [(r["name"], r["url"]) for r in exports["targets"]]
-    return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]
+    return digest(key)
 
 
 NOTIFY_STATES = {  # state -> (words, CSS class, what it means)
@@ -550,4 +560,4 @@ def notify_signature(notify: dict[str, Any] | None) -> str:
     if notify is None:
         return ""
     key = [(r["name"], r["kind"]) for r in notify["channels"]]
-    return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]
+    return digest(key)

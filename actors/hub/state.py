@@ -437,6 +437,7 @@ class Hub:
                 return self.store.series_exists(node, sensor, quantity)
             return quantity is None or quantity in sensors[sensor] or self.store.series_exists(node, sensor, quantity)
 
+
 def encode(views: list[CachedView]) -> None:
     """Encode views built under the hub's lock, after it (a cached view is replaced, never changed)."""
     for view in views:
