@@ -101,8 +101,17 @@ def _too_big_for_float(value: Any) -> bool:
     return False
 
 
-def validate_batches(batches: list[Any], now: float,
-                     declared: Callable[[str], dict[str, Any]] | None = None) -> list[Batch]:
+class Checked(NamedTuple):
+    """A push's checked batches, and the (sensor, quantity, unit) of their readings when the
+    column path gathered them (None otherwise): the store then makes sure of each series once,
+    rather than once per reading."""
+
+    batches: list[Batch]
+    series: set[tuple[str, str, str]] | None
+
+
+def check_push(batches: list[Any], now: float,
+               declared: Callable[[str], dict[str, Any]] | None = None) -> Checked:
     """Check a push's batches (validate_batch each); raise BadRequest saying what is wrong.
 
     A backlog being drained (COLUMNS_FROM_BATCHES or more batches of one node, up to
@@ -115,7 +124,13 @@ def validate_batches(batches: list[Any], now: float,
         checked = _whole_push(batches, now)
         if checked is not None:
             return checked
-    return [validate_batch(b, now, declared) for b in batches]
+    return Checked([validate_batch(b, now, declared) for b in batches], None)
+
+
+def validate_batches(batches: list[Any], now: float,
+                     declared: Callable[[str], dict[str, Any]] | None = None) -> list[Batch]:
+    """check_push's batches."""
+    return check_push(batches, now, declared).batches
 
 
 def validate_batch(batch: Any, now: float, declared: Callable[[str], dict[str, Any]] | None = None) -> Batch:
@@ -223,9 +238,9 @@ _as_batch = partial(tuple.__new__, Batch)
 _DICT_ONLY, _INT_ONLY, _LIST_ONLY = {dict}, {int}, {list}
 
 
-def _whole_push(batches: list[Any], now: float) -> list[Batch] | None:
-    """The checked batches of a common push, or None when it is not one (validate_batch then
-    checks each batch and names what is wrong).
+def _whole_push(batches: list[Any], now: float) -> Checked | None:
+    """The checked batches of a common push and their series, or None when it is not one
+    (validate_batch then checks each batch and names what is wrong).
 
     A common push: batches of one node, without alert events, whose readings all have the same
     fields (all eight, or the five without defaults), a series that passed _row's full checks
@@ -272,7 +287,8 @@ def _whole_push(batches: list[Any], now: float) -> list[Batch] | None:
             if reasons.count(None) != n or not _VALUED.issuperset(qualities) or \
                     not _NUMBERS.issuperset(map(type, values)) or not _NUMBERS.issuperset(map(type, stamps)):
                 return None
-            bounds = list(map(_KNOWN.get, zip(sensors, quantities, units, strict=True)))
+            triples = list(zip(sensors, quantities, units, strict=True))
+            bounds = list(map(_KNOWN.get, triples))
             if None in bounds:
                 return None
             lows, highs = zip(*bounds, strict=True)
@@ -282,12 +298,12 @@ def _whole_push(batches: list[Any], now: float) -> list[Batch] | None:
                     and math.isfinite(sum(stamps))):
                 return None
         else:
-            rows = []
+            rows, triples = [], []
         out, start = [], 0
         for seq, size in zip(seqs, sizes, strict=True):
             out.append(_as_batch((node, seq, rows[start:start + size], [])))
             start += size
-        return out
+        return Checked(out, set(triples))
     except (KeyError, TypeError, ValueError, OverflowError):  # a field missing, unhashable, a huge int
         return None
 

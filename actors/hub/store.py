@@ -160,10 +160,11 @@ class Batch(NamedTuple):
 class _Commit:
     """One push waiting for the group commit that takes it."""
 
-    __slots__ = ("batches", "received", "seen", "done", "new", "error")
+    __slots__ = ("batches", "received", "seen", "series", "done", "new", "error")
 
-    def __init__(self, batches: list[Batch], received: float, seen: dict[str, float]) -> None:
-        self.batches, self.received, self.seen = batches, received, seen
+    def __init__(self, batches: list[Batch], received: float, seen: dict[str, float],
+                 series: set[tuple[str, str, str]] | None = None) -> None:
+        self.batches, self.received, self.seen, self.series = batches, received, seen, series
         self.done = False
         self.new: list[tuple[str, int]] = []
         self.error: BaseException | None = None
@@ -269,17 +270,22 @@ class Store(StoreHousekeeping, NotifyLog):
         return [(sid(node, r.sensor, r.quantity, r.unit), r.ts, r.value, r.quality, r.reason, seq, received)
                 for r in rows]
 
-    def _ensure_series(self, logged: list[tuple[str, int, list[Row]]]) -> None:
+    def _ensure_series(self, logged: list[tuple[str, int, list[Row]]],
+                       series: set[tuple[str, str, str]] | None = None) -> None:
         """Every series of the logged batches has its row first (the indexer looks them up).
 
         The log row holds the checked rows as they are, packed in one call; resolving each
-        reading's series id here cost a Python step per reading on the push's path."""
+        reading's series id here cost a Python step per reading on the push's path. `series`:
+        what the batches (one node's) hold, gathered by the push's checks (see commit_batches)."""
         per_node: dict[str, set[tuple[str, str, str]]] = {}
-        for node, _, rows in logged:
-            keys = per_node.get(node)
-            if keys is None:
-                keys = per_node[node] = set()
-            keys.update(map(_SERIES_OF, rows))
+        if series is not None:
+            per_node[logged[0][0]] = series
+        else:
+            for node, _, rows in logged:
+                keys = per_node.get(node)
+                if keys is None:
+                    keys = per_node[node] = set()
+                keys.update(map(_SERIES_OF, rows))
         known = self._series
         for node, keys in per_node.items():
             for sensor, quantity, unit in keys:
@@ -418,7 +424,8 @@ class Store(StoreHousekeeping, NotifyLog):
         return upto
 
     # -- writes ---------------------------------------------------------------------------
-    def commit_batches(self, batches: list[Batch], received: float, seen: dict[str, float]) -> list[tuple[str, int]]:
+    def commit_batches(self, batches: list[Batch], received: float, seen: dict[str, float],
+                       series: set[tuple[str, str, str]] | None = None) -> list[tuple[str, int]]:
         """Insert new batches and advance each node's seq in one transaction.
 
         Returns the (node, seq) pairs that were new. A batch already held is skipped: that is
@@ -428,8 +435,11 @@ class Store(StoreHousekeeping, NotifyLog):
         Pushes that arrive while another commits wait and go together in the next transaction
         (group commit): one fsync for all of them instead of one each. With a thousand spokes,
         fsyncs under the store lock otherwise held it for half of every second and queued the
-        pushes behind each other. Each still returns only after its own batches are durable."""
-        mine = _Commit(batches, received, seen)
+        pushes behind each other. Each still returns only after its own batches are durable.
+
+        `series`: the (sensor, quantity, unit) of every reading, when the batches are one node's
+        and the caller gathered them (actors.hub.ingest.check_push); the rows are read otherwise."""
+        mine = _Commit(batches, received, seen, series)
         with self._group:
             self._queue.append(mine)
             while self._committing and not mine.done:
@@ -482,7 +492,7 @@ class Store(StoreHousekeeping, NotifyLog):
             if unknown:
                 db.executemany("INSERT OR IGNORE INTO nodes VALUES (?, 'spoke', 'wasm', 5.0, ?, NULL, '{}')", unknown)
                 stale += [(ts, n) for n, ts in unknown]
-            done = [self._commit(db, one.batches, one.received, seqs) for one in group]
+            done = [self._commit(db, one.batches, one.received, seqs, one.series) for one in group]
             if stale:
                 db.executemany("UPDATE nodes SET last_seen = ? WHERE name = ?", stale)
             pruned = self._prune(db) if self._prune_to > self._pruned else self._pruned
@@ -508,7 +518,8 @@ class Store(StoreHousekeeping, NotifyLog):
         return seq
 
     def _commit(self, db: sqlite3.Connection, batches: list[Batch], received: float,
-                seqs: dict[str, int]) -> tuple[list[tuple[str, int]], int]:
+                seqs: dict[str, int], series: set[tuple[str, str, str]] | None = None,
+                ) -> tuple[list[tuple[str, int]], int]:
         """(in a transaction) Log the new batches as one row; returns them as (node, seq) pairs and
         the row's id (0 without a new batch). `seqs` holds the last seqs the transaction wrote so
         far (the committed ones are self._seqs): this adds the ones it writes."""
@@ -534,7 +545,7 @@ class Store(StoreHousekeeping, NotifyLog):
                 alerts.extend((b.seq, e) for e in b.alerts)
         row = 0
         if logged:
-            self._ensure_series(logged)
+            self._ensure_series(logged, series)
             row = db.execute(INSERT_LOG, (received, pack_logged(logged))).lastrowid or 0
         changed = [(n, seq) for n, seq in last.items() if seq != before[n]]
         if changed:

@@ -57,8 +57,10 @@ def typed(batches: Any) -> Any:
 def same_either_way(batches: Any) -> Any:
     """What the column path gives, after checking it against the batch path; returns the batch path's outcome."""
     by_batch = outcome(lambda: [validate_batch(b, NOW) for b in batches])
-    whole = _whole_push(batches, NOW)
-    if whole is not None:
+    checked = _whole_push(batches, NOW)
+    if checked is not None:
+        whole = checked.batches
+        assert checked.series == {r[:2] + r[3:4] for b in whole for r in b.rows}
         assert not isinstance(by_batch, tuple), f"the column path took what the batch path refuses: {by_batch}"
         assert typed(whole) == typed(by_batch)
     assert typed(outcome(lambda: validate_batches(batches, NOW))) == typed(by_batch)

@@ -75,6 +75,17 @@ def test_store_backfill_does_not_hide_a_newer_value(hub):
     assert hub.snapshot()["nodes"][0]["sensors"]["dht22"]["temperature"]["value"] == 25.0
 
 
+def test_a_push_of_several_nodes_batches_updates_each_node_once_in_order(hub):
+    hub.hello({"node": "pi3"})
+    hub.hello({"node": "pi4"})
+    answer = hub.push([batch("pi4", 3, 1_728_999_999.0, 25.0), batch("pi3", 7, 1_728_999_990.0, 18.0),
+                       batch("pi4", 2, 1_728_999_995.0, 23.0), batch("pi3", 8, 1_728_999_991.0, 19.0)])
+    assert answer == {"acked": [3, 7, 2, 8], "duplicates": 0, "hello": []}
+    assert hub.hello({"node": "pi4"}) == {"last_seq": 3} and hub.hello({"node": "pi3"}) == {"last_seq": 8}
+    latest = {n["name"]: n["sensors"]["dht22"]["temperature"]["value"] for n in hub.snapshot()["nodes"]}
+    assert latest == {"pi3": 19.0, "pi4": 25.0}  # pi4's seq 2 came later in the call but is older
+
+
 def test_store_flags_a_skewed_clock(hub):
     hub.hello({"node": "pi4"}, sent_at=hub.clock.t + 120)
     node = hub.snapshot()["nodes"][0]
@@ -463,6 +474,21 @@ def test_a_backlog_is_logged_compressed_and_every_reader_unpacks_both_forms(tmp_
         [[1_728_990_001.0, 21.0], [1_728_990_002.0, 22.0]]
     assert samples_and_log(path) == (402, 0)
     again.close()
+
+
+def test_a_backlog_checked_in_columns_gets_its_own_nodes_series(hub):
+    """The column path hands the store the push's series: they must be this node's, though
+    another node's first push made them known."""
+    from actors.hub.ingest import _whole_push
+
+    t = 1_729_000_000.0
+    hub.push([batch("pi4", 1, t - 1)])
+    backlog = [batch("pi3", seq, t - 1000 + seq, value=20.0 + seq % 7) for seq in range(1, 51)]
+    assert _whole_push(backlog, t) is not None
+    hub.push(backlog)
+    points = hub.history("pi3", "dht22", "temperature", t - 1000, t, "raw")
+    assert points == [[t - 1000 + seq, 20.0 + seq % 7] for seq in range(1, 51)]
+    assert len(hub.history("pi3", "dht22", "humidity", t - 1000, t, "raw")) == 50
 
 
 def test_a_version_2_store_is_migrated_with_its_readings_and_its_logged_batches(tmp_path):
