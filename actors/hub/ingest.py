@@ -233,7 +233,6 @@ _REQUIRED = ("sensor", "quantity", "value", "unit", "ts")  # a reading's fields 
 _SHORT_READING = itemgetter(*_REQUIRED)
 _READING_NODE = itemgetter("node")
 _DEFAULTS = ("ok", None)  # quality and reason of a reading that leaves them out
-_as_row = partial(tuple.__new__, Row)
 _as_batch = partial(tuple.__new__, Batch)
 _DICT_ONLY, _INT_ONLY, _LIST_ONLY = {dict}, {int}, {list}
 
@@ -278,17 +277,18 @@ def _whole_push(batches: list[Any], now: float) -> Checked | None:
             if widths == {len(READING_KEYS)}:  # every field: getting all eight proves there is no other
                 if list(map(_READING_NODE, readings)).count(node) != n:
                     return None
-                rows = list(map(_as_row, map(_FULL_READING, readings)))
+                rows = list(map(_new_row, repeat(Row, n), map(_FULL_READING, readings)))
             elif widths == {len(_REQUIRED)}:  # likewise: the required fields and nothing else
-                rows = list(map(_as_row, map(add, map(_SHORT_READING, readings), repeat(_DEFAULTS, n))))
+                rows = list(map(_new_row, repeat(Row, n), map(add, map(_SHORT_READING, readings), repeat(_DEFAULTS, n))))
             else:
                 return None
             sensors, quantities, values, units, stamps, qualities, reasons = zip(*rows, strict=True)
             if reasons.count(None) != n or not _VALUED.issuperset(qualities) or \
                     not _NUMBERS.issuperset(map(type, values)) or not _NUMBERS.issuperset(map(type, stamps)):
                 return None
-            triples = list(zip(sensors, quantities, units, strict=True))
-            bounds = list(map(_KNOWN.get, triples))
+            # the push's series, for the store (Checked); then each reading's range
+            series = set(zip(sensors, quantities, units, strict=True))
+            bounds = list(map(_KNOWN.get, zip(sensors, quantities, units, strict=True)))
             if None in bounds:
                 return None
             lows, highs = zip(*bounds, strict=True)
@@ -298,12 +298,12 @@ def _whole_push(batches: list[Any], now: float) -> Checked | None:
                     and math.isfinite(sum(stamps))):
                 return None
         else:
-            rows, triples = [], []
+            rows, series = [], set()
         out, start = [], 0
         for seq, size in zip(seqs, sizes, strict=True):
             out.append(_as_batch((node, seq, rows[start:start + size], [])))
             start += size
-        return Checked(out, set(triples))
+        return Checked(out, series)
     except (KeyError, TypeError, ValueError, OverflowError):  # a field missing, unhashable, a huge int
         return None
 
