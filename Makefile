@@ -13,7 +13,7 @@ $(PY):
 
 # Reinstall only when the packaging metadata changes.
 $(STAMP): setup.cfg pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[wasm,test,pki,cluster,mqtt]'
+	$(PY) -m pip install --quiet -e '.[wasm,test,pki,cluster,mqtt,hub]'
 	touch $(STAMP)
 
 setup: $(STAMP) sandbox

@@ -381,6 +381,11 @@ class Actor:
         return {f"node:{self.node}", f"role:{self.role}", f"kind:{self.kind}", f"actor:{self.name}",
                 "api:1", *self.extra_tags}
 
+    def typed_calls(self) -> dict[str, tuple[Callable[[memoryview], tuple[Any, ...]], tuple[type[BaseException], ...]]]:
+        """Methods whose calls the daemon decodes with a decoder of their own, and what it
+        raises to leave a call to Pyro5's (nameserver.pyro.decode_calls_typed); none by default."""
+        return {}
+
     def _count(self, error: BaseException | None = None, seconds: float = 0.0, busy: bool = False,
                refused: bool = False) -> None:
         with self._stats_lock:

@@ -36,7 +36,7 @@ def make_batches(node: str, first_seq: int, n: int = BATCHES_PER_CALL) -> list[d
 
 def _serve(kind: str, state: str, ready: Any) -> None:
     """Run one server in this (child) process until terminated."""
-    from nameserver.pyro import configure
+    from nameserver.pyro import configure, decode_calls_typed
 
     configure()
     if kind in ("pyro", "pyro-bare"):
@@ -59,6 +59,9 @@ def _serve(kind: str, state: str, ready: Any) -> None:
         # measures the hub's work, not a difference in collector settings
         tune_gc()
         uri = daemon.register(obj, objectId="agg")
+        if isinstance(obj, AggregatorActor):  # as a hub's agent registers it (actors.node.agent)
+            for method, (decode, refused) in obj.typed_calls().items():
+                decode_calls_typed("agg", method, decode, refused)
         ready.put(str(uri))
         daemon.requestLoop()
     else:

@@ -22,7 +22,7 @@ def _check_sender(*nodes: Any) -> None:
 def _check_pusher(batches: Any) -> None:
     """_check_sender for each batch's node (the identity is looked up once per call)."""
     if caller_identity() is not None:
-        _check_sender(*(batch.get("node") if isinstance(batch, dict) else None
+        _check_sender(*(batch.get("node") if isinstance(batch, dict) else getattr(batch, "node", None)
                         for batch in (batches if isinstance(batches, list) else [batches])))
 
 
@@ -37,6 +37,15 @@ class AggregatorActor(Actor):
         super().__init__(node, "aggregator", role="hub", tags=tags,
                          gate=CallGate(concurrency=32, max_waiting=32))
         self.hub = hub
+
+    def typed_calls(self) -> dict[str, Any]:
+        """push's batches decoded straight into typed structures (actors.hub.wire), where msgspec
+        is installed: about half of a drained backlog's cost on the hub."""
+        try:
+            from actors.hub import wire
+        except ImportError:  # a board without msgspec decodes pushes the usual way
+            return {}
+        return {"push": (wire.decode_push, wire.REFUSED)}
 
     @remote
     def push(self, batches: list[dict[str, Any]], sent_at: float | None = None) -> dict[str, Any]:

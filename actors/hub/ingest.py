@@ -13,7 +13,7 @@ import reprlib
 from collections.abc import Callable
 from functools import partial
 from itertools import chain, repeat
-from operator import add, itemgetter, le, methodcaller
+from operator import add, attrgetter, itemgetter, le, methodcaller
 from typing import Any, NamedTuple
 
 from actors.errors import BadRequest
@@ -101,6 +101,20 @@ def _too_big_for_float(value: Any) -> bool:
     return False
 
 
+class TypedBatches(list):  # type: ignore[type-arg]
+    """A push's batches as actors.hub.wire decoded them: structures, each field's type checked.
+
+    `dicts()` gives the dicts Pyro5's own decoder would have made of the same bytes; `unset` is
+    the value of a field the sender left out."""
+
+    def __init__(self, batches: list[Any], as_dicts: Callable[[list[Any]], list[Any]], unset: Any) -> None:
+        super().__init__(batches)
+        self._as_dicts, self.unset = as_dicts, unset
+
+    def dicts(self) -> list[Any]:
+        return self._as_dicts(self)
+
+
 class Checked(NamedTuple):
     """A push's checked batches, and the (sensor, quantity, unit) of their readings when the
     column path gathered them (None otherwise): the store then makes sure of each series once,
@@ -120,6 +134,12 @@ def check_push(batches: list[Any], now: float,
     there, takes validate_batch's path, which gives the precise message. A push of a few
     batches (a node keeping up pushes one) costs less batch by batch than the column path's
     fixed steps."""
+    if isinstance(batches, TypedBatches):
+        if len(batches) >= COLUMNS_FROM_BATCHES:
+            checked = _typed_whole_push(batches, now)
+            if checked is not None:
+                return checked
+        batches = batches.dicts()
     if len(batches) >= COLUMNS_FROM_BATCHES:
         checked = _whole_push(batches, now)
         if checked is not None:
@@ -235,6 +255,12 @@ _READING_NODE = itemgetter("node")
 _DEFAULTS = ("ok", None)  # quality and reason of a reading that leaves them out
 _as_batch = partial(tuple.__new__, Batch)
 _DICT_ONLY, _INT_ONLY, _LIST_ONLY = {dict}, {int}, {list}
+# actors.hub.wire's structures, read by attribute
+_NODE_OF_STRUCT, _SEQ_OF_STRUCT, _READINGS_OF_STRUCT, _ALERTS_OF_STRUCT = (
+    attrgetter("node"), attrgetter("seq"), attrgetter("readings"), attrgetter("alerts"))
+_FULL_OF_STRUCT = attrgetter("sensor", "quantity", "value", "unit", "ts", "quality", "reason")
+_SHORT_OF_STRUCT = attrgetter(*_REQUIRED)
+_EXTRA_OF_STRUCT = attrgetter("node", "quality", "reason")
 
 
 def _whole_push(batches: list[Any], now: float) -> Checked | None:
@@ -257,19 +283,17 @@ def _whole_push(batches: list[Any], now: float) -> Checked | None:
             return None
         nodes = list(map(_BATCH_NODE, batches))
         node = nodes[0]
-        if type(node) is not str or nodes.count(node) != len(nodes) or not (node in _NAMED or _named(node)):
+        if type(node) is not str:
             return None
         seqs = list(map(_BATCH_SEQ, batches))
-        if not _INT_ONLY.issuperset(map(type, seqs)) or min(seqs) < 1 or max(seqs) > SQLITE_INT_MAX:
+        if not _INT_ONLY.issuperset(map(type, seqs)):
             return None
         lists = list(map(_BATCH_READINGS, batches))
         if not _LIST_ONLY.issuperset(map(type, lists)):
             return None
-        sizes = list(map(len, lists))
-        if max(sizes) > MAX_READINGS_PER_BATCH:
-            return None
         readings = list(chain.from_iterable(lists))
         n = len(readings)
+        rows: list[Row] = []
         if n:
             if not _DICT_ONLY.issuperset(map(type, readings)):
                 return None
@@ -282,30 +306,73 @@ def _whole_push(batches: list[Any], now: float) -> Checked | None:
                 rows = list(map(_new_row, repeat(Row, n), map(add, map(_SHORT_READING, readings), repeat(_DEFAULTS, n))))
             else:
                 return None
-            sensors, quantities, values, units, stamps, qualities, reasons = zip(*rows, strict=True)
-            if reasons.count(None) != n or not _VALUED.issuperset(qualities) or \
-                    not _NUMBERS.issuperset(map(type, values)) or not _NUMBERS.issuperset(map(type, stamps)):
-                return None
-            # the push's series, for the store (Checked); then each reading's range
-            series = set(zip(sensors, quantities, units, strict=True))
-            bounds = list(map(_KNOWN.get, zip(sensors, quantities, units, strict=True)))
-            if None in bounds:
-                return None
-            lows, highs = zip(*bounds, strict=True)
-            # min/max skip a NaN that is not first: the sum of a column with one is NaN
-            if not (all(map(le, lows, values)) and all(map(le, values, highs))
-                    and min(stamps) >= CLOCK_SET_AFTER and max(stamps) <= now + MAX_FUTURE_S
-                    and math.isfinite(sum(stamps))):
-                return None
-        else:
-            rows, series = [], set()
-        out, start = [], 0
-        for seq, size in zip(seqs, sizes, strict=True):
-            out.append(_as_batch((node, seq, rows[start:start + size], [])))
-            start += size
-        return Checked(out, series)
+        return _checked_columns(node, nodes, seqs, list(map(len, lists)), rows, now)
     except (KeyError, TypeError, ValueError, OverflowError):  # a field missing, unhashable, a huge int
         return None
+
+
+def _typed_whole_push(batches: TypedBatches, now: float) -> Checked | None:
+    """_whole_push for a push actors.hub.wire decoded: the same push is common, with the same rows.
+
+    The decoder checked every field's type already (str names, int seqs, an int or a float
+    stamp, a value that is one or None) and left no unknown field; a field a reading left out
+    is `batches.unset`. A push that is not common returns None: check_push then checks the
+    dicts Pyro5 would have made (tests/unit/test_hub_wire.py checks the paths against each other)."""
+    try:
+        if not batches or any(map(_ALERTS_OF_STRUCT, batches)):  # UNSET, None and [] are all false
+            return None
+        nodes = list(map(_NODE_OF_STRUCT, batches))
+        lists = list(map(_READINGS_OF_STRUCT, batches))
+        readings = list(chain.from_iterable(lists))
+        n = len(readings)
+        rows: list[Row] = []
+        if n:
+            node, unset = nodes[0], batches.unset
+            extras = list(chain.from_iterable(map(_EXTRA_OF_STRUCT, readings)))
+            missing = extras.count(unset)
+            if missing == 0:  # every field
+                if extras[::3].count(node) != n:
+                    return None
+                rows = list(map(_new_row, repeat(Row, n), map(_FULL_OF_STRUCT, readings)))
+            elif missing == 3 * n:  # the required fields only
+                rows = list(map(_new_row, repeat(Row, n), map(add, map(_SHORT_OF_STRUCT, readings), repeat(_DEFAULTS, n))))
+            else:
+                return None
+        return _checked_columns(nodes[0], nodes, list(map(_SEQ_OF_STRUCT, batches)), list(map(len, lists)), rows, now)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _checked_columns(node: str, nodes: list[Any], seqs: list[int], sizes: list[int], rows: list[Row],
+                     now: float) -> Checked | None:
+    """The checks _whole_push and _typed_whole_push share, once each has its push's rows."""
+    if nodes.count(node) != len(nodes) or not (node in _NAMED or _named(node)):
+        return None
+    if min(seqs) < 1 or max(seqs) > SQLITE_INT_MAX or max(sizes) > MAX_READINGS_PER_BATCH:
+        return None
+    series: set[tuple[str, str, str]] = set()
+    if rows:
+        n = len(rows)
+        sensors, quantities, values, units, stamps, qualities, reasons = zip(*rows, strict=True)
+        if reasons.count(None) != n or not _VALUED.issuperset(qualities) or \
+                not _NUMBERS.issuperset(map(type, values)) or not _NUMBERS.issuperset(map(type, stamps)):
+            return None
+        # the push's series, for the store (Checked); then each reading's range
+        series = set(zip(sensors, quantities, units, strict=True))
+        bounds = list(map(_KNOWN.get, zip(sensors, quantities, units, strict=True)))
+        if None in bounds:
+            return None
+        lows, highs = zip(*bounds, strict=True)
+        # min/max skip a NaN that is not first: the sum of a column with one is NaN
+        if not (all(map(le, lows, values)) and all(map(le, values, highs))
+                and min(stamps) >= CLOCK_SET_AFTER and max(stamps) <= now + MAX_FUTURE_S
+                and math.isfinite(sum(stamps))):
+            return None
+    out, start = [], 0
+    for seq, size in zip(seqs, sizes, strict=True):
+        out.append(_as_batch((node, seq, rows[start:start + size], [])))
+        start += size
+    return Checked(out, series)
 
 
 def _row(raw: Any, node: str, where: str, now: float, limit: float, declared: dict[str, Any]) -> Row:

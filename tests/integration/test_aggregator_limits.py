@@ -45,3 +45,33 @@ def test_aggregator_hello_bounds_its_info(cluster, agg):
     assert cluster.node_snapshot("rover")["clock_offset"] is None
     agg.hello({"node": "rover", "push_interval": 2.0}, time.time() + 120)
     assert 100 < cluster.node_snapshot("rover")["clock_offset"] < 140
+
+
+def test_a_drained_backlog_is_decoded_typed_by_the_hubs_daemon_and_a_bad_one_refused_as_before(
+        cluster, agg, monkeypatch):
+    """A hub's agent registers the aggregator's push with nameserver.pyro for actors.hub.wire's
+    decoder: an agent's push (batches and its clock) arrives as typed batches, and a push the
+    checks refuse gets the message the batch path gives, from the same bytes."""
+    from actors.hub.ingest import TypedBatches
+    from nameserver import pyro
+
+    key = ("harvester.hub.aggregator", "push")
+    decode, refused = pyro._typed_calls[key]
+    decoded: list[bool] = []
+
+    def counting(vargs):
+        out = decode(vargs)
+        decoded.append(type(out[0]) is TypedBatches)
+        return out
+
+    monkeypatch.setitem(pyro._typed_calls, key, (counting, refused))
+    now = time.time()
+    batches = [{"node": "rover", "seq": seq, "readings": [{**READING, "ts": now - 60 + seq, "value": 20.0 + seq % 5}]}
+               for seq in range(1, 51)]
+    assert agg.push(batches, now)["acked"] == list(range(1, 51))
+    bad = [dict(b, seq=b["seq"] + 50) for b in batches]
+    bad[7] = {**bad[7], "readings": [{**READING, "ts": now, "unit": "K"}]}
+    with pytest.raises(BadRequest, match=r"batch rover#58 reading 0: .*temperature is measured in '°C'"):
+        agg.push(bad, now)
+    assert decoded == [True, True]
+    assert cluster.hub.role.hub.store.count("rover") == 50

@@ -84,16 +84,19 @@ def test_a_common_push_takes_the_column_path_with_the_batch_paths_rows() -> None
     assert _whole_push([{"node": "rover", "seq": 1, "readings": []}], NOW) is not None
 
 
+# pushes a column path leaves to the batch path (test_hub_wire adds the typed decoder's own)
+LEFT_TO_THE_BATCH_PATH = {
+    "an unseen series": lambda p: p[0]["readings"][0].update(sensor="dht22b"),
+    "a reason": lambda p: p[0]["readings"][0].update(reason="warming up"),
+    "alerts": lambda p: p[0].update(alerts=[{"plugin": "x"}]),
+    "two nodes": lambda p: p[1].update(node="other"),
+    "fields of two widths": lambda p: p[0]["readings"][0].pop("reason"),
+}
+
+
 def test_what_the_column_path_leaves_to_the_batch_path() -> None:
     warm()
-    cases = {
-        "an unseen series": lambda p: p[0]["readings"][0].update(sensor="dht22b"),
-        "a reason": lambda p: p[0]["readings"][0].update(reason="warming up"),
-        "alerts": lambda p: p[0].update(alerts=[{"plugin": "x"}]),
-        "two nodes": lambda p: p[1].update(node="other"),
-        "fields of two widths": lambda p: p[0]["readings"][0].pop("reason"),
-        "a batch that is not an object": lambda p: p.append("batch"),
-    }
+    cases = {**LEFT_TO_THE_BATCH_PATH, "a batch that is not an object": lambda p: p.append("batch")}
     for what, change in cases.items():
         calls = push(3, 4, True)
         change(calls)
@@ -110,7 +113,12 @@ def test_what_the_column_path_leaves_to_the_batch_path() -> None:
 def test_both_paths_agree_on_pushes_broken_one_field_at_a_time(full: bool, batches: int, per_batch: int,
                                                                changes: list[Any], batch_changes: list[Any]) -> None:
     warm()
-    calls = push(batches, per_batch, full)
+    same_either_way(broken(push(batches, per_batch, full), changes, batch_changes))
+
+
+def broken(calls: list[dict[str, Any]], changes: list[Any], batch_changes: list[Any]) -> list[dict[str, Any]]:
+    """The push with each change made: (batch, reading, field, "set" or "drop", value) to a reading,
+    (batch, field, value) to a batch; indexes wrap around."""
     for b, r, field, how, value in changes:
         target = calls[b % len(calls)]["readings"]
         if not target:
@@ -122,4 +130,4 @@ def test_both_paths_agree_on_pushes_broken_one_field_at_a_time(full: bool, batch
             one[field] = copy.deepcopy(value)
     for b, field, value in batch_changes:
         calls[b % len(calls)][field] = copy.deepcopy(value)
-    same_either_way(calls)
+    return calls
