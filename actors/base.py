@@ -17,6 +17,7 @@ from Pyro5.server import expose
 from actors.errors import BadRequest, Busy
 from hal.errors import ActuatorArgumentError
 from hal.names import object_name
+from nameserver.pyro import TypedCall
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -381,9 +382,9 @@ class Actor:
         return {f"node:{self.node}", f"role:{self.role}", f"kind:{self.kind}", f"actor:{self.name}",
                 "api:1", *self.extra_tags}
 
-    def typed_calls(self) -> dict[str, tuple[Callable[[memoryview], tuple[Any, ...]], tuple[type[BaseException], ...]]]:
-        """Methods whose calls the daemon decodes with a decoder of their own, and what it
-        raises to leave a call to Pyro5's (nameserver.pyro.decode_calls_typed); none by default."""
+    def typed_calls(self) -> dict[str, TypedCall]:
+        """Methods whose calls the daemon decodes its own way (nameserver.pyro.decode_calls_typed);
+        none by default."""
         return {}
 
     def _count(self, error: BaseException | None = None, seconds: float = 0.0, busy: bool = False,

@@ -60,8 +60,8 @@ def _serve(kind: str, state: str, ready: Any) -> None:
         tune_gc()
         uri = daemon.register(obj, objectId="agg")
         if isinstance(obj, AggregatorActor):  # as a hub's agent registers it (actors.node.agent)
-            for method, (decode, refused) in obj.typed_calls().items():
-                decode_calls_typed("agg", method, decode, refused)
+            for method, call in obj.typed_calls().items():
+                decode_calls_typed("agg", method, call)
         ready.put(str(uri))
         daemon.requestLoop()
     else:

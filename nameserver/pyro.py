@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from Pyro5 import config
 from Pyro5.serializers import MsgpackSerializer
@@ -22,16 +22,21 @@ CALL_TIMEOUT = 5.0
 MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 
 
-# (object id, method) -> a decoder of that call's positional arguments from their msgpack bytes
-TypedDecode = Callable[[memoryview], tuple[Any, ...]]
-_typed_calls: dict[tuple[str, str], tuple[TypedDecode, tuple[type[BaseException], ...]]] = {}
+class TypedCall(NamedTuple):
+    """How a daemon decodes one method's calls itself (decode_calls_typed)."""
+
+    decode: Callable[[memoryview], tuple[Any, ...]]  # the positional arguments from their msgpack bytes
+    refused: tuple[type[BaseException], ...]  # what decode raises to leave a call to Pyro5
+    from_bytes: int = 0  # smaller arguments are left to Pyro5, where they cost less
 
 
-def decode_calls_typed(object_id: str, method: str, decode: TypedDecode,
-                       refused: tuple[type[BaseException], ...]) -> None:
-    """Decode calls of `method` on the object registered as `object_id` with `decode` rather than
-    into Pyro5's dicts and lists (actors.hub.wire: a push's batches). The bytes on the wire are
-    the same; a call `decode` refuses (raising one of `refused`) is decoded the usual way.
+_typed_calls: dict[tuple[str, str], TypedCall] = {}  # (object id, method) ->
+
+
+def decode_calls_typed(object_id: str, method: str, call: TypedCall) -> None:
+    """Decode calls of `method` on the object registered as `object_id` with `call.decode` rather
+    than into Pyro5's dicts and lists (actors.hub.wire: a push's batches). The bytes on the wire
+    are the same; a call it refuses (raising one of `call.refused`) is decoded the usual way.
 
     Installed in the process on first use: Pyro5 keeps one msgpack serializer per process, and a
     process without typed calls (a spoke) keeps Pyro5's own."""
@@ -41,7 +46,7 @@ def decode_calls_typed(object_id: str, method: str, decode: TypedDecode,
     if not isinstance(current, _TypedCallsSerializer):
         typed = _TypedCallsSerializer()
         serializers.serializers["msgpack"] = serializers.serializers_by_id[typed.serializer_id] = typed
-    _typed_calls[(object_id, method)] = (decode, refused)
+    _typed_calls[(object_id, method)] = call
 
 
 class _TypedCallsSerializer(MsgpackSerializer):
@@ -56,11 +61,10 @@ class _TypedCallsSerializer(MsgpackSerializer):
         except ValueError:
             return super().loadsCall(data)
         typed = _typed_calls.get((obj, method))
-        if typed is not None and not kwargs:
-            decode, refused = typed
+        if typed is not None and not kwargs and len(vargs) >= typed.from_bytes:
             try:
-                return obj, method, decode(vargs), {}
-            except refused:
+                return obj, method, typed.decode(vargs), {}
+            except typed.refused:
                 pass
         return super().loadsCall(data)
 

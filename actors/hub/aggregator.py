@@ -6,6 +6,7 @@ from typing import Any
 
 from actors.base import Actor, CallGate, remote
 from actors.hub.state import Hub
+from nameserver.pyro import TypedCall
 from nameserver.security import caller_identity
 
 
@@ -38,14 +39,14 @@ class AggregatorActor(Actor):
                          gate=CallGate(concurrency=32, max_waiting=32))
         self.hub = hub
 
-    def typed_calls(self) -> dict[str, Any]:
+    def typed_calls(self) -> dict[str, TypedCall]:
         """push's batches decoded straight into typed structures (actors.hub.wire), where msgspec
         is installed: about half of a drained backlog's cost on the hub."""
         try:
             from actors.hub import wire
         except ImportError:  # a board without msgspec decodes pushes the usual way
             return {}
-        return {"push": (wire.decode_push, wire.REFUSED)}
+        return {"push": TypedCall(wire.decode_push, wire.REFUSED, wire.TYPED_FROM_BYTES)}
 
     @remote
     def push(self, batches: list[dict[str, Any]], sent_at: float | None = None) -> dict[str, Any]:

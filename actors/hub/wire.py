@@ -47,6 +47,10 @@ class WireBatch(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _PUSH_ARGS = msgspec.msgpack.Decoder(tuple[list[WireBatch], Any])
+# A push of a few batches (a node keeping up sends one, about 1 kB) is checked batch by batch
+# as dicts anyway: decoded typed and turned back into dicts it cost 23 us against 20 us. Five
+# batches of ten readings, where the column checks start, pack to about 4.7 kB.
+TYPED_FROM_BYTES = 4096
 REFUSED = (msgspec.ValidationError, msgspec.DecodeError)  # decode_push's: the caller decodes the stock way
 
 

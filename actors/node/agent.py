@@ -225,8 +225,8 @@ class NodeAgent:
             raise cannot_listen("agent.port", cfg.agent_host, cfg.agent_port, exc) from exc
         for actor in self.actors:
             uri = self.daemon.register(actor, objectId=actor.object_name)
-            for method, (decode, refused) in actor.typed_calls().items():
-                decode_calls_typed(actor.object_name, method, decode, refused)
+            for method, call in actor.typed_calls().items():
+                decode_calls_typed(actor.object_name, method, call)
             self.registrar.add(actor.object_name, str(uri), actor.metadata())
         threading.Thread(target=self.daemon.requestLoop, name="pyro-daemon", daemon=True).start()
         log.info("%s serving %d actors at %s", cfg.name, len(self.actors), self.daemon.locationStr)

@@ -56,15 +56,15 @@ def test_a_drained_backlog_is_decoded_typed_by_the_hubs_daemon_and_a_bad_one_ref
     from nameserver import pyro
 
     key = ("harvester.hub.aggregator", "push")
-    decode, refused = pyro._typed_calls[key]
+    call = pyro._typed_calls[key]
     decoded: list[bool] = []
 
     def counting(vargs):
-        out = decode(vargs)
+        out = call.decode(vargs)
         decoded.append(type(out[0]) is TypedBatches)
         return out
 
-    monkeypatch.setitem(pyro._typed_calls, key, (counting, refused))
+    monkeypatch.setitem(pyro._typed_calls, key, call._replace(decode=counting))
     now = time.time()
     batches = [{"node": "rover", "seq": seq, "readings": [{**READING, "ts": now - 60 + seq, "value": 20.0 + seq % 5}]}
                for seq in range(1, 51)]

@@ -5,6 +5,7 @@ anything the typed decoder refuses) to Pyro5."""
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -17,7 +18,7 @@ from Pyro5 import serializers
 from actors.hub import wire
 from actors.hub.aggregator import AggregatorActor
 from actors.hub.ingest import COLUMNS_FROM_BATCHES, TypedBatches, _typed_whole_push, check_push
-from nameserver.pyro import decode_calls_typed
+from nameserver.pyro import TypedCall, decode_calls_typed
 from tests.unit.test_hub_ingest_fast import (
     LEFT_TO_THE_BATCH_PATH,
     NASTY,
@@ -52,6 +53,11 @@ def checked(result: Any) -> Any:
     return typed(result.batches)
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON with sorted keys: 21 and 21.0 differ, NaN equals NaN (== says it does not)."""
+    return json.dumps(a, sort_keys=True, default=repr) == json.dumps(b, sort_keys=True, default=repr)
+
+
 def wire_bytes(batches: Any) -> bytes | None:
     """push(batches, NOW)'s positional arguments as a Pyro5 client packs them (None: msgpack cannot)."""
     try:
@@ -71,7 +77,7 @@ def same_as_pyro5(batches: Any) -> bool:
     except wire.REFUSED:
         return False
     assert type(decoded) is TypedBatches and sent_at == NOW
-    assert decoded.dicts() == msgpack.unpackb(data, raw=False)[0]  # what the batch path sees
+    assert same_json(decoded.dicts(), msgpack.unpackb(data, raw=False)[0])  # what the batch path sees
     assert checked(outcome(lambda: check_push(decoded, NOW))) == expected
     return True
 
@@ -132,19 +138,21 @@ def call_bytes(obj: str, method: str, vargs: Any, kwargs: Any = None) -> bytes:
 
 
 def test_the_daemons_serializer_decodes_only_the_registered_call_typed() -> None:
-    decode_calls_typed("test.wire.aggregator", "push", wire.decode_push, wire.REFUSED)
+    decode_calls_typed("test.wire.aggregator", "push", TypedCall(wire.decode_push, wire.REFUSED))
+    decode_calls_typed("test.wire.big", "push", TypedCall(wire.decode_push, wire.REFUSED, 10**6))
     ser = serializers.serializers["msgpack"]
     assert serializers.serializers_by_id[ser.serializer_id] is ser
     batches = push(COLUMNS_FROM_BATCHES, 2, True)
     obj, method, vargs, kwargs = ser.loadsCall(call_bytes("test.wire.aggregator", "push", (batches, NOW)))
     assert (obj, method, kwargs) == ("test.wire.aggregator", "push", {}) and type(vargs[0]) is TypedBatches
-    assert vargs[0].dicts() == batches and vargs[1] == NOW
+    assert same_json(vargs[0].dicts(), batches) and vargs[1] == NOW
     stock = [  # another object, another method, keyword arguments, a call the decoder refuses, one batch alone
         call_bytes("test.wire.other", "push", (batches, NOW)),
         call_bytes("test.wire.aggregator", "hello", ({"node": "rover"}, NOW)),
         call_bytes("test.wire.aggregator", "push", (batches,), {"sent_at": NOW}),
         call_bytes("test.wire.aggregator", "push", ([{**batches[0], "seq": "1"}], NOW)),
         call_bytes("test.wire.aggregator", "push", (batches[0], NOW)),
+        call_bytes("test.wire.big", "push", (batches, NOW)),  # under its from_bytes
     ]
     for data in stock:
         assert ser.loadsCall(data) == msgpack.unpackb(data, raw=False, use_list=True) or \
