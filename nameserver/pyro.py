@@ -47,13 +47,18 @@ def decode_calls_typed(object_id: str, method: str, call: TypedCall) -> None:
         typed = _TypedCallsSerializer()
         serializers.serializers["msgpack"] = serializers.serializers_by_id[typed.serializer_id] = typed
     _typed_calls[(object_id, method)] = call
+    _TypedCallsSerializer.smallest = min(c.from_bytes for c in _typed_calls.values())
 
 
 class _TypedCallsSerializer(MsgpackSerializer):
     """Pyro5's msgpack serializer, with the calls registered by decode_calls_typed decoded their own way."""
 
+    smallest = 0  # the smallest from_bytes registered: a shorter call is none of them
+
     def loadsCall(self, data: Any) -> Any:  # noqa: N802 (Pyro5's name)
         data = self._convertToBytes(data)
+        if len(data) < self.smallest:  # every name-server call and small push in a hub's process
+            return super().loadsCall(data)
         # A call is [object id, method, positional arguments, keyword arguments]: the two names
         # are read first (a few microseconds), and only a registered call's arguments typed.
         try:
