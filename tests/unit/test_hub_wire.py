@@ -160,6 +160,13 @@ def test_the_daemons_serializer_decodes_only_the_registered_call_typed() -> None
         assert not any(isinstance(v, TypedBatches) for v in ser.loadsCall(data)[2])
     with pytest.raises(Exception):  # noqa: B017 (Pyro5's own error for bytes that are no call)
         ser.loadsCall(b"\xc1")
+    # alerts nested deeper than either decoder goes: Pyro5's refusal, as without the typed path
+    deep = b"\x91" * 200_000 + b"\x90"
+    batch = b"\x84" + b"".join(msgpack.packb(x) for x in ("node", "rover", "seq", 1, "readings", [], "alerts")) + deep
+    data = b"\x94" + msgpack.packb("test.wire.aggregator") + msgpack.packb("push") + b"\x92\x91" + batch + \
+        msgpack.packb(NOW) + b"\x80"
+    with pytest.raises(ValueError):  # msgpack's StackError
+        ser.loadsCall(data)
 
 
 def test_a_hub_without_msgspec_registers_no_typed_call(monkeypatch) -> None:
