@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import msgpack
 from Pyro5 import config
 from Pyro5.serializers import MsgpackSerializer
 
@@ -59,10 +60,10 @@ class _TypedCallsSerializer(MsgpackSerializer):
         data = self._convertToBytes(data)
         if len(data) < self.smallest:  # every name-server call and small push in a hub's process
             return super().loadsCall(data)
-        # A call is [object id, method, positional arguments, keyword arguments]: the two names
-        # are read first (a few microseconds), and only a registered call's arguments typed.
+        # A call is [object id, method, positional arguments, keyword arguments]: the names are
+        # read first (about 24 us for a 47 kB push), and only a registered call's arguments typed.
         try:
-            obj, method, vargs, kwargs = _ENVELOPE.unpack(data)
+            obj, method, vargs, kwargs = _call_parts(data)
         except ValueError:
             return super().loadsCall(data)
         typed = _typed_calls.get((obj, method))
@@ -74,32 +75,25 @@ class _TypedCallsSerializer(MsgpackSerializer):
         return super().loadsCall(data)
 
 
-class _Envelope:
-    """A call's names and the msgpack bytes of its two argument lists, without decoding them."""
-
-    def unpack(self, data: bytes) -> tuple[str, str, memoryview, bool]:
-        """(object id, method, the positional arguments' bytes, whether keyword arguments were
-        given); ValueError when the call is not shaped so."""
-        import msgpack
-
-        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(data) or 1)
-        unpacker.feed(data)
-        try:
-            if unpacker.read_array_header() != 4:
-                raise ValueError("not a call")
-            obj, method = unpacker.unpack(), unpacker.unpack()
-            start = unpacker.tell()
-            unpacker.skip()
-            end = unpacker.tell()
-            kwargs = unpacker.read_map_header()
-        except (msgpack.UnpackException, msgpack.OutOfData, ValueError, TypeError) as exc:
-            raise ValueError(str(exc)) from None
-        if type(obj) is not str or type(method) is not str:
+def _call_parts(data: bytes) -> tuple[str, str, memoryview, bool]:
+    """A call's object id and method, the msgpack bytes of its positional arguments (skipped
+    over, not decoded), and whether keyword arguments were given; ValueError for anything that
+    is not shaped as a call."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(data) or 1)
+    unpacker.feed(data)
+    try:
+        if unpacker.read_array_header() != 4:
             raise ValueError("not a call")
-        return obj, method, memoryview(data)[start:end], kwargs > 0
-
-
-_ENVELOPE = _Envelope()
+        obj, method = unpacker.unpack(), unpacker.unpack()
+        start = unpacker.tell()
+        unpacker.skip()
+        end = unpacker.tell()
+        kwargs = unpacker.read_map_header()
+    except (msgpack.UnpackException, msgpack.OutOfData, ValueError, TypeError) as exc:
+        raise ValueError(str(exc)) from None
+    if type(obj) is not str or type(method) is not str:
+        raise ValueError("not a call")
+    return obj, method, memoryview(data)[start:end], kwargs > 0
 
 
 def configure() -> None:

@@ -60,7 +60,7 @@ def _as_dicts(batches: list[WireBatch]) -> list[Any]:
     return msgspec.to_builtins(batches)  # UNSET fields are left out, as they were on the wire
 
 
-def decode_push(vargs: bytes) -> tuple[TypedBatches, Any]:
+def decode_push(vargs: bytes | memoryview) -> tuple[TypedBatches, Any]:
     """push(batches, sent_at)'s positional arguments from their msgpack bytes; raises one of
     REFUSED for anything else (a single batch, a missing sent_at, a field of another type)."""
     batches, sent_at = _PUSH_ARGS.decode(vargs)

@@ -34,11 +34,11 @@ from tests.unit.test_hub_ingest_fast import (
 
 @pytest.fixture(autouse=True)
 def forgetting(monkeypatch):
-    """The series these tests make known are forgotten after each (test_hub_ingest_fast needs one
-    unseen, whichever runs first in a worker)."""
+    """Each test starts with no series known and its own are forgotten after it: the cases need
+    one unseen, as test_hub_ingest_fast's do, whichever of them runs first in a worker."""
     from actors.hub import ingest
 
-    monkeypatch.setattr(ingest, "_KNOWN", dict(ingest._KNOWN))
+    monkeypatch.setattr(ingest, "_KNOWN", {})
 
 
 def checked(result: Any) -> Any:
