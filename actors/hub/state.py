@@ -130,7 +130,11 @@ class Hub:
         seen = dict.fromkeys(map(_NODE_OF, checked), now)
         new = self.store.commit_batches(checked, now, seen, series)
         # the pairs are distinct batches of `checked`: as many means every batch was new
-        stored = checked if len(new) == len(checked) else [b for b in checked if (b.node, b.seq) in set(new)]
+        if len(new) == len(checked):
+            stored = checked
+        else:
+            fresh = set(new)
+            stored = [b for b in checked if (b.node, b.seq) in fresh]
         with self._lock:
             # A node is registered with its batches: a refused push, or a commit that fails,
             # leaves no node behind (in memory or in the store).
